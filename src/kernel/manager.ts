@@ -1,0 +1,38 @@
+// What every kernel subsystem manager (ipset, iptables, ip rule/route/address) offers the
+// agent's apply loop. A manager owns a part of the kernel's state, keeps its own belief of
+// what the kernel holds, and writes only the difference from what it is asked to hold, in
+// one batch. Managers are not safe for concurrent use: the apply loop is their only caller.
+
+/** The seed's errPhase numbers: which step of a binding failed. */
+export const Phase = {
+  Ipset: 1,
+  Nat: 2,
+  PolicyRouting: 3,
+  Address: 4,
+  Bgp: 5,
+  State: 6,
+} as const;
+export type Phase = (typeof Phase)[keyof typeof Phase];
+
+export class KernelError extends Error {
+  constructor(
+    readonly phase: Phase,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "KernelError";
+  }
+}
+
+export interface KernelManager<D> {
+  /** Sets what the kernel must hold. Cheap: nothing is written until apply(). */
+  setDesired(desired: D): void;
+  /**
+   * Writes the difference between the desired state and what the manager believes the
+   * kernel holds. With `reread`, or when its belief is unknown (first call, or after a
+   * failure), it first reads the kernel. Resolves to the number of changes written; rejects
+   * with a KernelError carrying the phase that failed.
+   */
+  apply(options: { reread: boolean }): Promise<number>;
+}
