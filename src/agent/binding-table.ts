@@ -1,0 +1,69 @@
+// The node's bindings in memory: one VMI per EIP and one EIP per VMI. It decides whether an
+// operation conflicts and whether it changes anything; the apply loop makes it true.
+import type { Binding } from "./plan.js";
+import type { Operation } from "./request.js";
+
+export interface HeldBinding extends Binding {
+  /** When the binding was made on this node (ISO 8601). */
+  readonly since: string;
+}
+
+export type Outcome =
+  | { readonly kind: "changed" }
+  | { readonly kind: "unchanged" }
+  | { readonly kind: "conflict"; readonly reason: string };
+
+export class BindingTable {
+  private readonly byEip = new Map<string, HeldBinding>();
+  private readonly byVmi = new Map<string, HeldBinding>();
+  /** Grows by one with every change, so a saver can tell whether it is behind. */
+  private changes = 0;
+
+  constructor(initial: Iterable<HeldBinding> = []) {
+    for (const b of initial) this.put(b);
+  }
+
+  get size(): number {
+    return this.byEip.size;
+  }
+
+  get version(): number {
+    return this.changes;
+  }
+
+  list(): HeldBinding[] {
+    return [...this.byEip.values()];
+  }
+
+  /** Checks and, when allowed, performs the operation. `now` stamps new bindings. */
+  apply(op: Operation, now: string): Outcome {
+    const { eip, vmi } = op.binding;
+    const atEip = this.byEip.get(eip);
+    if (op.action === "bind") {
+      if (atEip?.vmi === vmi) return { kind: "unchanged" };
+      if (atEip) return conflict(`EIP ${eip} is already bound to VMI ${atEip.vmi}`);
+      const atVmi = this.byVmi.get(vmi);
+      if (atVmi) return conflict(`VMI ${vmi} already holds EIP ${atVmi.eip}`);
+      this.put({ eip, vmi, since: now });
+      this.changes++;
+      return { kind: "changed" };
+    }
+    if (!atEip) return { kind: "unchanged" };
+    if (atEip.vmi !== vmi) {
+      return conflict(`EIP ${eip} is bound to VMI ${atEip.vmi}, not ${vmi}`);
+    }
+    this.byEip.delete(eip);
+    this.byVmi.delete(vmi);
+    this.changes++;
+    return { kind: "changed" };
+  }
+
+  private put(b: HeldBinding): void {
+    this.byEip.set(b.eip, b);
+    this.byVmi.set(b.vmi, b);
+  }
+}
+
+function conflict(reason: string): Outcome {
+  return { kind: "conflict", reason };
+}

@@ -1,0 +1,80 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { BindingTable } from "./binding-table.js";
+import { plan, type Binding, type PlanConfig } from "./plan.js";
+
+const config: PlanConfig = {
+  internalNets: ["192.168.223.0/24", "10.244.0.0/16"],
+  gatewayIp: "192.168.18.1",
+  gatewayDev: "eth1",
+  eipCidr: "192.168.18.0/24",
+  arpPoisoning: false,
+};
+
+test("plans the seed's kernel state for one binding", () => {
+  const d = plan(config, [{ eip: "192.168.18.100", vmi: "10.244.1.10" }]);
+  assert.deepEqual(d.ipsets, [
+    { name: "k8s_internal_net", type: "hash:net", members: ["10.244.0.0/16", "192.168.223.0/24"] },
+    { name: "kube-eip-eip", type: "hash:ip", members: ["192.168.18.100"] },
+    { name: "kube-eip-vmi", type: "hash:ip", members: ["10.244.1.10"] },
+  ]);
+  assert.deepEqual(d.chains, [
+    { table: "nat", name: "KUBE-EIP-PREROUTING", rules: ["-d 192.168.18.100/32 -j DNAT --to-destination 10.244.1.10"] },
+    {
+      table: "nat",
+      name: "KUBE-EIP-POSTROUTING",
+      rules: ["-s 10.244.1.10/32 -m set ! --match-set k8s_internal_net dst -j SNAT --to-source 192.168.18.100"],
+    },
+    {
+      table: "filter",
+      name: "KUBE-EIP-FORWARD",
+      rules: [
+        "-m conntrack --ctdir REPLY -j ACCEPT",
+        "-d 10.244.1.10/32 -m conntrack --ctstate DNAT --ctorigdst 192.168.18.100 -j ACCEPT",
+      ],
+    },
+  ]);
+  assert.deepEqual(d.routes, [
+    { kind: "link", dst: "192.168.18.0/24", dev: "eth1" },
+    { kind: "via", dst: "default", gateway: "192.168.18.1", dev: "eth1" },
+    { kind: "throw", dst: "10.244.0.0/16" },
+    { kind: "throw", dst: "192.168.223.0/24" },
+  ]);
+  assert.deepEqual(d.ruleSources, ["10.244.1.10"]);
+  assert.deepEqual(d.gatewayAddresses, ["192.168.18.100"]);
+});
+
+test("with ARP poisoning no EIP goes on the gateway device", () => {
+  const d = plan({ ...config, arpPoisoning: true }, [{ eip: "192.168.18.100", vmi: "10.244.1.10" }]);
+  assert.deepEqual(d.gatewayAddresses, []);
+});
+
+test("no bindings: empty chains and sets, the table's routes stay", () => {
+  const d = plan(config, []);
+  assert.deepEqual(d.ipsets.map((s) => s.members.length), [2, 0, 0]);
+  assert.deepEqual(d.ruleSources, []);
+  assert.equal(d.routes.length, 4);
+});
+
+// Replays the same operations reversed, duplicated and interleaved: the end state, and so
+// the plan, must not depend on the order.
+test("the plan depends only on the resulting bindings, not on the order of operations", () => {
+  const pairs: Binding[] = Array.from({ length: 20 }, (_, i) => ({ eip: `192.168.18.${100 + i}`, vmi: `10.244.1.${10 + i}` }));
+  const ops = [
+    ...pairs.map((binding) => ({ action: "bind" as const, binding })),
+    ...pairs.filter((_, i) => i % 3 === 0).map((binding) => ({ action: "unbind" as const, binding })),
+  ];
+  const orders = [
+    ops,
+    [...ops.slice(0, 20).reverse(), ...ops.slice(20).reverse()],
+    ops.flatMap((op) => [op, op]),
+    [...ops.slice(0, 20).filter((_, i) => i % 2), ...ops.slice(0, 20).filter((_, i) => !(i % 2)), ...ops.slice(20)],
+  ];
+  const results = orders.map((order) => {
+    const t = new BindingTable();
+    for (const op of order) t.apply(op, "T");
+    return plan(config, t.list());
+  });
+  for (const r of results.slice(1)) assert.deepEqual(r, results[0]);
+  assert.equal(results[0]?.ruleSources.length, 13);
+});

@@ -1,0 +1,151 @@
+// The pure heart of the agent: (config, bindings) -> the kernel state the node must have.
+// No I/O and no clock: the kernel managers diff this against what the kernel holds.
+//
+// The names here are the seed's (COMPATIBILITY.md), so a node upgraded from the seed
+// already carries most of this state and nothing needs to be rewritten. Where we differ:
+// - internal nets in eip_route are `throw` routes: a bound VMI's traffic to pods and
+//   services falls through to the node's own routing, exactly as if no EIP were bound
+//   (the seed sent it all to cni0, which is wrong for pods on other nodes);
+// - the EIP sits on the gateway device as a /32, so each EIP is its own primary address
+//   and removing one never takes secondaries with it (the seed used the EIP network's
+//   prefix; those addresses are adopted and replaced without a gap);
+// - FORWARD also accepts, through KUBE-EIP-FORWARD, exactly the packets that reach a VMI
+//   because of its EIP (DNAT from that EIP) and the replies to connections it opened, so
+//   that both directions pass on nodes whose FORWARD policy is DROP.
+
+export const SET_INTERNAL = "k8s_internal_net";
+export const SET_EIP = "kube-eip-eip";
+export const SET_VMI = "kube-eip-vmi";
+export const CHAIN_PREROUTING = "KUBE-EIP-PREROUTING";
+export const CHAIN_POSTROUTING = "KUBE-EIP-POSTROUTING";
+export const CHAIN_FORWARD = "KUBE-EIP-FORWARD";
+export const ROUTE_TABLE_ID = 1001;
+export const ROUTE_TABLE_NAME = "eip_route";
+export const RULE_PRIORITY = 1001;
+
+/** A validated binding: both addresses in canonical dotted-quad form. */
+export interface Binding {
+  readonly eip: string;
+  readonly vmi: string;
+}
+
+export interface PlanConfig {
+  /** Canonical CIDRs ("10.244.0.0/16") never NATed. */
+  readonly internalNets: readonly string[];
+  readonly gatewayIp: string;
+  readonly gatewayDev: string;
+  /** Canonical CIDR of the EIP network. */
+  readonly eipCidr: string;
+  /** When set, EIPs are not put on the gateway device. */
+  readonly arpPoisoning: boolean;
+}
+
+export interface IpsetSpec {
+  readonly name: string;
+  readonly type: "hash:ip" | "hash:net";
+  /** hash:ip members are addresses ("10.0.0.1"); hash:net members are CIDRs ("10.0.0.0/8"). */
+  readonly members: readonly string[];
+}
+
+export type IptablesTable = "nat" | "filter";
+
+/** A chain we own entirely: its rules are exactly these, in this order. */
+export interface ChainSpec {
+  readonly table: IptablesTable;
+  readonly name: string;
+  /** Rule specs as iptables-save prints them, without the leading "-A CHAIN". */
+  readonly rules: readonly string[];
+}
+
+/** One rule we keep at the top of a chain we do not own (a built-in chain). */
+export interface JumpSpec {
+  readonly table: IptablesTable;
+  readonly chain: string;
+  /** As iptables-save prints it, without the leading "-A CHAIN". */
+  readonly rule: string;
+}
+
+export type RouteSpec =
+  | { readonly kind: "via"; readonly dst: string; readonly gateway: string; readonly dev: string }
+  | { readonly kind: "link"; readonly dst: string; readonly dev: string }
+  | { readonly kind: "throw"; readonly dst: string };
+
+export interface DesiredState {
+  readonly ipsets: readonly IpsetSpec[];
+  readonly chains: readonly ChainSpec[];
+  readonly jumps: readonly JumpSpec[];
+  /** Routes of table ROUTE_TABLE_ID; dst "default" or a canonical CIDR. */
+  readonly routes: readonly RouteSpec[];
+  /** VMI addresses that get `from <vmi> lookup eip_route priority 1001`. */
+  readonly ruleSources: readonly string[];
+  /** Addresses (without prefix) to hold as /32 on the gateway device. */
+  readonly gatewayAddresses: readonly string[];
+}
+
+export function dnatRule(b: Binding): string {
+  return `-d ${b.eip}/32 -j DNAT --to-destination ${b.vmi}`;
+}
+
+export function snatRule(b: Binding): string {
+  return `-s ${b.vmi}/32 -m set ! --match-set ${SET_INTERNAL} dst -j SNAT --to-source ${b.eip}`;
+}
+
+export function forwardRule(b: Binding): string {
+  return `-d ${b.vmi}/32 -m conntrack --ctstate DNAT --ctorigdst ${b.eip} -j ACCEPT`;
+}
+
+export const JUMPS: readonly JumpSpec[] = [
+  {
+    table: "nat",
+    chain: "PREROUTING",
+    rule: `-m set --match-set ${SET_EIP} dst -j ${CHAIN_PREROUTING}`,
+  },
+  {
+    table: "nat",
+    chain: "POSTROUTING",
+    rule: `-m set --match-set ${SET_VMI} src -j ${CHAIN_POSTROUTING}`,
+  },
+  { table: "filter", chain: "FORWARD", rule: `-m set --match-set ${SET_VMI} src -j ACCEPT` },
+  {
+    table: "filter",
+    chain: "FORWARD",
+    rule: `-m set --match-set ${SET_VMI} dst -j ${CHAIN_FORWARD}`,
+  },
+];
+
+/** Replies to connections a bound VMI opened (its first packet passed the src ACCEPT). */
+export const FORWARD_REPLY_RULE = "-m conntrack --ctdir REPLY -j ACCEPT";
+
+function byAddress(a: Binding, b: Binding): number {
+  return a.eip < b.eip ? -1 : a.eip > b.eip ? 1 : 0;
+}
+
+/**
+ * The whole desired kernel state. Bindings are sorted first, so the result depends only on
+ * the set of bindings, never on the order they arrived in.
+ */
+export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredState {
+  const sorted = [...bindings].sort(byAddress);
+  const eips = sorted.map((b) => b.eip);
+  const vmis = sorted.map((b) => b.vmi);
+  return {
+    ipsets: [
+      { name: SET_INTERNAL, type: "hash:net", members: [...config.internalNets].sort() },
+      { name: SET_EIP, type: "hash:ip", members: eips },
+      { name: SET_VMI, type: "hash:ip", members: [...vmis].sort() },
+    ],
+    chains: [
+      { table: "nat", name: CHAIN_PREROUTING, rules: sorted.map(dnatRule) },
+      { table: "nat", name: CHAIN_POSTROUTING, rules: sorted.map(snatRule) },
+      { table: "filter", name: CHAIN_FORWARD, rules: [FORWARD_REPLY_RULE, ...sorted.map(forwardRule)] },
+    ],
+    jumps: JUMPS,
+    routes: [
+      { kind: "link", dst: config.eipCidr, dev: config.gatewayDev },
+      { kind: "via", dst: "default", gateway: config.gatewayIp, dev: config.gatewayDev },
+      ...[...config.internalNets].sort().map((dst): RouteSpec => ({ kind: "throw", dst })),
+    ],
+    ruleSources: [...vmis].sort(),
+    gatewayAddresses: config.arpPoisoning ? [] : eips,
+  };
+}
