@@ -1,0 +1,420 @@
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
+import { FakeRunner, failure } from "./fake-runner.js";
+import {
+  RouteManager,
+  ensureRouteTableName,
+  failedBatchLines,
+  parseAddresses,
+  parseRoutes,
+  parseRules,
+  routeKey,
+  type RouteDesired,
+} from "./iproute.js";
+import { KernelError, Phase } from "./manager.js";
+
+// Captured with iproute2 6.1.0 in a throwaway netns. Table 1001 holds the desired routes
+// plus a /32 throw, a tos route, a metric route and an unreachable route; the rules include
+// a stale VMI (10.0.0.12), a rule with an extra selector (iif), and foreign rules (priority
+// 500, table 1002); eth1 has the node's 192.168.18.11/24, a foreign 10.10.0.5/16, EIP /32s
+// and an EIP the previous version added with the network's prefix (192.168.18.101/24).
+const ROUTES = `[{"dst":"default","gateway":"192.168.18.1","dev":"eth1","flags":[]},{"type":"throw","dst":"10.1.2.3","flags":[]},{"dst":"10.5.0.0/16","tos":"0x10","dev":"eth1","scope":"link","flags":[]},{"dst":"10.7.0.0/16","gateway":"192.168.18.1","dev":"eth1","metric":100,"flags":[]},{"type":"unreachable","dst":"10.8.0.0/16","flags":[]},{"type":"throw","dst":"10.96.0.0/12","flags":[]},{"type":"throw","dst":"10.244.0.0/16","flags":[]},{"dst":"192.168.18.0/24","dev":"eth1","scope":"link","flags":[]}]`;
+const RULES = `[{"priority":0,"src":"all","table":"255"},{"priority":500,"src":"10.0.0.0","srclen":8,"table":"254"},{"priority":1001,"src":"10.0.0.1","table":"1001"},{"priority":1001,"src":"10.0.0.11","table":"1001"},{"priority":1001,"src":"10.0.0.12","table":"1001"},{"priority":1001,"src":"10.0.0.1","iif":"eth1","table":"1001"},{"priority":1001,"src":"10.0.0.13","table":"1002"},{"priority":32766,"src":"all","table":"254"},{"priority":32767,"src":"all","table":"253"}]`;
+const ADDRS = `[{"ifindex":3,"link":"eth1-peer","ifname":"eth1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,"qdisc":"noqueue","operstate":"UP","group":"default","txqlen":1000,"addr_info":[{"family":"inet","local":"192.168.18.11","prefixlen":24,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.100","prefixlen":32,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.102","prefixlen":32,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"10.10.0.5","prefixlen":16,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.101","prefixlen":24,"scope":"global","secondary":true,"label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295}]}]`;
+
+const ROUTE_CMD = "ip -json route show table 1001";
+const RULE_CMD = "ip -json -N rule show";
+const ADDR_CMD = "ip -json -4 addr show dev eth1";
+const BATCH_CMD = "ip -force -batch -";
+
+const CONFIG: PlanConfig = {
+  internalNets: ["10.244.0.0/16", "10.96.0.0/12"],
+  gatewayIp: "192.168.18.1",
+  gatewayDev: "eth1",
+  eipCidr: "192.168.18.0/24",
+  arpPoisoning: false,
+};
+
+const OPTIONS = { table: 1001, priority: 1001, gatewayDev: "eth1", eipCidr: "192.168.18.0/24" };
+
+const TWO: Binding[] = [
+  { eip: "192.168.18.100", vmi: "10.0.0.1" },
+  { eip: "192.168.18.101", vmi: "10.0.0.11" },
+];
+
+function desired(bindings: Binding[], config: PlanConfig = CONFIG): RouteDesired {
+  const state = plan(config, bindings);
+  return {
+    routes: state.routes,
+    ruleSources: state.ruleSources,
+    gatewayAddresses: state.gatewayAddresses,
+  };
+}
+
+function kernel(routes: string, rules: string, addrs: string): FakeRunner {
+  return new FakeRunner().on(ROUTE_CMD, routes).on(RULE_CMD, rules).on(ADDR_CMD, addrs);
+}
+
+/** An `ip -json -4 addr show` answer for eth1 with these addresses. */
+function addrJson(addrs: { local: string; prefixlen: number; secondary?: boolean }[]): string {
+  return JSON.stringify([
+    {
+      ifindex: 3,
+      ifname: "eth1",
+      addr_info: addrs.map((a) => ({ family: "inet", scope: "global", label: "eth1", ...a })),
+    },
+  ]);
+}
+
+describe("iproute parsers", () => {
+  it("reads routes with their identity, comparison key and delete line", () => {
+    const routes = parseRoutes(ROUTES, 1001);
+    assert.deepEqual(
+      routes.map((r) => [r.key, r.del]),
+      [
+        ["via default 192.168.18.1 eth1", "route del default table 1001"],
+        ["throw 10.1.2.3/32", "route del 10.1.2.3/32 table 1001"],
+        ["link 10.5.0.0/16 eth1 tos 0x10 metric 0", "route del 10.5.0.0/16 table 1001 tos 0x10"],
+        [
+          "via 10.7.0.0/16 192.168.18.1 eth1 tos 0 metric 100",
+          "route del 10.7.0.0/16 table 1001 metric 100",
+        ],
+        [
+          `other ${JSON.stringify({ type: "unreachable", dst: "10.8.0.0/16", flags: [] })}`,
+          "route del 10.8.0.0/16 table 1001",
+        ],
+        ["throw 10.96.0.0/12", "route del 10.96.0.0/12 table 1001"],
+        ["throw 10.244.0.0/16", "route del 10.244.0.0/16 table 1001"],
+        ["link 192.168.18.0/24 eth1", "route del 192.168.18.0/24 table 1001"],
+      ],
+    );
+    assert.equal(routes[0]?.identity, "default tos 0 metric 0");
+  });
+
+  it("keys desired routes like kernel routes", () => {
+    assert.deepEqual(plan(CONFIG, []).routes.map(routeKey), [
+      "link 192.168.18.0/24 eth1",
+      "via default 192.168.18.1 eth1",
+      "throw 10.244.0.0/16",
+      "throw 10.96.0.0/12",
+    ]);
+  });
+
+  it("keeps only our rules (priority 1001, table 1001 or eip_route)", () => {
+    const rules = parseRules(RULES, { table: 1001, priority: 1001 });
+    assert.deepEqual(
+      rules.map((r) => [r.key.startsWith("other ") ? "other" : r.key, r.exact, r.del]),
+      [
+        ["from 10.0.0.1/32", true, "rule del from 10.0.0.1/32 lookup 1001 priority 1001"],
+        ["from 10.0.0.11/32", true, "rule del from 10.0.0.11/32 lookup 1001 priority 1001"],
+        ["from 10.0.0.12/32", true, "rule del from 10.0.0.12/32 lookup 1001 priority 1001"],
+        ["other", true, "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001"],
+      ],
+    );
+    // Without -N, ip shows the name from rt_tables.
+    const named = RULES.replaceAll('"table":"1001"', '"table":"eip_route"');
+    assert.equal(parseRules(named, { table: 1001, priority: 1001 }).length, 4);
+    assert.equal(parseRules(named, { table: 1001, priority: 1001, tableName: "other" }).length, 0);
+  });
+
+  it("marks rules whose delete would be a wildcard as inexact", () => {
+    const rules = parseRules(
+      JSON.stringify([
+        { priority: 1001, src: "all", table: "1001" },
+        { priority: 1001, src: "10.0.0.5", ipproto: "tcp", table: "1001" },
+        { priority: 1001, src: "10.0.0.0", srclen: 8, table: "1001" },
+      ]),
+      { table: 1001, priority: 1001 },
+    );
+    assert.deepEqual(
+      rules.map((r) => [r.exact, r.del]),
+      [
+        [false, "rule del from all lookup 1001 priority 1001"],
+        [false, "rule del from 10.0.0.5/32 lookup 1001 priority 1001"],
+        [true, "rule del from 10.0.0.0/8 lookup 1001 priority 1001"],
+      ],
+    );
+  });
+
+  it("reads the device's IPv4 addresses", () => {
+    assert.deepEqual(parseAddresses(ADDRS), [
+      { address: "192.168.18.11", prefix: 24, secondary: false },
+      { address: "192.168.18.100", prefix: 32, secondary: false },
+      { address: "192.168.18.102", prefix: 32, secondary: false },
+      { address: "10.10.0.5", prefix: 16, secondary: false },
+      { address: "192.168.18.101", prefix: 24, secondary: true },
+    ]);
+  });
+
+  it("finds the failed lines of a batch", () => {
+    const stderr =
+      "RTNETLINK answers: No such file or directory\nCommand failed -:2\n" +
+      "Error: ipv4: Address already assigned.\nCommand failed -:14\n";
+    assert.deepEqual(failedBatchLines(stderr), [2, 14]);
+    assert.deepEqual(failedBatchLines(""), []);
+  });
+});
+
+describe("RouteManager", () => {
+  it("writes the difference in one batch, in phase order", async () => {
+    const runner = kernel(ROUTES, RULES, ADDRS);
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    assert.equal(await manager.apply({ reread: false }), 9);
+    assert.deepEqual(runner.lines(), [ROUTE_CMD, RULE_CMD, ADDR_CMD, BATCH_CMD]);
+    assert.equal(
+      runner.calls[3]?.input,
+      [
+        "route del 10.1.2.3/32 table 1001",
+        "route del 10.5.0.0/16 table 1001 tos 0x10",
+        "route del 10.7.0.0/16 table 1001 metric 100",
+        "route del 10.8.0.0/16 table 1001",
+        // Rules with extra selectors go first: `rule del` treats missing selectors as wildcards.
+        "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001",
+        "rule del from 10.0.0.12/32 lookup 1001 priority 1001",
+        // The /24 EIP of the previous version: the /32 comes first, then the /24 goes.
+        "address replace 192.168.18.101/32 dev eth1",
+        "address del 192.168.18.102/32 dev eth1",
+        "address del 192.168.18.101/24 dev eth1",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("builds a fresh node: link route before the default route", async () => {
+    const runner = new FakeRunner()
+      .on(
+        ROUTE_CMD,
+        failure(ROUTE_CMD, "Error: ipv4: FIB table does not exist.\nDump terminated\n", 2),
+      )
+      .on(RULE_CMD, RULES.replace(/\{"priority":1001[^}]*\},/g, ""))
+      .on(ADDR_CMD, addrJson([{ local: "192.168.18.11", prefixlen: 24 }]));
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    assert.equal(await manager.apply({ reread: false }), 8);
+    assert.equal(
+      runner.calls[3]?.input,
+      [
+        "route replace 192.168.18.0/24 dev eth1 scope link table 1001",
+        "route replace default via 192.168.18.1 dev eth1 table 1001",
+        "route replace throw 10.244.0.0/16 table 1001",
+        "route replace throw 10.96.0.0/12 table 1001",
+        "rule add from 10.0.0.1/32 lookup 1001 priority 1001",
+        "rule add from 10.0.0.11/32 lookup 1001 priority 1001",
+        "address replace 192.168.18.100/32 dev eth1",
+        "address replace 192.168.18.101/32 dev eth1",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("keeps its belief: a second apply runs nothing, a bind writes two lines", async () => {
+    const runner = new FakeRunner()
+      .on(ROUTE_CMD, "[]")
+      .on(RULE_CMD, "[]")
+      .on(ADDR_CMD, addrJson([{ local: "192.168.18.11", prefixlen: 24 }]));
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    await manager.apply({ reread: false });
+    runner.clear();
+    manager.setDesired(desired(TWO));
+    assert.equal(await manager.apply({ reread: false }), 0);
+    assert.deepEqual(runner.lines(), []);
+    manager.setDesired(desired([...TWO, { eip: "192.168.18.7", vmi: "10.0.0.7" }]));
+    assert.equal(await manager.apply({ reread: false }), 2);
+    assert.deepEqual(runner.lines(), [BATCH_CMD]);
+    assert.equal(
+      runner.calls[0]?.input,
+      "rule add from 10.0.0.7/32 lookup 1001 priority 1001\naddress replace 192.168.18.7/32 dev eth1\n",
+    );
+    runner.clear();
+    manager.setDesired(desired(TWO));
+    assert.equal(await manager.apply({ reread: false }), 2);
+    assert.equal(
+      runner.calls[0]?.input,
+      "rule del from 10.0.0.7/32 lookup 1001 priority 1001\naddress del 192.168.18.7/32 dev eth1\n",
+    );
+  });
+
+  it("compares exactly: unbinding 10.0.0.1 leaves 10.0.0.11 alone", async () => {
+    const runner = kernel(ROUTES, RULES, ADDRS);
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired([{ eip: "192.168.18.101", vmi: "10.0.0.11" }]));
+    await manager.apply({ reread: false });
+    const input = runner.calls[3]?.input ?? "";
+    assert.match(input, /^rule del from 10\.0\.0\.1\/32 lookup 1001 priority 1001$/m);
+    assert.doesNotMatch(input, /10\.0\.0\.11/);
+    assert.match(input, /^address del 192\.168\.18\.100\/32 dev eth1$/m);
+  });
+
+  it("never touches the node's own or foreign addresses", async () => {
+    const runner = kernel(ROUTES, RULES, ADDRS);
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired([]));
+    await manager.apply({ reread: false });
+    const input = runner.calls[3]?.input ?? "";
+    assert.doesNotMatch(input, /192\.168\.18\.11\/|10\.10\.0\.5|192\.168\.18\.101\/24/);
+    assert.doesNotMatch(input, /priority 500|lookup 1002/);
+  });
+
+  it("holds no addresses with ARP poisoning, and removes ours", async () => {
+    const runner = kernel(ROUTES, RULES, ADDRS);
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO, { ...CONFIG, arpPoisoning: true }));
+    await manager.apply({ reread: false });
+    const input = runner.calls[3]?.input ?? "";
+    assert.deepEqual(
+      input.split("\n").filter((l) => l.startsWith("address")),
+      ["address del 192.168.18.100/32 dev eth1", "address del 192.168.18.102/32 dev eth1"],
+    );
+  });
+
+  it("turns on promote_secondaries before deleting an adopted primary /24", async () => {
+    const runner = kernel(
+      "[]",
+      "[]",
+      addrJson([
+        { local: "192.168.18.100", prefixlen: 24 },
+        { local: "192.168.18.11", prefixlen: 24, secondary: true },
+      ]),
+    );
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired({ routes: [], ruleSources: [], gatewayAddresses: ["192.168.18.100"] });
+    assert.equal(await manager.apply({ reread: false }), 2);
+    assert.deepEqual(runner.lines().slice(3), [
+      "sysctl -w net/ipv4/conf/eth1/promote_secondaries=1",
+      BATCH_CMD,
+    ]);
+    assert.equal(
+      runner.calls[4]?.input,
+      "address replace 192.168.18.100/32 dev eth1\naddress del 192.168.18.100/24 dev eth1\n",
+    );
+    // Secondaries may have been promoted: the next apply reads again.
+    runner.clear();
+    await manager.apply({ reread: false });
+    assert.deepEqual(runner.lines().slice(0, 3), [ROUTE_CMD, RULE_CMD, ADDR_CMD]);
+  });
+
+  it("maps failed batch lines to the lowest failing phase", async () => {
+    const batchFailure = (stderr: string) =>
+      kernel("[]", "[]", addrJson([])).on(BATCH_CMD, failure(BATCH_CMD, stderr));
+    // Lines: 4 routes, 2 rules, 2 addresses.
+    for (const [stderr, phase] of [
+      ["Error: ipv4: Address already assigned.\nCommand failed -:8\n", Phase.Address],
+      [
+        "Error: Nexthop has invalid gateway.\nCommand failed -:2\nCommand failed -:7\n",
+        Phase.PolicyRouting,
+      ],
+      ["RTNETLINK answers: File exists\nCommand failed -:5\n", Phase.PolicyRouting],
+      ["something else went wrong\n", Phase.PolicyRouting],
+    ] as const) {
+      const manager = new RouteManager(batchFailure(stderr), OPTIONS);
+      manager.setDesired(desired(TWO));
+      await assert.rejects(manager.apply({ reread: false }), (err: unknown) => {
+        assert.ok(err instanceof KernelError);
+        assert.equal(err.phase, phase, stderr);
+        return true;
+      });
+    }
+  });
+
+  it("forgets its belief after a failure", async () => {
+    const runner = kernel("[]", "[]", addrJson([])).on(
+      BATCH_CMD,
+      failure(BATCH_CMD, "Command failed -:1\n"),
+    );
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    await assert.rejects(manager.apply({ reread: false }));
+    runner.on(BATCH_CMD, "");
+    runner.clear();
+    await manager.apply({ reread: false });
+    assert.deepEqual(runner.lines(), [ROUTE_CMD, RULE_CMD, ADDR_CMD, BATCH_CMD]);
+  });
+
+  it("fails a read of a missing gateway device with Phase.Address", async () => {
+    const runner = kernel("[]", "[]", "").on(
+      ADDR_CMD,
+      failure(ADDR_CMD, 'Device "eth1" does not exist.\n'),
+    );
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    await assert.rejects(manager.apply({ reread: false }), {
+      name: "KernelError",
+      phase: Phase.Address,
+    });
+  });
+
+  it("rejects what ip could not parse before writing anything", async () => {
+    for (const [bad, phase] of [
+      [{ ...desired(TWO), gatewayAddresses: ["300.1.1.1"] }, Phase.Address],
+      [{ ...desired(TWO), ruleSources: ["10.0.0.1 lookup main"] }, Phase.PolicyRouting],
+      [
+        { ...desired(TWO), routes: [{ kind: "link", dst: "10.0.0.0/8", dev: "eth1\nrule flush" }] },
+        Phase.PolicyRouting,
+      ],
+    ] as const) {
+      const runner = kernel("[]", "[]", addrJson([]));
+      const manager = new RouteManager(runner, OPTIONS);
+      manager.setDesired(bad as RouteDesired);
+      await assert.rejects(manager.apply({ reread: false }), { name: "KernelError", phase });
+      assert.ok(!runner.lines().includes(BATCH_CMD));
+    }
+  });
+
+  it("replaces a route whose kind changed instead of deleting it", async () => {
+    const runner = kernel(
+      JSON.stringify([{ dst: "10.244.0.0/16", dev: "eth1", scope: "link", flags: [] }]),
+      "[]",
+      addrJson([]),
+    );
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired({
+      routes: [{ kind: "throw", dst: "10.244.0.0/16" }],
+      ruleSources: [],
+      gatewayAddresses: [],
+    });
+    assert.equal(await manager.apply({ reread: false }), 1);
+    assert.equal(runner.calls[3]?.input, "route replace throw 10.244.0.0/16 table 1001\n");
+  });
+});
+
+describe("ensureRouteTableName", () => {
+  let dir = "";
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "keip-rt-"));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("creates the directory and file when missing, then leaves it alone", async () => {
+    const path = join(dir, "new", "iproute2", "rt_tables");
+    assert.equal(await ensureRouteTableName(path), true);
+    const text = await readFile(path, "utf8");
+    assert.match(text, /^254\tmain$/m);
+    assert.match(text, /^1001\teip_route$/m);
+    assert.equal(await ensureRouteTableName(path), false);
+    assert.equal(await readFile(path, "utf8"), text);
+  });
+
+  it("matches whole fields only and keeps the existing lines and mode", async () => {
+    const path = join(dir, "rt_tables");
+    const original = "255\tlocal\n10011 eip_route\n1001 eip_route2\n# 1001 eip_route\n100 other";
+    await writeFile(path, original, { mode: 0o640 });
+    assert.equal(await ensureRouteTableName(path, 1001, "eip_route"), true);
+    assert.equal(await readFile(path, "utf8"), `${original}\n1001\teip_route\n`);
+    assert.equal((await stat(path)).mode & 0o777, 0o640);
+    assert.equal(await ensureRouteTableName(path, 1001, "eip_route"), false);
+  });
+
+  it("accepts an existing mapping in any spacing or in hex", async () => {
+    const path = join(dir, "rt_tables.hex");
+    await writeFile(path, "0x3e9   eip_route   # ours\n");
+    assert.equal(await ensureRouteTableName(path), false);
+  });
+});

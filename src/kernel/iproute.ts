@@ -1,0 +1,642 @@
+// RouteManager: the policy routing of bound VMIs (routes of table eip_route, `from VMI`
+// rules) and the EIPs held as addresses on the gateway device.
+//
+// What it owns:
+// - every route of table 1001: the table holds exactly the desired routes (link route to the
+//   EIP network, default via the gateway, throw routes for the internal nets);
+// - every ip rule at priority 1001 whose table is 1001 (shown as "eip_route" when that name
+//   is registered): exactly one `from VMI/32 lookup 1001` per bound VMI, nothing else;
+// - on the gateway device, the addresses inside the EIP network that are /32, and an address
+//   with another prefix only while it equals a desired EIP: the previous version put EIPs
+//   there with the EIP network's prefix (e.g. /24), and those are replaced by a /32 without a
+//   gap (the /32 is added before the old one is deleted). Any other address is never touched:
+//   the node may have its own address in that network with a /24.
+//
+// How it reads: `ip -json route show table 1001`, `ip -json -N rule show` (-N: table ids as
+// numbers whatever rt_tables says; "eip_route" is accepted too) and `ip -json -4 addr show
+// dev <gatewayDev>`, in parallel. Routes compare by kind/dst/gateway/dev exactly (a route
+// with a metric or tos, or of any other type, is never the one we want); the kernel's
+// identity of a route in a table is (dst, tos, metric), which decides between `replace` and
+// `del`. Host routes are printed without "/32"; we add it back.
+//
+// How it writes: one `ip -force -batch -` call whose stdin holds, in this order: route
+// replaces (link routes first, so the gateway of the default route is reachable, then via
+// routes, then throw routes), route deletions, rule additions, rule deletions (rules with
+// extra selectors first: `ip rule del` treats every selector it is not given as a wildcard),
+// address additions (`address replace EIP/32`, idempotent), address deletions. `-force` makes
+// ip run every line even after one fails; it reports `Command failed -:N` for each failed
+// line N, which maps back to the phase of that line (routes and rules: PolicyRouting;
+// addresses: Address); the lowest failing phase wins. A line ip cannot parse is different: ip
+// exits at once, skipping the rest of the batch, without a `Command failed` line; so every
+// desired address, route and device name is validated before anything is written.
+//
+// One exception to "one call": deleting an adopted non-/32 EIP that is the primary address of
+// its subnet would, with promote_secondaries off, make the kernel delete every secondary of
+// that subnet too (possibly the node's own address). In that case only, the manager first
+// sets net.ipv4.conf.<dev>.promote_secondaries=1 with `sysctl -w`.
+//
+// Belief: after a successful write the manager believes the kernel holds what it wrote and
+// does not read again unless asked (reread). It forgets the belief after any failure, and
+// after a write whose deletions could not be named exactly (see rule deletions above) or that
+// deleted a non-/32 address (secondaries may have been promoted), so the next apply re-reads.
+import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import { randomBytes } from "node:crypto";
+import { ROUTE_TABLE_ID, ROUTE_TABLE_NAME, type RouteSpec } from "../agent/plan.js";
+import {
+  canonicalIpv4,
+  formatIpv4Net,
+  type Ipv4Net,
+  netContains,
+  parseIpv4,
+  parseIpv4Net,
+} from "../common/ipv4.js";
+import { canonicalAddress } from "./canonical.js";
+import { KernelError, Phase, type KernelManager } from "./manager.js";
+import { CommandError, type CommandRunner } from "./runner.js";
+
+export interface RouteDesired {
+  readonly routes: readonly RouteSpec[];
+  readonly ruleSources: readonly string[];
+  readonly gatewayAddresses: readonly string[];
+}
+
+export interface RouteManagerOptions {
+  /** Route table id (1001). */
+  readonly table: number;
+  /** Priority of our ip rules (1001). */
+  readonly priority: number;
+  readonly gatewayDev: string;
+  /** Canonical CIDR of the EIP network. */
+  readonly eipCidr: string;
+  /** Name the table may be shown with (rt_tables); defaults to "eip_route". */
+  readonly tableName?: string;
+}
+
+/** A route of our table as the kernel holds it. */
+export interface KernelRoute {
+  /** What the kernel tells routes of one table apart by: "dst tos T metric M". */
+  readonly identity: string;
+  /** Comparable with routeKey(desired): "via default 192.168.18.1 eth1", "throw 10.0.0.0/8". */
+  readonly key: string;
+  /** The batch line that deletes it. */
+  readonly del: string;
+}
+
+/** One of our ip rules as the kernel holds it. */
+export interface KernelRule {
+  /** "from 10.0.0.1/32" for a rule with no other selector; anything else is unique. */
+  readonly key: string;
+  /** True when `del` names every selector the rule has (so it deletes exactly this rule). */
+  readonly exact: boolean;
+  readonly del: string;
+}
+
+export interface KernelAddress {
+  readonly address: string;
+  readonly prefix: number;
+  readonly secondary: boolean;
+}
+
+type JsonObject = Record<string, unknown>;
+
+function parseJsonArray(text: string, what: string): JsonObject[] {
+  const trimmed = text.trim();
+  if (trimmed === "") return [];
+  const value: unknown = JSON.parse(trimmed);
+  if (!Array.isArray(value)) throw new Error(`${what}: expected a JSON array`);
+  return value.filter((v): v is JsonObject => typeof v === "object" && v !== null);
+}
+
+function str(obj: JsonObject, key: string): string | undefined {
+  const v = obj[key];
+  return typeof v === "string" ? v : typeof v === "number" ? String(v) : undefined;
+}
+
+/** "default" or a canonical CIDR; other text comes back unchanged. */
+export function canonicalDst(dst: string): string {
+  if (dst === "default" || dst === "0.0.0.0/0") return "default";
+  const net = parseIpv4Net(dst);
+  return net === undefined ? dst : formatIpv4Net(net);
+}
+
+/** The comparison key of a desired route (see KernelRoute.key). */
+export function routeKey(route: RouteSpec): string {
+  const dst = canonicalDst(route.dst);
+  switch (route.kind) {
+    case "via":
+      return `via ${dst} ${canonicalIpv4(route.gateway) ?? route.gateway} ${route.dev}`;
+    case "link":
+      return `link ${dst} ${route.dev}`;
+    case "throw":
+      return `throw ${dst}`;
+  }
+}
+
+function routeReplaceLine(route: RouteSpec, table: number): string {
+  const dst = canonicalDst(route.dst);
+  switch (route.kind) {
+    case "via":
+      return `route replace ${dst} via ${route.gateway} dev ${route.dev} table ${table}`;
+    case "link":
+      return `route replace ${dst} dev ${route.dev} scope link table ${table}`;
+    case "throw":
+      return `route replace throw ${dst} table ${table}`;
+  }
+}
+
+function identityOf(dst: string, tos: string, metric: number): string {
+  return `${dst} tos ${tos} metric ${metric}`;
+}
+
+function routeDelLine(dst: string, tos: string, metric: number, table: number): string {
+  let line = `route del ${dst} table ${table}`;
+  if (tos !== "0") line += ` tos ${tos}`;
+  if (metric !== 0) line += ` metric ${metric}`;
+  return line;
+}
+
+/** Parses `ip -json route show table N`. */
+export function parseRoutes(json: string, table: number): KernelRoute[] {
+  const routes: KernelRoute[] = [];
+  for (const r of parseJsonArray(json, "ip route")) {
+    const rawDst = str(r, "dst");
+    if (rawDst === undefined) continue;
+    const dst = canonicalDst(rawDst);
+    const type = str(r, "type") ?? "unicast";
+    const tosText = str(r, "tos") ?? str(r, "dsfield") ?? "0";
+    const tos = tosText === "0x00" || tosText === "0x0" ? "0" : tosText;
+    const metric = Number(str(r, "metric") ?? "0") || 0;
+    const gateway = str(r, "gateway");
+    const dev = str(r, "dev");
+    let key: string;
+    if (type === "throw") {
+      key = `throw ${dst}`;
+    } else if (type === "unicast" && r.nexthops === undefined && gateway !== undefined && dev) {
+      key = `via ${dst} ${gateway} ${dev}`;
+    } else if (
+      type === "unicast" &&
+      r.nexthops === undefined &&
+      dev &&
+      str(r, "scope") === "link"
+    ) {
+      key = `link ${dst} ${dev}`;
+    } else {
+      key = `other ${JSON.stringify(r)}`;
+    }
+    if (tos !== "0" || metric !== 0) key += ` tos ${tos} metric ${metric}`;
+    routes.push({
+      identity: identityOf(dst, tos, metric),
+      key,
+      del: routeDelLine(dst, tos, metric, table),
+    });
+  }
+  return routes;
+}
+
+/** Rule attributes that do not select packets: a rule with only these is "from X lookup T". */
+const PLAIN_RULE_KEYS = new Set(["priority", "src", "srclen", "table", "protocol"]);
+
+function ruleFrom(src: string | undefined, len: string | undefined): string {
+  if (src === undefined || src === "all") return "all";
+  const net = parseIpv4Net(`${src}/${len ?? "32"}`, { allowHostBits: true });
+  return net === undefined ? `${src}/${len ?? "32"}` : formatIpv4Net(net);
+}
+
+/**
+ * Parses `ip -json [-N] rule show`, keeping only our rules: priority `priority`, table
+ * `table` (or `tableName`).
+ */
+export function parseRules(
+  json: string,
+  options: { table: number; priority: number; tableName?: string },
+): KernelRule[] {
+  const tableName = options.tableName ?? ROUTE_TABLE_NAME;
+  const rules: KernelRule[] = [];
+  for (const r of parseJsonArray(json, "ip rule")) {
+    if (str(r, "priority") !== String(options.priority)) continue;
+    const table = str(r, "table");
+    if (table !== String(options.table) && table !== tableName) continue;
+    const from = ruleFrom(str(r, "src"), str(r, "srclen"));
+    const plain = Object.keys(r).every((k) => PLAIN_RULE_KEYS.has(k));
+    const tail = `lookup ${options.table} priority ${options.priority}`;
+    if (plain) {
+      // `from all` is a wildcard for `ip rule del`: it could hit any of our rules.
+      rules.push({
+        key: `from ${from}`,
+        exact: from !== "all",
+        del: `rule del from ${from} ${tail}`,
+      });
+      continue;
+    }
+    const parts = ["rule del"];
+    let exact = true;
+    for (const k of Object.keys(r)) {
+      if (!PLAIN_RULE_KEYS.has(k) && !RULE_SELECTORS.has(k)) exact = false;
+    }
+    if ("not" in r) parts.push("not");
+    parts.push(`from ${from}`);
+    const dst = str(r, "dst");
+    if (dst !== undefined && dst !== "all") parts.push(`to ${dst}/${str(r, "dstlen") ?? "32"}`);
+    const iif = str(r, "iif");
+    if (iif !== undefined) parts.push(`iif ${iif}`);
+    const oif = str(r, "oif");
+    if (oif !== undefined) parts.push(`oif ${oif}`);
+    const fwmark = str(r, "fwmark");
+    const fwmask = str(r, "fwmask");
+    if (fwmark !== undefined) parts.push(`fwmark ${fwmark}${fwmask ? `/${fwmask}` : ""}`);
+    const tos = str(r, "tos");
+    if (tos !== undefined) parts.push(`tos ${tos}`);
+    parts.push(tail);
+    // Unique key: a rule with extra selectors is never one we want.
+    rules.push({
+      key: `other ${JSON.stringify(r)}`,
+      exact: exact && from !== "all",
+      del: parts.join(" "),
+    });
+  }
+  return rules;
+}
+
+/** Selectors parseRules can name in a `rule del` line. */
+const RULE_SELECTORS = new Set(["not", "dst", "dstlen", "iif", "oif", "fwmark", "fwmask", "tos"]);
+
+/** Parses `ip -json -4 addr show dev DEV`: the IPv4 addresses of the device. */
+export function parseAddresses(json: string): KernelAddress[] {
+  const result: KernelAddress[] = [];
+  for (const link of parseJsonArray(json, "ip addr")) {
+    const infos = link.addr_info;
+    if (!Array.isArray(infos)) continue;
+    for (const info of infos as JsonObject[]) {
+      if (info.family !== "inet") continue;
+      const local = str(info, "local");
+      const prefix = Number(str(info, "prefixlen"));
+      if (local === undefined || !Number.isInteger(prefix)) continue;
+      result.push({
+        address: canonicalIpv4(local) ?? local,
+        prefix,
+        secondary: info.secondary === true,
+      });
+    }
+  }
+  return result;
+}
+
+/** An address of the gateway device, with whether it lies in the EIP network. */
+interface HeldAddress extends KernelAddress {
+  readonly inEipNet: boolean;
+}
+
+interface Belief {
+  readonly routes: KernelRoute[];
+  readonly rules: KernelRule[];
+  readonly addresses: HeldAddress[];
+}
+
+interface BatchLine {
+  readonly text: string;
+  readonly phase: Phase;
+}
+
+interface WritePlan {
+  readonly lines: BatchLine[];
+  /** Whether the gateway device needs promote_secondaries before the batch runs. */
+  readonly promoteSecondaries: boolean;
+  /** True when the belief cannot be trusted after the write, even if it succeeds. */
+  readonly rereadAfter: boolean;
+  /** What the kernel holds once the lines succeeded (built only when there is a write). */
+  after(): Belief;
+}
+
+export class RouteManager implements KernelManager<RouteDesired> {
+  private desired: RouteDesired = { routes: [], ruleSources: [], gatewayAddresses: [] };
+  private belief: Belief | undefined;
+  private readonly eipNet: Ipv4Net;
+  private readonly tableName: string;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly options: RouteManagerOptions,
+  ) {
+    const net = parseIpv4Net(options.eipCidr);
+    if (net === undefined) throw new Error(`invalid EIP network ${options.eipCidr}`);
+    if (!isDeviceName(options.gatewayDev)) {
+      throw new Error(`invalid gateway device ${JSON.stringify(options.gatewayDev)}`);
+    }
+    this.eipNet = net;
+    this.tableName = options.tableName ?? ROUTE_TABLE_NAME;
+  }
+
+  setDesired(desired: RouteDesired): void {
+    this.desired = desired;
+  }
+
+  async apply(options: { reread: boolean }): Promise<number> {
+    const desired = this.desired;
+    try {
+      let belief = this.belief;
+      if (options.reread || belief === undefined) {
+        belief = await this.read();
+        this.belief = belief;
+      }
+      const plan = this.plan(desired, belief);
+      if (plan.lines.length === 0) return 0;
+      // Forget the belief before writing: a failed or partial write leaves it unknown.
+      this.belief = undefined;
+      if (plan.promoteSecondaries) await this.promoteSecondaries();
+      await this.runBatch(plan.lines);
+      this.belief = plan.rereadAfter ? undefined : plan.after();
+      return plan.lines.length;
+    } catch (err) {
+      this.belief = undefined;
+      if (err instanceof KernelError) throw err;
+      throw new KernelError(Phase.PolicyRouting, `ip: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  private async read(): Promise<Belief> {
+    const { table, priority, gatewayDev } = this.options;
+    const [routes, rules, addresses] = await Promise.allSettled([
+      this.runner.run("ip", ["-json", "route", "show", "table", String(table)]).catch(noTableYet),
+      this.runner.run("ip", ["-json", "-N", "rule", "show"]),
+      this.runner.run("ip", ["-json", "-4", "addr", "show", "dev", gatewayDev]),
+    ]);
+    for (const result of [routes, rules]) {
+      if (result.status === "rejected") {
+        throw new KernelError(Phase.PolicyRouting, `ip: ${errorMessage(result.reason)}`, {
+          cause: result.reason,
+        });
+      }
+    }
+    if (addresses.status === "rejected") {
+      throw new KernelError(Phase.Address, `ip: ${errorMessage(addresses.reason)}`, {
+        cause: addresses.reason,
+      });
+    }
+    if (routes.status !== "fulfilled" || rules.status !== "fulfilled")
+      throw new Error("unreachable");
+    return {
+      routes: parseRoutes(routes.value.stdout, table),
+      rules: parseRules(rules.value.stdout, { table, priority, tableName: this.tableName }),
+      addresses: parseAddresses(addresses.value.stdout).map((a) => this.held(a)),
+    };
+  }
+
+  private held(a: KernelAddress): HeldAddress {
+    const value = parseIpv4(a.address);
+    return { ...a, inEipNet: value !== undefined && netContains(this.eipNet, value) };
+  }
+
+  private plan(desired: RouteDesired, belief: Belief): WritePlan {
+    const { table, priority, gatewayDev } = this.options;
+    validateRoutes(desired.routes);
+    const lines: BatchLine[] = [];
+    let rereadAfter = false;
+
+    // Routes. The first desired route of an identity wins (two desired routes to one dst
+    // would contradict each other).
+    const wantedRoutes = new Map<string, RouteSpec>();
+    for (const route of desired.routes) {
+      const identity = identityOf(canonicalDst(route.dst), "0", 0);
+      if (!wantedRoutes.has(identity)) wantedRoutes.set(identity, route);
+    }
+    const current = new Map<string, KernelRoute>();
+    for (const route of belief.routes) {
+      if (!current.has(route.identity)) current.set(route.identity, route);
+    }
+    const order = { link: 0, via: 1, throw: 2 };
+    const replaces = [...wantedRoutes.values()]
+      .filter(
+        (route) =>
+          current.get(identityOf(canonicalDst(route.dst), "0", 0))?.key !== routeKey(route),
+      )
+      .sort((a, b) => order[a.kind] - order[b.kind]);
+    for (const route of replaces) {
+      lines.push({ text: routeReplaceLine(route, table), phase: Phase.PolicyRouting });
+    }
+    for (const route of belief.routes) {
+      // A route at a wanted identity is overwritten by its replace, not deleted.
+      if (wantedRoutes.has(route.identity)) continue;
+      lines.push({ text: route.del, phase: Phase.PolicyRouting });
+    }
+
+    // Rules.
+    const wantedRules = new Map<string, string>();
+    for (const source of desired.ruleSources) {
+      const address = canonicalAddress(source);
+      if (address === undefined) {
+        throw new KernelError(Phase.PolicyRouting, `invalid rule source ${JSON.stringify(source)}`);
+      }
+      wantedRules.set(`from ${address}/32`, `${address}/32`);
+    }
+    const haveRules = new Set<string>();
+    const ruleDeletes: string[] = [];
+    const plainDeletes: string[] = [];
+    for (const rule of belief.rules) {
+      if (!haveRules.has(rule.key) && wantedRules.has(rule.key)) {
+        haveRules.add(rule.key);
+        continue;
+      }
+      if (!rule.exact) rereadAfter = true;
+      (rule.key.startsWith("other ") ? ruleDeletes : plainDeletes).push(rule.del);
+    }
+    for (const [key, from] of wantedRules) {
+      if (haveRules.has(key)) continue;
+      lines.push({
+        text: `rule add from ${from} lookup ${table} priority ${priority}`,
+        phase: Phase.PolicyRouting,
+      });
+    }
+    for (const text of [...ruleDeletes, ...plainDeletes]) {
+      lines.push({ text, phase: Phase.PolicyRouting });
+    }
+
+    // Addresses.
+    const wantedAddresses = new Set<string>();
+    for (const text of desired.gatewayAddresses) {
+      const address = canonicalAddress(text);
+      if (address === undefined) {
+        throw new KernelError(Phase.Address, `invalid gateway address ${JSON.stringify(text)}`);
+      }
+      wantedAddresses.add(address);
+    }
+    const present32 = new Set<string>();
+    for (const a of belief.addresses) if (a.prefix === 32) present32.add(a.address);
+    const added: HeldAddress[] = [];
+    for (const address of wantedAddresses) {
+      if (present32.has(address)) continue;
+      lines.push({ text: `address replace ${address}/32 dev ${gatewayDev}`, phase: Phase.Address });
+      added.push(this.held({ address, prefix: 32, secondary: false }));
+    }
+    const deleted = new Set<KernelAddress>();
+    for (const a of belief.addresses) {
+      if (!a.inEipNet) continue;
+      const ours =
+        a.prefix === 32 ? !wantedAddresses.has(a.address) : wantedAddresses.has(a.address);
+      if (!ours) continue;
+      lines.push({
+        text: `address del ${a.address}/${a.prefix} dev ${gatewayDev}`,
+        phase: Phase.Address,
+      });
+      deleted.add(a);
+    }
+    let promoteSecondaries = false;
+    for (const a of deleted) {
+      if (a.prefix === 32) continue;
+      // Secondaries of a /n come and go with its primary: re-read after such a change.
+      rereadAfter = true;
+      if (!a.secondary && this.hasOtherSecondaries(a, belief.addresses, deleted)) {
+        promoteSecondaries = true;
+      }
+    }
+    const after = (): Belief => ({
+      routes: [...wantedRoutes].map(([identity, route]): KernelRoute => {
+        const dst = canonicalDst(route.dst);
+        return { identity, key: routeKey(route), del: routeDelLine(dst, "0", 0, table) };
+      }),
+      rules: [...wantedRules.values()].map((from): KernelRule => ({
+        key: `from ${from}`,
+        exact: true,
+        del: `rule del from ${from} lookup ${table} priority ${priority}`,
+      })),
+      addresses: [...belief.addresses.filter((a) => !deleted.has(a)), ...added],
+    });
+
+    return { lines, promoteSecondaries, rereadAfter, after };
+  }
+
+  /** Whether deleting primary `a` would also delete a secondary we are not deleting. */
+  private hasOtherSecondaries(
+    a: KernelAddress,
+    all: readonly KernelAddress[],
+    deleted: ReadonlySet<KernelAddress>,
+  ): boolean {
+    const net = parseIpv4Net(`${a.address}/${a.prefix}`, { allowHostBits: true });
+    if (net === undefined) return true;
+    return all.some((b) => {
+      if (b === a || deleted.has(b) || !b.secondary || b.prefix !== a.prefix) return false;
+      const value = parseIpv4(b.address);
+      return value !== undefined && netContains(net, value);
+    });
+  }
+
+  private async promoteSecondaries(): Promise<void> {
+    const key = `net/ipv4/conf/${this.options.gatewayDev}/promote_secondaries`;
+    try {
+      await this.runner.run("sysctl", ["-w", `${key}=1`]);
+    } catch (err) {
+      throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  private async runBatch(lines: readonly BatchLine[]): Promise<void> {
+    const input = lines.map((l) => l.text).join("\n") + "\n";
+    try {
+      await this.runner.run("ip", ["-force", "-batch", "-"], { input });
+    } catch (err) {
+      const stderr = err instanceof CommandError ? err.stderr : "";
+      const failed = failedBatchLines(stderr);
+      const phases = (failed.length > 0 ? failed.map((n) => lines[n - 1]) : lines)
+        .filter((l): l is BatchLine => l !== undefined)
+        .map((l) => l.phase);
+      const phase = phases.length > 0 ? (Math.min(...phases) as Phase) : Phase.PolicyRouting;
+      const detail = failed.map((n) => `line ${n} (${lines[n - 1]?.text ?? "?"})`).join(", ");
+      throw new KernelError(
+        phase,
+        `ip batch failed${detail ? ` at ${detail}` : ""}: ${stderr.trim() || errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+  }
+}
+
+/**
+ * `ip route show table N` fails with "FIB table does not exist" until the first route is
+ * added to table N (a fresh node): that is an empty table, not an error.
+ */
+function noTableYet(err: unknown): { stdout: string; stderr: string } {
+  if (err instanceof CommandError && err.stderr.includes("FIB table does not exist")) {
+    return { stdout: "[]", stderr: "" };
+  }
+  throw err;
+}
+
+function isDeviceName(name: string): boolean {
+  return /^[^\s/]{1,15}$/.test(name) && name !== "." && name !== "..";
+}
+
+/**
+ * Rejects routes ip could not parse: a syntax error makes `ip -batch` exit at once, even with
+ * -force, without running the remaining lines and without a `Command failed` line. (Rule
+ * sources and addresses are checked while they are canonicalised.)
+ */
+function validateRoutes(routes: readonly RouteSpec[]): void {
+  for (const route of routes) {
+    const badDst = route.dst !== "default" && parseIpv4Net(route.dst) === undefined;
+    const badGateway = route.kind === "via" && parseIpv4(route.gateway) === undefined;
+    const badDev = route.kind !== "throw" && !isDeviceName(route.dev);
+    if (badDst || badGateway || badDev) {
+      throw new KernelError(Phase.PolicyRouting, `invalid route ${JSON.stringify(route)}`);
+    }
+  }
+}
+
+/** The 1-based line numbers of `Command failed -:N` reports in ip -batch's stderr. */
+export function failedBatchLines(stderr: string): number[] {
+  const lines: number[] = [];
+  for (const match of stderr.matchAll(/Command failed -:(\d+)/g)) lines.push(Number(match[1]));
+  return lines;
+}
+
+const RESERVED_TABLES =
+  "#\n# reserved values\n#\n255\tlocal\n254\tmain\n253\tdefault\n0\tunspec\n#\n";
+
+function parseTableId(text: string): number | undefined {
+  if (/^0x[0-9a-f]+$/i.test(text)) return Number.parseInt(text.slice(2), 16);
+  if (/^\d+$/.test(text)) return Number(text);
+  return undefined;
+}
+
+/**
+ * Makes sure `path` has a line mapping table `id` to `name`, so `ip` shows our table by name.
+ * Creates the directory and file when missing (with the reserved names), appends the line
+ * otherwise; never duplicates it; writes atomically (temp file + rename). Resolves to true
+ * when it wrote the file.
+ */
+export async function ensureRouteTableName(
+  path = "/etc/iproute2/rt_tables",
+  id: number = ROUTE_TABLE_ID,
+  name: string = ROUTE_TABLE_NAME,
+): Promise<boolean> {
+  let text: string;
+  let mode = 0o644;
+  try {
+    text = await readFile(path, "utf8");
+    mode = (await stat(path)).mode & 0o7777;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    text = RESERVED_TABLES;
+  }
+  for (const line of text.split("\n")) {
+    const fields = line.replace(/#.*/, "").trim().split(/\s+/);
+    if (fields.length >= 2 && parseTableId(fields[0] ?? "") === id && fields[1] === name) {
+      return false;
+    }
+  }
+  const next = `${text}${text === "" || text.endsWith("\n") ? "" : "\n"}${id}\t${name}\n`;
+  await mkdir(dirname(path), { recursive: true });
+  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  try {
+    await writeFile(temp, next, { mode });
+    await chmod(temp, mode);
+    await rename(temp, path);
+  } catch (err) {
+    await rm(temp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+  return true;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
