@@ -1,0 +1,198 @@
+// Assembles one node agent from its config: the saved bindings (or the seed's, on the first
+// start after an upgrade), the kernel managers, the apply loop, the gRPC server and the
+// metrics endpoint. Start order: restore the kernel state first, then serve. Stopping
+// leaves the kernel state in place, so EIP traffic keeps flowing while the agent restarts.
+import { rm } from "node:fs/promises";
+import { createServer, type Server as HttpServer } from "node:http";
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { formatIpv4Net } from "../common/ipv4.js";
+import { IpsetManager } from "../kernel/ipset.js";
+import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
+import { RouteManager, ensureRouteTableName } from "../kernel/iproute.js";
+import type { CommandRunner } from "../kernel/runner.js";
+import { BindingTable } from "./binding-table.js";
+import type { AgentConfig } from "./config.js";
+import { Dataplane, type Subsystem } from "./dataplane.js";
+import { AgentMetrics } from "./metrics.js";
+import { ROUTE_TABLE_ID, ROUTE_TABLE_NAME, RULE_PRIORITY, type PlanConfig } from "./plan.js";
+import { scanSeedState } from "./seed-state.js";
+import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
+import { BindingStore } from "./store.js";
+
+export interface RunningAgent {
+  readonly grpcPort: number;
+  readonly metricsPort: number | undefined;
+  readonly dataplane: Dataplane;
+  stop(): Promise<void>;
+}
+
+export function planConfig(config: AgentConfig): PlanConfig {
+  return {
+    internalNets: config.internalNets.map(formatIpv4Net),
+    gatewayIp: config.gatewayIp,
+    gatewayDev: config.gatewayDev,
+    eipCidr: formatIpv4Net(config.eipCidr),
+    arpPoisoning: config.arpPoisoning,
+  };
+}
+
+async function kernelSubsystems(
+  config: AgentConfig,
+  runner: CommandRunner,
+  logger: Logger,
+): Promise<Subsystem[]> {
+  const mode = config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
+  logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
+  const ipset = new IpsetManager(runner);
+  const iptables = new IptablesManager(runner, { mode });
+  const route = new RouteManager(runner, {
+    table: ROUTE_TABLE_ID,
+    priority: RULE_PRIORITY,
+    gatewayDev: config.gatewayDev,
+    eipCidr: formatIpv4Net(config.eipCidr),
+  });
+  return [
+    {
+      name: "ipset",
+      sync: (d, o) => {
+        ipset.setDesired(d.ipsets);
+        return ipset.apply(o);
+      },
+    },
+    {
+      name: "iptables",
+      sync: (d, o) => {
+        iptables.setDesired({ chains: d.chains, jumps: d.jumps });
+        return iptables.apply(o);
+      },
+    },
+    {
+      name: "iproute",
+      sync: (d, o) => {
+        route.setDesired({ routes: d.routes, ruleSources: d.ruleSources, gatewayAddresses: d.gatewayAddresses });
+        return route.apply(o);
+      },
+    },
+  ];
+}
+
+async function loadBindings(config: AgentConfig, store: BindingStore, logger: Logger): Promise<BindingTable> {
+  const saved = await store.load();
+  if (saved) {
+    logger.info({ bindings: saved.length, path: store.path }, "restoring saved bindings");
+    return new BindingTable(saved);
+  }
+  const seed = await scanSeedState(config.seedStateDir);
+  for (const s of seed.skipped) logger.warn({ file: s.file, reason: s.reason }, "seed state file not adopted");
+  if (seed.adopted.length > 0) {
+    logger.info({ bindings: seed.adopted.length, dir: config.seedStateDir }, "adopting the seed agent's bindings");
+  }
+  const now = new Date().toISOString();
+  return new BindingTable(seed.adopted.map((b) => ({ ...b, since: now })));
+}
+
+function listen(server: HttpServer, address: string): Promise<number> {
+  const idx = address.lastIndexOf(":");
+  const host = address.slice(0, idx) || "0.0.0.0";
+  const port = Number(address.slice(idx + 1));
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      const addr = server.address();
+      resolve(typeof addr === "object" && addr ? addr.port : port);
+    });
+  });
+}
+
+export async function startAgent(
+  config: AgentConfig,
+  deps: { runner: CommandRunner; logger: Logger },
+): Promise<RunningAgent> {
+  const { runner, logger } = deps;
+  if (config.bgpType === "gobgp") {
+    logger.warn({}, "--bgp-type gobgp: BGP announcements are not implemented in this build; EIP routes are not announced");
+  }
+  await ensureRouteTableName(config.rtTablesPath, ROUTE_TABLE_ID, ROUTE_TABLE_NAME);
+  const metrics = new AgentMetrics();
+  const store = new BindingStore(config.stateDir);
+  const table = await loadBindings(config, store, logger);
+  const dataplane = new Dataplane({
+    table,
+    store,
+    config: planConfig(config),
+    subsystems: await kernelSubsystems(config, runner, logger),
+    logger,
+    metrics,
+  });
+  try {
+    await dataplane.resync();
+    logger.info({ bindings: table.size }, "kernel state restored");
+  } catch {
+    // Logged by the loop, which keeps retrying; serve anyway so the operator can see why.
+  }
+  dataplane.startResync(config.resyncIntervalSec * 1000);
+
+  const service = new AgentService({
+    table,
+    dataplane,
+    policy: { eipCidr: config.eipCidr, internalNets: config.internalNets },
+    logger,
+    metrics,
+  });
+  const { server, health } = buildGrpcServer(service);
+  const grpcPort = await bindServer(server, `${hostPort(config.listenAddress, config.port)}`, serverCredentials(config.tls));
+  if (config.unixSocket) {
+    await rm(config.unixSocket, { force: true });
+    await bindServer(server, `unix:${config.unixSocket}`, serverCredentials(undefined));
+  }
+  health.setStatus("", "SERVING");
+  health.setStatus("protoc.EipAgent", "SERVING");
+  logger.info({ port: grpcPort, address: config.listenAddress, tls: config.tls !== undefined }, "serving gRPC");
+
+  let metricsServer: HttpServer | undefined;
+  let metricsPort: number | undefined;
+  if (config.metricsAddress) {
+    metricsServer = createServer((req, res) => {
+      if (req.url !== "/metrics") {
+        res.writeHead(404).end();
+        return;
+      }
+      metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
+    });
+    metricsPort = await listen(metricsServer, config.metricsAddress);
+    logger.info({ address: config.metricsAddress }, "serving metrics");
+  }
+
+  return {
+    grpcPort,
+    metricsPort,
+    dataplane,
+    async stop() {
+      health.setStatus("", "NOT_SERVING");
+      await shutdown(server);
+      metricsServer?.close();
+      await dataplane.stop();
+    },
+  };
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function shutdown(server: grpc.Server): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, 5000);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

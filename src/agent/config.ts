@@ -1,0 +1,195 @@
+// eip_agent's command line: the seed's flags with the seed's defaults, plus what a real
+// deployment needs. This is the one place flags are read; everything after it gets a
+// validated AgentConfig.
+import { Command, InvalidArgumentError, Option } from "commander";
+import { type Ipv4Net, canonicalIpv4, formatIpv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
+import { DEFAULT_PORT } from "../common/agent-api.js";
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export type IptablesModeFlag = "auto" | "legacy" | "nft";
+
+export interface AgentConfig {
+  readonly port: number;
+  readonly listenAddress: string;
+  readonly unixSocket: string | undefined;
+  readonly logLevel: LogLevel;
+  readonly internalNets: readonly Ipv4Net[];
+  readonly gatewayIp: string;
+  readonly gatewayDev: string;
+  readonly bgpType: "none" | "gobgp";
+  readonly eipCidr: Ipv4Net;
+  readonly arpPoisoning: boolean;
+  readonly stateDir: string;
+  readonly seedStateDir: string;
+  readonly cniDev: string;
+  readonly iptablesMode: IptablesModeFlag;
+  readonly resyncIntervalSec: number;
+  readonly rtTablesPath: string;
+  readonly metricsAddress: string;
+  readonly tls: { readonly cert: string; readonly key: string; readonly clientCa?: string } | undefined;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+function cidr(value: string): Ipv4Net {
+  const net = parseIpv4Net(value);
+  if (!net) throw new InvalidArgumentError(`${JSON.stringify(value)} is not an IPv4 network like 10.244.0.0/16`);
+  return net;
+}
+
+function collectCidr(value: string, previous: Ipv4Net[]): Ipv4Net[] {
+  return [...previous, cidr(value)];
+}
+
+function ipv4(value: string): string {
+  const ip = canonicalIpv4(value);
+  if (!ip) throw new InvalidArgumentError(`${JSON.stringify(value)} is not an IPv4 address`);
+  return ip;
+}
+
+function intIn(min: number, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+    }
+    return Number(value);
+  };
+}
+
+/**
+ * The seed's CLI library accepted Go-style single-dash long flags (-port 6127); scripts
+ * written for it keep working.
+ */
+export function normalizeGoFlags(argv: readonly string[]): string[] {
+  return argv.map((arg) => (/^-[a-z][a-z-]+(=.*)?$/.test(arg) ? `-${arg}` : arg));
+}
+
+export function agentCommand(): Command {
+  return new Command("eip_agent")
+    .description(
+      "kube-eip node agent: binds elastic IPs to VMIs on this node (DNAT in, SNAT out, policy\n" +
+        "routing through the public gateway) and keeps the kernel state true to its bindings.",
+    )
+    .option("--port <port>", "gRPC port", intIn(1, 65535), DEFAULT_PORT)
+    .option("--listen-address <address>", "address the gRPC server listens on", "0.0.0.0")
+    .option("--unix-socket <path>", "also serve gRPC, without TLS, on this Unix socket (local administration)")
+    .addOption(
+      new Option("--log-level <level>", "log level").choices(["debug", "info", "warn", "error"]).default("info"),
+    )
+    .option(
+      "--internal-net <cidr>",
+      "pod or service network: traffic to it is never NATed (repeatable)",
+      collectCidr,
+      [] as Ipv4Net[],
+    )
+    .option("--gateway-ip <ip>", "the public network's gateway (required)", ipv4)
+    .option("--gateway-dev <dev>", "this node's device on the public network (required)")
+    .addOption(new Option("--bgp-type <type>", "BGP announcer").choices(["none", "gobgp"]).default("none"))
+    .option("--eip-cidr <cidr>", "the public (EIP) network (required)", cidr)
+    .option("--arp-poisoning", "answer ARP for bound EIPs instead of adding them to the gateway device", false)
+    .option("--state-dir <dir>", "where the node's bindings are saved", "/var/lib/kube-eip")
+    .option(
+      "--seed-state-dir <dir>",
+      "state directory of the Go kube-eip agent, adopted at first start",
+      "/var/run/eip_agent",
+    )
+    .option("--cni-dev <dev>", "the CNI bridge the VMIs are plugged into", "cni0")
+    .addOption(
+      new Option("--iptables-mode <mode>", "iptables backend; auto uses the one holding the host's rules")
+        .choices(["auto", "legacy", "nft"])
+        .default("auto"),
+    )
+    .option("--resync-interval <seconds>", "re-read the kernel and repair drift this often", intIn(1, 86400), 10)
+    .option("--rt-tables <path>", "iproute2 table names file to register eip_route in", "/etc/iproute2/rt_tables")
+    .option("--metrics-address <host:port>", "Prometheus metrics listen address; empty disables", "0.0.0.0:9127")
+    .option("--tls-cert <file>", "serve gRPC with TLS using this certificate (PEM)")
+    .option("--tls-key <file>", "private key of --tls-cert (PEM)")
+    .option("--tls-client-ca <file>", "require client certificates signed by this CA (PEM)")
+    .addHelpText(
+      "after",
+      "\nExample:\n  eip_agent --gateway-ip 192.168.18.1 --gateway-dev eth1 --eip-cidr 192.168.18.0/24 \\\n" +
+        "    --internal-net 10.244.0.0/16 --internal-net 192.168.223.0/24",
+    );
+}
+
+interface RawOptions {
+  port: number;
+  listenAddress: string;
+  unixSocket?: string;
+  logLevel: LogLevel;
+  internalNet: Ipv4Net[];
+  gatewayIp?: string;
+  gatewayDev?: string;
+  bgpType: "none" | "gobgp";
+  eipCidr?: Ipv4Net;
+  arpPoisoning: boolean;
+  stateDir: string;
+  seedStateDir: string;
+  cniDev: string;
+  iptablesMode: IptablesModeFlag;
+  resyncInterval: number;
+  rtTables: string;
+  metricsAddress: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+}
+
+/** Turns parsed options into a config, or throws ConfigError saying what is wrong. */
+export function toAgentConfig(o: RawOptions): AgentConfig {
+  const missing = [
+    o.gatewayIp ? undefined : "--gateway-ip",
+    o.gatewayDev ? undefined : "--gateway-dev",
+    o.eipCidr ? undefined : "--eip-cidr",
+  ].filter((x) => x !== undefined);
+  if (missing.length > 0) throw new ConfigError(`missing required flag(s): ${missing.join(", ")}`);
+  const eipCidr = o.eipCidr as Ipv4Net;
+  const gatewayIp = o.gatewayIp as string;
+  if (!netContains(eipCidr, parseIpv4(gatewayIp) ?? 0)) {
+    throw new ConfigError(`--gateway-ip ${gatewayIp} is outside --eip-cidr ${formatIpv4Net(eipCidr)}`);
+  }
+  if (!/^[\w.:@-]{1,15}$/.test(o.gatewayDev as string)) {
+    throw new ConfigError(`--gateway-dev ${JSON.stringify(o.gatewayDev)} is not a network device name`);
+  }
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+    throw new ConfigError("--tls-cert and --tls-key go together");
+  }
+  if (o.tlsClientCa && !o.tlsCert) throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
+  return {
+    port: o.port,
+    listenAddress: o.listenAddress,
+    unixSocket: o.unixSocket,
+    logLevel: o.logLevel,
+    internalNets: o.internalNet,
+    gatewayIp,
+    gatewayDev: o.gatewayDev as string,
+    bgpType: o.bgpType,
+    eipCidr,
+    arpPoisoning: o.arpPoisoning,
+    stateDir: o.stateDir,
+    seedStateDir: o.seedStateDir,
+    cniDev: o.cniDev,
+    iptablesMode: o.iptablesMode,
+    resyncIntervalSec: o.resyncInterval,
+    rtTablesPath: o.rtTables,
+    metricsAddress: o.metricsAddress,
+    tls: o.tlsCert
+      ? { cert: o.tlsCert, key: o.tlsKey as string, ...(o.tlsClientCa ? { clientCa: o.tlsClientCa } : {}) }
+      : undefined,
+  };
+}
+
+/** Parses argv (without node and script) into a config. Usage errors throw. */
+export function parseAgentArgs(argv: readonly string[]): AgentConfig {
+  const cmd = agentCommand()
+    .exitOverride()
+    .configureOutput({ writeErr: () => {} });
+  try {
+    cmd.parse(normalizeGoFlags(argv), { from: "user" });
+  } catch (err) {
+    throw new ConfigError((err as Error).message.replace(/^error: /, ""));
+  }
+  return toAgentConfig(cmd.opts<RawOptions>());
+}

@@ -1,0 +1,188 @@
+// The agent's one apply loop: the only writer of the node's saved bindings and of every
+// kernel table we own.
+//
+// Requests change the in-memory BindingTable synchronously and then wait on sync(); all
+// requests that arrive while an apply runs share the next one, so N concurrent binds cost
+// one state-file write and one batch per subsystem. One apply: save the table (if it
+// changed), plan the desired kernel state, then let each subsystem write its difference,
+// in order ipset -> iptables -> ip rules/routes/addresses (sets exist before rules use
+// them). A failure rejects the waiting requests with the failing phase and the loop retries
+// by itself with exponential backoff and jitter until the kernel matches again. Every
+// resync interval, the subsystems re-read the kernel first, which repairs drift.
+import type { Logger } from "pino";
+import { KernelError, Phase } from "../kernel/manager.js";
+import type { BindingTable } from "./binding-table.js";
+import type { AgentMetrics } from "./metrics.js";
+import { type DesiredState, type PlanConfig, plan } from "./plan.js";
+import type { BindingStore } from "./store.js";
+
+/** One kernel subsystem as the loop sees it. */
+export interface Subsystem {
+  readonly name: string;
+  /** Writes what differs from `desired`; resolves to the number of changes written. */
+  sync(desired: DesiredState, options: { reread: boolean }): Promise<number>;
+}
+
+export interface DataplaneOptions {
+  readonly table: BindingTable;
+  readonly store: Pick<BindingStore, "save">;
+  readonly config: PlanConfig;
+  readonly subsystems: readonly Subsystem[];
+  readonly logger: Logger;
+  readonly metrics: AgentMetrics;
+  readonly retryBaseMs?: number;
+  readonly retryMaxMs?: number;
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: KernelError): void;
+}
+
+export class Dataplane {
+  private readonly waiters: Waiter[] = [];
+  private pending = false;
+  private running = false;
+  private rereadNext = true;
+  private savedVersion = -1;
+  private appliedVersion = -1;
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private lastError: KernelError | undefined;
+  private idle: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: DataplaneOptions) {}
+
+  /** True when the last apply succeeded and nothing is waiting to be written. */
+  get inSync(): boolean {
+    return this.lastError === undefined && !this.pending && !this.running;
+  }
+
+  get error(): KernelError | undefined {
+    return this.lastError;
+  }
+
+  /** Resolves once an apply that started after this call has succeeded. */
+  sync(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Re-reads the kernel and repairs what differs, then resolves (or rejects). */
+  resync(): Promise<void> {
+    this.rereadNext = true;
+    return this.sync();
+  }
+
+  /** Starts the periodic re-read. */
+  startResync(intervalMs: number): void {
+    this.resyncTimer = setInterval(() => {
+      this.resync().catch(() => {
+        // Logged and retried by the loop.
+      });
+    }, intervalMs);
+  }
+
+  /** Stops timers and waits for a running apply to finish. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.resyncTimer);
+    clearTimeout(this.retryTimer);
+    await this.idle;
+  }
+
+  private kick(): void {
+    this.pending = true;
+    if (this.stopped) {
+      this.failWaiters(new KernelError(Phase.State, "the agent is shutting down"));
+      return;
+    }
+    if (!this.running) this.idle = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    this.running = true;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    try {
+      while (this.pending && !this.stopped) {
+        this.pending = false;
+        const waiters = this.waiters.splice(0);
+        const reread = this.rereadNext || this.lastError !== undefined;
+        this.rereadNext = false;
+        try {
+          await this.applyOnce(reread);
+          this.lastError = undefined;
+          this.failures = 0;
+          for (const w of waiters) w.resolve();
+        } catch (err) {
+          const kerr =
+            err instanceof KernelError
+              ? err
+              : new KernelError(Phase.State, `unexpected apply failure: ${String(err)}`, { cause: err });
+          this.lastError = kerr;
+          this.failures++;
+          this.opts.metrics.applyErrors.inc({ phase: String(kerr.phase) });
+          this.opts.logger.error(
+            { op: "apply", phase: kerr.phase, err: kerr.message, failures: this.failures },
+            "apply failed; will retry",
+          );
+          for (const w of waiters) w.reject(kerr);
+          this.scheduleRetry();
+        }
+      }
+    } finally {
+      this.running = false;
+      this.opts.metrics.inSync.set(this.inSync ? 1 : 0);
+    }
+  }
+
+  private failWaiters(err: KernelError): void {
+    for (const w of this.waiters.splice(0)) w.reject(err);
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped || this.retryTimer) return;
+    const base = this.opts.retryBaseMs ?? 200;
+    const max = this.opts.retryMaxMs ?? 30_000;
+    const delay = Math.min(max, base * 2 ** Math.min(this.failures - 1, 16));
+    const jittered = delay * (0.5 + Math.random() / 2);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.kick();
+    }, jittered);
+  }
+
+  private async applyOnce(reread: boolean): Promise<void> {
+    const { table, store, config, subsystems, metrics, logger } = this.opts;
+    const endTimer = metrics.applyDuration.startTimer();
+    const version = table.version;
+    const bindings = table.list();
+    if (version !== this.savedVersion) {
+      try {
+        await store.save(bindings);
+      } catch (err) {
+        throw new KernelError(Phase.State, `saving the bindings failed: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      this.savedVersion = version;
+    }
+    const desired = plan(config, bindings);
+    let changes = 0;
+    for (const subsystem of subsystems) {
+      changes += await subsystem.sync(desired, { reread });
+    }
+    endTimer();
+    metrics.bindings.set(bindings.length);
+    if (reread && version === this.appliedVersion && changes > 0) {
+      metrics.driftRepairs.inc(changes);
+      logger.warn({ op: "resync", changes }, "repaired kernel state that had drifted");
+    }
+    this.appliedVersion = version;
+  }
+}

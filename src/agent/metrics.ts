@@ -1,0 +1,44 @@
+// The agent's Prometheus metrics, on a registry of its own (no global state, so tests can
+// run several agents in one process).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly bindings = new Gauge({
+    name: "kube_eip_agent_bindings",
+    help: "EIP bindings held by this node",
+    registers: [this.registry],
+  });
+  readonly inSync = new Gauge({
+    name: "kube_eip_agent_dataplane_in_sync",
+    help: "1 when the kernel holds exactly the node's bindings, 0 while a failed write is retried",
+    registers: [this.registry],
+  });
+  readonly applyDuration = new Histogram({
+    name: "kube_eip_agent_apply_duration_seconds",
+    help: "Time to save the bindings and write one batch to the kernel",
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly applyErrors = new Counter({
+    name: "kube_eip_agent_apply_errors_total",
+    help: "Failed applies, by the step (errPhase) that failed",
+    labelNames: ["phase"] as const,
+    registers: [this.registry],
+  });
+  readonly driftRepairs = new Counter({
+    name: "kube_eip_agent_drift_repairs_total",
+    help: "Kernel objects rewritten because they differed from the bindings on a re-read",
+    registers: [this.registry],
+  });
+  readonly requests = new Counter({
+    name: "kube_eip_agent_requests_total",
+    help: "EipOperate requests by action and result",
+    labelNames: ["action", "result"] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+}

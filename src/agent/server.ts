@@ -1,0 +1,128 @@
+// The agent's gRPC face: the seed's EipOperate (a refusal is a reply with result "Failed"
+// and a reason, as the seed did, never a gRPC error), ListBindings, and the standard
+// health service. Handlers never throw: every outcome is an answer.
+import { readFileSync } from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+import {
+  type EipOpReq,
+  type EipOpRsp,
+  type ListBindingsRsp,
+  eipAgentService,
+} from "../common/agent-api.js";
+import { KernelError } from "../kernel/manager.js";
+import type { BindingTable } from "./binding-table.js";
+import type { Dataplane } from "./dataplane.js";
+import type { AgentMetrics } from "./metrics.js";
+import { type RequestPolicy, parseRequest } from "./request.js";
+
+export interface ServerTls {
+  readonly cert: string;
+  readonly key: string;
+  /** When set, clients must present a certificate this CA signed. */
+  readonly clientCa?: string;
+}
+
+export interface AgentServerOptions {
+  readonly table: BindingTable;
+  readonly dataplane: Dataplane;
+  readonly policy: RequestPolicy;
+  readonly logger: Logger;
+  readonly metrics: AgentMetrics;
+  readonly now?: () => Date;
+}
+
+export class AgentService {
+  constructor(private readonly opts: AgentServerOptions) {}
+
+  async eipOperate(req: EipOpReq): Promise<EipOpRsp> {
+    const { table, dataplane, policy, logger, metrics } = this.opts;
+    const parsed = parseRequest(req, policy);
+    const action = parsed.ok ? parsed.op.action : "invalid";
+    const answer = (rsp: EipOpRsp): EipOpRsp => {
+      metrics.requests.inc({ action, result: rsp.result });
+      return rsp;
+    };
+    if (!parsed.ok) {
+      logger.warn({ op: req.action, eip: req.eipAddr, vmi: req.vmiAddr, reason: parsed.reason }, "request refused");
+      return answer(failed(0, parsed.reason));
+    }
+    const { eip, vmi } = parsed.op.binding;
+    const outcome = table.apply(parsed.op, (this.opts.now?.() ?? new Date()).toISOString());
+    if (outcome.kind === "conflict") {
+      logger.warn({ op: action, eip, vmi, reason: outcome.reason }, "request refused");
+      return answer(failed(0, outcome.reason));
+    }
+    if (outcome.kind === "unchanged" && dataplane.inSync) {
+      logger.debug({ op: action, eip, vmi }, "already done");
+      return answer(succeeded());
+    }
+    try {
+      await dataplane.sync();
+    } catch (err) {
+      const kerr = err instanceof KernelError ? err : undefined;
+      const reason = kerr?.message ?? String(err);
+      logger.error({ op: action, eip, vmi, phase: kerr?.phase, err: reason }, "request failed");
+      return answer(failed(kerr?.phase ?? 6, reason));
+    }
+    if (outcome.kind === "changed") logger.info({ op: action, eip, vmi }, action === "bind" ? "bound" : "unbound");
+    return answer(succeeded());
+  }
+
+  listBindings(): ListBindingsRsp {
+    const { table, dataplane } = this.opts;
+    const bindings = table
+      .list()
+      .sort((a, b) => (a.eip < b.eip ? -1 : 1))
+      .map((b) => ({ eipAddr: b.eip, vmiAddr: b.vmi, since: b.since }));
+    return { bindings, inSync: dataplane.inSync, lastError: dataplane.error?.message ?? "" };
+  }
+}
+
+function succeeded(): EipOpRsp {
+  return { result: "Succeed", errPhase: 0, reason: "" };
+}
+
+function failed(errPhase: number, reason: string): EipOpRsp {
+  return { result: "Failed", errPhase, reason };
+}
+
+export function serverCredentials(tls: ServerTls | undefined): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const ca = tls.clientCa ? readFileSync(tls.clientCa) : null;
+  return grpc.ServerCredentials.createSsl(
+    ca,
+    [{ private_key: readFileSync(tls.key), cert_chain: readFileSync(tls.cert) }],
+    ca !== null,
+  );
+}
+
+/** Builds a grpc-js server with the agent service and the health service on it. */
+export function buildGrpcServer(service: AgentService): { server: grpc.Server; health: HealthImplementation } {
+  const server = new grpc.Server();
+  server.addService(eipAgentService.service, {
+    EipOperate: (
+      call: grpc.ServerUnaryCall<EipOpReq, EipOpRsp>,
+      callback: grpc.sendUnaryData<EipOpRsp>,
+    ) => {
+      service.eipOperate(call.request).then(
+        (rsp) => callback(null, rsp),
+        (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
+      );
+    },
+    ListBindings: (
+      _call: grpc.ServerUnaryCall<object, ListBindingsRsp>,
+      callback: grpc.sendUnaryData<ListBindingsRsp>,
+    ) => callback(null, service.listBindings()),
+  });
+  const health = new HealthImplementation({ "": "NOT_SERVING", "protoc.EipAgent": "NOT_SERVING" });
+  health.addToServer(server);
+  return { server, health };
+}
+
+export function bindServer(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
+  });
+}

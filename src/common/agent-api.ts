@@ -1,0 +1,105 @@
+// The agent's gRPC API as TypeScript sees it: the service definition loaded from
+// proto/eip_agent.proto (the seed's wire format plus our additions), typed messages, a
+// client and the credentials both ends use.
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+
+export const PROTO_PATH = fileURLToPath(new URL("../../../proto/eip_agent.proto", import.meta.url));
+export const DEFAULT_PORT = 6127;
+
+export interface EipOpReq {
+  action: string;
+  eipAddr: string;
+  vmiAddr: string;
+}
+
+export interface EipOpRsp {
+  result: "Succeed" | "Failed";
+  errPhase: number;
+  reason: string;
+}
+
+export interface BindingInfo {
+  eipAddr: string;
+  vmiAddr: string;
+  since: string;
+}
+
+export interface ListBindingsRsp {
+  bindings: BindingInfo[];
+  inSync: boolean;
+  lastError: string;
+}
+
+const packageDefinition = protoLoader.loadSync(PROTO_PATH, {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+});
+
+export const eipAgentService = (
+  grpc.loadPackageDefinition(packageDefinition) as unknown as {
+    protoc: { EipAgent: grpc.ServiceClientConstructor };
+  }
+).protoc.EipAgent;
+
+export interface TlsFiles {
+  /** CA that signed the peer's certificate. */
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+}
+
+function readOptional(path: string | undefined): Buffer | null {
+  return path ? readFileSync(path) : null;
+}
+
+export function clientCredentials(tls: TlsFiles | undefined): grpc.ChannelCredentials {
+  if (!tls || (!tls.ca && !tls.cert && !tls.key)) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(readOptional(tls.ca), readOptional(tls.key), readOptional(tls.cert));
+}
+
+/** A promise-returning client of one agent. */
+export class AgentClient {
+  private readonly client: grpc.Client & Record<string, unknown>;
+
+  constructor(
+    target: string,
+    options: { tls?: TlsFiles; serverName?: string } = {},
+  ) {
+    const channelOptions: grpc.ChannelOptions = options.serverName
+      ? { "grpc.ssl_target_name_override": options.serverName }
+      : {};
+    this.client = new eipAgentService(target, clientCredentials(options.tls), channelOptions) as grpc.Client &
+      Record<string, unknown>;
+  }
+
+  eipOperate(req: EipOpReq, deadlineMs = 30_000): Promise<EipOpRsp> {
+    return this.unary<EipOpRsp>("EipOperate", req, deadlineMs);
+  }
+
+  listBindings(deadlineMs = 30_000): Promise<ListBindingsRsp> {
+    return this.unary<ListBindingsRsp>("ListBindings", {}, deadlineMs);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private unary<T>(method: string, req: object, deadlineMs: number): Promise<T> {
+    const fn = this.client[method] as (
+      req: object,
+      opts: grpc.CallOptions,
+      cb: (err: grpc.ServiceError | null, rsp: T) => void,
+    ) => void;
+    return new Promise<T>((resolve, reject) => {
+      fn.call(this.client, req, { deadline: Date.now() + deadlineMs }, (err, rsp) =>
+        err ? reject(err) : resolve(rsp),
+      );
+    });
+  }
+}
