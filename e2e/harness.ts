@@ -10,7 +10,9 @@ export const AGENT_BIN = fileURLToPath(new URL("../src/bin/eip_agent.js", import
 export const EIPCTL_BIN = fileURLToPath(new URL("../src/bin/eipctl.js", import.meta.url));
 
 export const isRoot = process.getuid?.() === 0;
-export const NEEDS_ROOT = isRoot ? false : "needs root: builds network namespaces and drives the real kernel tools";
+export const NEEDS_ROOT = isRoot
+  ? false
+  : "needs root: builds network namespaces and drives the real kernel tools";
 
 /** The seed's service network; the lab's service address is in it. */
 export const SERVICE_NET = "192.168.223.0/24";
@@ -67,7 +69,11 @@ export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}):
   ];
 }
 
-export async function startAgent(lab: Lab, node: number, opts: AgentStartOptions = {}): Promise<NodeAgent> {
+export async function startAgent(
+  lab: Lab,
+  node: number,
+  opts: AgentStartOptions = {},
+): Promise<NodeAgent> {
   const args = agentArgs(lab, node, opts);
   const stateDir = lab.stateDir(`agent-node${node}`);
   const socket = join(stateDir, "agent.sock");
@@ -98,7 +104,13 @@ export async function startAgent(lab: Lab, node: number, opts: AgentStartOptions
 /** eipctl run inside the node's namespace against the agent's TCP address. */
 export async function eipctl(lab: Lab, node: number, args: readonly string[]) {
   try {
-    const r = await lab.nodeExec(node, [process.execPath, EIPCTL_BIN, "--target", `${lab.node(node).mgmtAddress}:6127`, ...args]);
+    const r = await lab.nodeExec(node, [
+      process.execPath,
+      EIPCTL_BIN,
+      "--target",
+      `${lab.node(node).mgmtAddress}:6127`,
+      ...args,
+    ]);
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     const e = err as { exitCode?: number; stderr?: string };
@@ -133,7 +145,11 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls until fn returns true or the time is up; returns whether it became true. */
-export async function eventually(fn: () => Promise<boolean>, timeoutMs: number, stepMs = 100): Promise<boolean> {
+export async function eventually(
+  fn: () => Promise<boolean>,
+  timeoutMs: number,
+  stepMs = 100,
+): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     if (await fn()) return true;

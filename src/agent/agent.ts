@@ -42,7 +42,8 @@ async function kernelSubsystems(
   runner: CommandRunner,
   logger: Logger,
 ): Promise<Subsystem[]> {
-  const mode = config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
+  const mode =
+    config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
   logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
@@ -70,23 +71,35 @@ async function kernelSubsystems(
     {
       name: "iproute",
       sync: (d, o) => {
-        route.setDesired({ routes: d.routes, ruleSources: d.ruleSources, gatewayAddresses: d.gatewayAddresses });
+        route.setDesired({
+          routes: d.routes,
+          ruleSources: d.ruleSources,
+          gatewayAddresses: d.gatewayAddresses,
+        });
         return route.apply(o);
       },
     },
   ];
 }
 
-async function loadBindings(config: AgentConfig, store: BindingStore, logger: Logger): Promise<BindingTable> {
+async function loadBindings(
+  config: AgentConfig,
+  store: BindingStore,
+  logger: Logger,
+): Promise<BindingTable> {
   const saved = await store.load();
   if (saved) {
     logger.info({ bindings: saved.length, path: store.path }, "restoring saved bindings");
     return new BindingTable(saved);
   }
   const seed = await scanSeedState(config.seedStateDir);
-  for (const s of seed.skipped) logger.warn({ file: s.file, reason: s.reason }, "seed state file not adopted");
+  for (const s of seed.skipped)
+    logger.warn({ file: s.file, reason: s.reason }, "seed state file not adopted");
   if (seed.adopted.length > 0) {
-    logger.info({ bindings: seed.adopted.length, dir: config.seedStateDir }, "adopting the seed agent's bindings");
+    logger.info(
+      { bindings: seed.adopted.length, dir: config.seedStateDir },
+      "adopting the seed agent's bindings",
+    );
   }
   const now = new Date().toISOString();
   return new BindingTable(seed.adopted.map((b) => ({ ...b, since: now })));
@@ -111,7 +124,10 @@ export async function startAgent(
 ): Promise<RunningAgent> {
   const { runner, logger } = deps;
   if (config.bgpType === "gobgp") {
-    logger.warn({}, "--bgp-type gobgp: BGP announcements are not implemented in this build; EIP routes are not announced");
+    logger.warn(
+      {},
+      "--bgp-type gobgp: BGP announcements are not implemented in this build; EIP routes are not announced",
+    );
   }
   await ensureRouteTableName(config.rtTablesPath, ROUTE_TABLE_ID, ROUTE_TABLE_NAME);
   const metrics = new AgentMetrics();
@@ -141,14 +157,21 @@ export async function startAgent(
     metrics,
   });
   const { server, health } = buildGrpcServer(service);
-  const grpcPort = await bindServer(server, `${hostPort(config.listenAddress, config.port)}`, serverCredentials(config.tls));
+  const grpcPort = await bindServer(
+    server,
+    `${hostPort(config.listenAddress, config.port)}`,
+    serverCredentials(config.tls),
+  );
   if (config.unixSocket) {
     await rm(config.unixSocket, { force: true });
     await bindServer(server, `unix:${config.unixSocket}`, serverCredentials(undefined));
   }
   health.setStatus("", "SERVING");
   health.setStatus("protoc.EipAgent", "SERVING");
-  logger.info({ port: grpcPort, address: config.listenAddress, tls: config.tls !== undefined }, "serving gRPC");
+  logger.info(
+    { port: grpcPort, address: config.listenAddress, tls: config.tls !== undefined },
+    "serving gRPC",
+  );
 
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;

@@ -25,12 +25,16 @@ test("one VMI per EIP and one EIP per VMI, compared exactly", () => {
   if (a.kind === "conflict") assert.match(a.reason, /already bound to VMI 10\.0\.0\.1$/);
   const b = t.apply(bind("1.1.1.11", "10.0.0.1"), T);
   assert.equal(b.kind, "conflict");
-  if (b.kind === "conflict") assert.match(b.reason, /VMI 10\.0\.0\.1 already holds EIP 1\.1\.1\.1$/);
+  if (b.kind === "conflict")
+    assert.match(b.reason, /VMI 10\.0\.0\.1 already holds EIP 1\.1\.1\.1$/);
   assert.equal(t.apply(bind("1.1.1.11", "10.0.0.11"), T).kind, "changed");
   const c = t.apply(unbind("1.1.1.1", "10.0.0.11"), T);
   assert.equal(c.kind, "conflict", "unbinding with the wrong VMI is refused");
   assert.deepEqual(
-    t.list().map((x) => [x.eip, x.vmi]).sort(),
+    t
+      .list()
+      .map((x) => [x.eip, x.vmi])
+      .sort(),
     [
       ["1.1.1.1", "10.0.0.1"],
       ["1.1.1.11", "10.0.0.11"],

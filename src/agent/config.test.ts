@@ -3,10 +3,23 @@ import assert from "node:assert/strict";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { ConfigError, parseAgentArgs } from "./config.js";
 
-const required = ["--gateway-ip", "192.168.18.1", "--gateway-dev", "eth1", "--eip-cidr", "192.168.18.0/24"];
+const required = [
+  "--gateway-ip",
+  "192.168.18.1",
+  "--gateway-dev",
+  "eth1",
+  "--eip-cidr",
+  "192.168.18.0/24",
+];
 
 test("the seed's flags and defaults", () => {
-  const c = parseAgentArgs([...required, "--internal-net", "10.244.0.0/16", "--internal-net", "192.168.223.0/24"]);
+  const c = parseAgentArgs([
+    ...required,
+    "--internal-net",
+    "10.244.0.0/16",
+    "--internal-net",
+    "192.168.223.0/24",
+  ]);
   assert.equal(c.port, 6127);
   assert.equal(c.logLevel, "info");
   assert.equal(c.bgpType, "none");
@@ -20,7 +33,16 @@ test("the seed's flags and defaults", () => {
 });
 
 test("Go-style single-dash flags of the seed's scripts still work", () => {
-  const c = parseAgentArgs(["-gateway-ip", "192.168.18.1", "-gateway-dev=eth1", "-eip-cidr", "192.168.18.0/24", "-port", "7000", "-arp-poisoning"]);
+  const c = parseAgentArgs([
+    "-gateway-ip",
+    "192.168.18.1",
+    "-gateway-dev=eth1",
+    "-eip-cidr",
+    "192.168.18.0/24",
+    "-port",
+    "7000",
+    "-arp-poisoning",
+  ]);
   assert.equal(c.port, 7000);
   assert.equal(c.gatewayDev, "eth1");
   assert.equal(c.arpPoisoning, true);
@@ -37,6 +59,10 @@ test("bad flags are refused with a clear message", () => {
     [[...required, "--internal-net", "10.244.0.1/16"], /not an IPv4 network/],
   ];
   for (const [argv, message] of cases) {
-    assert.throws(() => parseAgentArgs(argv), (e: Error) => e instanceof ConfigError && message.test(e.message), argv.join(" "));
+    assert.throws(
+      () => parseAgentArgs(argv),
+      (e: Error) => e instanceof ConfigError && message.test(e.message),
+      argv.join(" "),
+    );
   }
 });

@@ -2,7 +2,14 @@
 // deployment needs. This is the one place flags are read; everything after it gets a
 // validated AgentConfig.
 import { Command, InvalidArgumentError, Option } from "commander";
-import { type Ipv4Net, canonicalIpv4, formatIpv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
+import {
+  type Ipv4Net,
+  canonicalIpv4,
+  formatIpv4Net,
+  netContains,
+  parseIpv4,
+  parseIpv4Net,
+} from "../common/ipv4.js";
 import { DEFAULT_PORT } from "../common/agent-api.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -26,7 +33,8 @@ export interface AgentConfig {
   readonly resyncIntervalSec: number;
   readonly rtTablesPath: string;
   readonly metricsAddress: string;
-  readonly tls: { readonly cert: string; readonly key: string; readonly clientCa?: string } | undefined;
+  readonly tls:
+    { readonly cert: string; readonly key: string; readonly clientCa?: string } | undefined;
 }
 
 export class ConfigError extends Error {
@@ -35,7 +43,10 @@ export class ConfigError extends Error {
 
 function cidr(value: string): Ipv4Net {
   const net = parseIpv4Net(value);
-  if (!net) throw new InvalidArgumentError(`${JSON.stringify(value)} is not an IPv4 network like 10.244.0.0/16`);
+  if (!net)
+    throw new InvalidArgumentError(
+      `${JSON.stringify(value)} is not an IPv4 network like 10.244.0.0/16`,
+    );
   return net;
 }
 
@@ -74,9 +85,14 @@ export function agentCommand(): Command {
     )
     .option("--port <port>", "gRPC port", intIn(1, 65535), DEFAULT_PORT)
     .option("--listen-address <address>", "address the gRPC server listens on", "0.0.0.0")
-    .option("--unix-socket <path>", "also serve gRPC, without TLS, on this Unix socket (local administration)")
+    .option(
+      "--unix-socket <path>",
+      "also serve gRPC, without TLS, on this Unix socket (local administration)",
+    )
     .addOption(
-      new Option("--log-level <level>", "log level").choices(["debug", "info", "warn", "error"]).default("info"),
+      new Option("--log-level <level>", "log level")
+        .choices(["debug", "info", "warn", "error"])
+        .default("info"),
     )
     .option(
       "--internal-net <cidr>",
@@ -86,9 +102,15 @@ export function agentCommand(): Command {
     )
     .option("--gateway-ip <ip>", "the public network's gateway (required)", ipv4)
     .option("--gateway-dev <dev>", "this node's device on the public network (required)")
-    .addOption(new Option("--bgp-type <type>", "BGP announcer").choices(["none", "gobgp"]).default("none"))
+    .addOption(
+      new Option("--bgp-type <type>", "BGP announcer").choices(["none", "gobgp"]).default("none"),
+    )
     .option("--eip-cidr <cidr>", "the public (EIP) network (required)", cidr)
-    .option("--arp-poisoning", "answer ARP for bound EIPs instead of adding them to the gateway device", false)
+    .option(
+      "--arp-poisoning",
+      "answer ARP for bound EIPs instead of adding them to the gateway device",
+      false,
+    )
     .option("--state-dir <dir>", "where the node's bindings are saved", "/var/lib/kube-eip")
     .option(
       "--seed-state-dir <dir>",
@@ -97,13 +119,29 @@ export function agentCommand(): Command {
     )
     .option("--cni-dev <dev>", "the CNI bridge the VMIs are plugged into", "cni0")
     .addOption(
-      new Option("--iptables-mode <mode>", "iptables backend; auto uses the one holding the host's rules")
+      new Option(
+        "--iptables-mode <mode>",
+        "iptables backend; auto uses the one holding the host's rules",
+      )
         .choices(["auto", "legacy", "nft"])
         .default("auto"),
     )
-    .option("--resync-interval <seconds>", "re-read the kernel and repair drift this often", intIn(1, 86400), 10)
-    .option("--rt-tables <path>", "iproute2 table names file to register eip_route in", "/etc/iproute2/rt_tables")
-    .option("--metrics-address <host:port>", "Prometheus metrics listen address; empty disables", "0.0.0.0:9127")
+    .option(
+      "--resync-interval <seconds>",
+      "re-read the kernel and repair drift this often",
+      intIn(1, 86400),
+      10,
+    )
+    .option(
+      "--rt-tables <path>",
+      "iproute2 table names file to register eip_route in",
+      "/etc/iproute2/rt_tables",
+    )
+    .option(
+      "--metrics-address <host:port>",
+      "Prometheus metrics listen address; empty disables",
+      "0.0.0.0:9127",
+    )
     .option("--tls-cert <file>", "serve gRPC with TLS using this certificate (PEM)")
     .option("--tls-key <file>", "private key of --tls-cert (PEM)")
     .option("--tls-client-ca <file>", "require client certificates signed by this CA (PEM)")
@@ -148,15 +186,20 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
   const eipCidr = o.eipCidr as Ipv4Net;
   const gatewayIp = o.gatewayIp as string;
   if (!netContains(eipCidr, parseIpv4(gatewayIp) ?? 0)) {
-    throw new ConfigError(`--gateway-ip ${gatewayIp} is outside --eip-cidr ${formatIpv4Net(eipCidr)}`);
+    throw new ConfigError(
+      `--gateway-ip ${gatewayIp} is outside --eip-cidr ${formatIpv4Net(eipCidr)}`,
+    );
   }
   if (!/^[\w.:@-]{1,15}$/.test(o.gatewayDev as string)) {
-    throw new ConfigError(`--gateway-dev ${JSON.stringify(o.gatewayDev)} is not a network device name`);
+    throw new ConfigError(
+      `--gateway-dev ${JSON.stringify(o.gatewayDev)} is not a network device name`,
+    );
   }
   if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
     throw new ConfigError("--tls-cert and --tls-key go together");
   }
-  if (o.tlsClientCa && !o.tlsCert) throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
+  if (o.tlsClientCa && !o.tlsCert)
+    throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
   return {
     port: o.port,
     listenAddress: o.listenAddress,
@@ -176,7 +219,11 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     rtTablesPath: o.rtTables,
     metricsAddress: o.metricsAddress,
     tls: o.tlsCert
-      ? { cert: o.tlsCert, key: o.tlsKey as string, ...(o.tlsClientCa ? { clientCa: o.tlsClientCa } : {}) }
+      ? {
+          cert: o.tlsCert,
+          key: o.tlsKey as string,
+          ...(o.tlsClientCa ? { clientCa: o.tlsClientCa } : {}),
+        }
       : undefined,
   };
 }

@@ -123,7 +123,9 @@ export class Dataplane {
           const kerr =
             err instanceof KernelError
               ? err
-              : new KernelError(Phase.State, `unexpected apply failure: ${String(err)}`, { cause: err });
+              : new KernelError(Phase.State, `unexpected apply failure: ${String(err)}`, {
+                  cause: err,
+                });
           this.lastError = kerr;
           this.failures++;
           this.opts.metrics.applyErrors.inc({ phase: String(kerr.phase) });
@@ -166,9 +168,13 @@ export class Dataplane {
       try {
         await store.save(bindings);
       } catch (err) {
-        throw new KernelError(Phase.State, `saving the bindings failed: ${(err as Error).message}`, {
-          cause: err,
-        });
+        throw new KernelError(
+          Phase.State,
+          `saving the bindings failed: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
       }
       this.savedVersion = version;
     }

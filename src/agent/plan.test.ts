@@ -19,11 +19,17 @@ test("plans the seed's kernel state for one binding", () => {
     { name: "kube-eip-vmi", type: "hash:ip", members: ["10.244.1.10"] },
   ]);
   assert.deepEqual(d.chains, [
-    { table: "nat", name: "KUBE-EIP-PREROUTING", rules: ["-d 192.168.18.100/32 -j DNAT --to-destination 10.244.1.10"] },
+    {
+      table: "nat",
+      name: "KUBE-EIP-PREROUTING",
+      rules: ["-d 192.168.18.100/32 -j DNAT --to-destination 10.244.1.10"],
+    },
     {
       table: "nat",
       name: "KUBE-EIP-POSTROUTING",
-      rules: ["-s 10.244.1.10/32 -m set ! --match-set k8s_internal_net dst -j SNAT --to-source 192.168.18.100"],
+      rules: [
+        "-s 10.244.1.10/32 -m set ! --match-set k8s_internal_net dst -j SNAT --to-source 192.168.18.100",
+      ],
     },
     {
       table: "filter",
@@ -45,13 +51,18 @@ test("plans the seed's kernel state for one binding", () => {
 });
 
 test("with ARP poisoning no EIP goes on the gateway device", () => {
-  const d = plan({ ...config, arpPoisoning: true }, [{ eip: "192.168.18.100", vmi: "10.244.1.10" }]);
+  const d = plan({ ...config, arpPoisoning: true }, [
+    { eip: "192.168.18.100", vmi: "10.244.1.10" },
+  ]);
   assert.deepEqual(d.gatewayAddresses, []);
 });
 
 test("no bindings: empty chains and sets, the table's routes stay", () => {
   const d = plan(config, []);
-  assert.deepEqual(d.ipsets.map((s) => s.members.length), [2, 0, 0]);
+  assert.deepEqual(
+    d.ipsets.map((s) => s.members.length),
+    [2, 0, 0],
+  );
   assert.deepEqual(d.ruleSources, []);
   assert.equal(d.routes.length, 4);
 });
@@ -59,16 +70,25 @@ test("no bindings: empty chains and sets, the table's routes stay", () => {
 // Replays the same operations reversed, duplicated and interleaved: the end state, and so
 // the plan, must not depend on the order.
 test("the plan depends only on the resulting bindings, not on the order of operations", () => {
-  const pairs: Binding[] = Array.from({ length: 20 }, (_, i) => ({ eip: `192.168.18.${100 + i}`, vmi: `10.244.1.${10 + i}` }));
+  const pairs: Binding[] = Array.from({ length: 20 }, (_, i) => ({
+    eip: `192.168.18.${100 + i}`,
+    vmi: `10.244.1.${10 + i}`,
+  }));
   const ops = [
     ...pairs.map((binding) => ({ action: "bind" as const, binding })),
-    ...pairs.filter((_, i) => i % 3 === 0).map((binding) => ({ action: "unbind" as const, binding })),
+    ...pairs
+      .filter((_, i) => i % 3 === 0)
+      .map((binding) => ({ action: "unbind" as const, binding })),
   ];
   const orders = [
     ops,
     [...ops.slice(0, 20).reverse(), ...ops.slice(20).reverse()],
     ops.flatMap((op) => [op, op]),
-    [...ops.slice(0, 20).filter((_, i) => i % 2), ...ops.slice(0, 20).filter((_, i) => !(i % 2)), ...ops.slice(20)],
+    [
+      ...ops.slice(0, 20).filter((_, i) => i % 2),
+      ...ops.slice(0, 20).filter((_, i) => !(i % 2)),
+      ...ops.slice(20),
+    ],
   ];
   const results = orders.map((order) => {
     const t = new BindingTable();

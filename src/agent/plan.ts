@@ -137,7 +137,11 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     chains: [
       { table: "nat", name: CHAIN_PREROUTING, rules: sorted.map(dnatRule) },
       { table: "nat", name: CHAIN_POSTROUTING, rules: sorted.map(snatRule) },
-      { table: "filter", name: CHAIN_FORWARD, rules: [FORWARD_REPLY_RULE, ...sorted.map(forwardRule)] },
+      {
+        table: "filter",
+        name: CHAIN_FORWARD,
+        rules: [FORWARD_REPLY_RULE, ...sorted.map(forwardRule)],
+      },
     ],
     jumps: JUMPS,
     routes: [

@@ -4,13 +4,19 @@ import { parseIpv4Net, type Ipv4Net } from "../common/ipv4.js";
 import { parseRequest } from "./request.js";
 
 const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
-const policy = { eipCidr: net("192.168.18.0/24"), internalNets: [net("10.244.0.0/16"), net("192.168.223.0/24")] };
+const policy = {
+  eipCidr: net("192.168.18.0/24"),
+  internalNets: [net("10.244.0.0/16"), net("192.168.223.0/24")],
+};
 
 test("accepts a good bind and canonicalises nothing it need not", () => {
-  assert.deepEqual(parseRequest({ action: "bind", eipAddr: "192.168.18.100", vmiAddr: "10.244.1.10" }, policy), {
-    ok: true,
-    op: { action: "bind", binding: { eip: "192.168.18.100", vmi: "10.244.1.10" } },
-  });
+  assert.deepEqual(
+    parseRequest({ action: "bind", eipAddr: "192.168.18.100", vmiAddr: "10.244.1.10" }, policy),
+    {
+      ok: true,
+      op: { action: "bind", binding: { eip: "192.168.18.100", vmi: "10.244.1.10" } },
+    },
+  );
 });
 
 test("refuses bad input with a reason naming the problem", () => {
@@ -32,11 +38,17 @@ test("refuses bad input with a reason naming the problem", () => {
 });
 
 test("unbind needs only two addresses, so old bindings can always be removed", () => {
-  const r = parseRequest({ action: "unbind", eipAddr: "203.0.113.5", vmiAddr: "172.16.0.5" }, policy);
+  const r = parseRequest(
+    { action: "unbind", eipAddr: "203.0.113.5", vmiAddr: "172.16.0.5" },
+    policy,
+  );
   assert.equal(r.ok, true);
 });
 
 test("without internal nets any VMI address outside the EIP network is accepted", () => {
-  const r = parseRequest({ action: "bind", eipAddr: "192.168.18.100", vmiAddr: "172.16.0.5" }, { ...policy, internalNets: [] });
+  const r = parseRequest(
+    { action: "bind", eipAddr: "192.168.18.100", vmiAddr: "172.16.0.5" },
+    { ...policy, internalNets: [] },
+  );
   assert.equal(r.ok, true);
 });

@@ -18,8 +18,7 @@ export interface RawRequest {
 export type Operation = { readonly action: "bind" | "unbind"; readonly binding: Binding };
 
 export type Parsed =
-  | { readonly ok: true; readonly op: Operation }
-  | { readonly ok: false; readonly reason: string };
+  { readonly ok: true; readonly op: Operation } | { readonly ok: false; readonly reason: string };
 
 export interface RequestPolicy {
   readonly eipCidr: Ipv4Net;
@@ -52,9 +51,14 @@ export function parseRequest(raw: RawRequest, policy: RequestPolicy): Parsed {
     }
     const vmiValue = parseIpv4(vmi) ?? 0;
     if (netContains(policy.eipCidr, vmiValue)) {
-      return refuse(`VMI address ${vmi} is inside the EIP network ${formatIpv4Net(policy.eipCidr)}`);
+      return refuse(
+        `VMI address ${vmi} is inside the EIP network ${formatIpv4Net(policy.eipCidr)}`,
+      );
     }
-    if (policy.internalNets.length > 0 && !policy.internalNets.some((n) => netContains(n, vmiValue))) {
+    if (
+      policy.internalNets.length > 0 &&
+      !policy.internalNets.some((n) => netContains(n, vmiValue))
+    ) {
       const nets = policy.internalNets.map(formatIpv4Net).join(", ");
       return refuse(`VMI address ${vmi} is in none of the internal networks (${nets})`);
     }

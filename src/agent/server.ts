@@ -45,7 +45,10 @@ export class AgentService {
       return rsp;
     };
     if (!parsed.ok) {
-      logger.warn({ op: req.action, eip: req.eipAddr, vmi: req.vmiAddr, reason: parsed.reason }, "request refused");
+      logger.warn(
+        { op: req.action, eip: req.eipAddr, vmi: req.vmiAddr, reason: parsed.reason },
+        "request refused",
+      );
       return answer(failed(0, parsed.reason));
     }
     const { eip, vmi } = parsed.op.binding;
@@ -66,7 +69,8 @@ export class AgentService {
       logger.error({ op: action, eip, vmi, phase: kerr?.phase, err: reason }, "request failed");
       return answer(failed(kerr?.phase ?? 6, reason));
     }
-    if (outcome.kind === "changed") logger.info({ op: action, eip, vmi }, action === "bind" ? "bound" : "unbound");
+    if (outcome.kind === "changed")
+      logger.info({ op: action, eip, vmi }, action === "bind" ? "bound" : "unbound");
     return answer(succeeded());
   }
 
@@ -99,7 +103,10 @@ export function serverCredentials(tls: ServerTls | undefined): grpc.ServerCreden
 }
 
 /** Builds a grpc-js server with the agent service and the health service on it. */
-export function buildGrpcServer(service: AgentService): { server: grpc.Server; health: HealthImplementation } {
+export function buildGrpcServer(service: AgentService): {
+  server: grpc.Server;
+  health: HealthImplementation;
+} {
   const server = new grpc.Server();
   server.addService(eipAgentService.service, {
     EipOperate: (
@@ -121,7 +128,11 @@ export function buildGrpcServer(service: AgentService): { server: grpc.Server; h
   return { server, health };
 }
 
-export function bindServer(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
+export function bindServer(
+  server: grpc.Server,
+  address: string,
+  creds: grpc.ServerCredentials,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port)));
   });

@@ -52,7 +52,13 @@ before(async () => {
   dataplane = new Dataplane({
     table,
     store,
-    config: { internalNets: ["10.244.0.0/16"], gatewayIp: "192.168.18.1", gatewayDev: "eth1", eipCidr: "192.168.18.0/24", arpPoisoning: false },
+    config: {
+      internalNets: ["10.244.0.0/16"],
+      gatewayIp: "192.168.18.1",
+      gatewayDev: "eth1",
+      eipCidr: "192.168.18.0/24",
+      arpPoisoning: false,
+    },
     subsystems: [kernel],
     logger,
     metrics,
@@ -80,23 +86,51 @@ after(async () => {
 async function ctl(...args: string[]) {
   let out = "";
   let err = "";
-  const code = await runEipctl(["--target", target, ...args], { out: (t) => (out += t), err: (t) => (err += t) });
+  const code = await runEipctl(["--target", target, ...args], {
+    out: (t) => (out += t),
+    err: (t) => (err += t),
+  });
   return { code, out, err };
 }
 
 test("a client built from the seed's wire definition binds and unbinds", async () => {
-  const def = protoLoader.loadSync(new URL("../../../e2e/fixtures/seed_eip_bind.proto", import.meta.url).pathname);
-  const Seed = (grpc.loadPackageDefinition(def) as unknown as { protoc: { EipAgent: grpc.ServiceClientConstructor } }).protoc.EipAgent;
-  const client = new Seed(target, grpc.credentials.createInsecure()) as grpc.Client & Record<string, (...a: unknown[]) => void>;
+  const def = protoLoader.loadSync(
+    new URL("../../../e2e/fixtures/seed_eip_bind.proto", import.meta.url).pathname,
+  );
+  const Seed = (
+    grpc.loadPackageDefinition(def) as unknown as {
+      protoc: { EipAgent: grpc.ServiceClientConstructor };
+    }
+  ).protoc.EipAgent;
+  const client = new Seed(target, grpc.credentials.createInsecure()) as grpc.Client &
+    Record<string, (...a: unknown[]) => void>;
   const call = (req: object) =>
     new Promise<{ result: string; errPhase: number }>((res, rej) =>
-      client.EipOperate?.(req, (e: Error | null, r: { result: string; errPhase: number }) => (e ? rej(e) : res(r))),
+      client.EipOperate?.(req, (e: Error | null, r: { result: string; errPhase: number }) =>
+        e ? rej(e) : res(r),
+      ),
     );
-  assert.deepEqual(await call({ action: "bind", eipAddr: "192.168.18.50", vmiAddr: "10.244.1.50" }), { result: "Succeed", errPhase: 0 });
-  assert.deepEqual((await store.load())?.map((b) => b.eip), ["192.168.18.50"], "saved before the reply");
-  assert.deepEqual(await call({ action: "bind", eipAddr: "192.168.18.50", vmiAddr: "10.244.1.50" }), { result: "Succeed", errPhase: 0 });
-  assert.deepEqual(await call({ action: "bind", eipAddr: "bogus", vmiAddr: "10.244.1.50" }), { result: "Failed", errPhase: 0 });
-  assert.deepEqual(await call({ action: "unbind", eipAddr: "192.168.18.50", vmiAddr: "10.244.1.50" }), { result: "Succeed", errPhase: 0 });
+  assert.deepEqual(
+    await call({ action: "bind", eipAddr: "192.168.18.50", vmiAddr: "10.244.1.50" }),
+    { result: "Succeed", errPhase: 0 },
+  );
+  assert.deepEqual(
+    (await store.load())?.map((b) => b.eip),
+    ["192.168.18.50"],
+    "saved before the reply",
+  );
+  assert.deepEqual(
+    await call({ action: "bind", eipAddr: "192.168.18.50", vmiAddr: "10.244.1.50" }),
+    { result: "Succeed", errPhase: 0 },
+  );
+  assert.deepEqual(await call({ action: "bind", eipAddr: "bogus", vmiAddr: "10.244.1.50" }), {
+    result: "Failed",
+    errPhase: 0,
+  });
+  assert.deepEqual(
+    await call({ action: "unbind", eipAddr: "192.168.18.50", vmiAddr: "10.244.1.50" }),
+    { result: "Succeed", errPhase: 0 },
+  );
   assert.deepEqual(await store.load(), []);
   client.close();
 });
@@ -108,8 +142,14 @@ test("eipctl binds, lists as a table and as JSON, and unbinds; exit codes tell",
   assert.equal(r.code, 0);
   assert.match(r.out, /^EIP\s+VMI\s+SINCE\n192\.168\.18\.100\s+10\.244\.1\.10\s+\d{4}-/);
   r = await ctl("--action", "list", "--output", "json");
-  const listed = JSON.parse(r.out) as { bindings: { eipAddr: string; vmiAddr: string }[]; inSync: boolean };
-  assert.deepEqual(listed.bindings.map((b) => [b.eipAddr, b.vmiAddr]), [["192.168.18.100", "10.244.1.10"]]);
+  const listed = JSON.parse(r.out) as {
+    bindings: { eipAddr: string; vmiAddr: string }[];
+    inSync: boolean;
+  };
+  assert.deepEqual(
+    listed.bindings.map((b) => [b.eipAddr, b.vmiAddr]),
+    [["192.168.18.100", "10.244.1.10"]],
+  );
   assert.equal(listed.inSync, true);
   r = await ctl("--action", "bind", "--eip-ip", "192.168.18.100", "--vmi-ip", "10.244.1.11");
   assert.equal(r.code, 1);
@@ -122,7 +162,10 @@ test("eipctl binds, lists as a table and as JSON, and unbinds; exit codes tell",
   assert.equal((await ctl("--action", "bind", "--eip-ip", "192.168.18.100")).code, 2);
   assert.equal((await ctl("--action", "fly")).code, 2);
   assert.equal((await ctl()).code, 2);
-  const down = await runEipctl(["--target", "127.0.0.1:1", "--timeout", "2", "--action", "list"], { out: () => {}, err: () => {} });
+  const down = await runEipctl(["--target", "127.0.0.1:1", "--timeout", "2", "--action", "list"], {
+    out: () => {},
+    err: () => {},
+  });
   assert.equal(down, 3);
 });
 
@@ -130,13 +173,25 @@ test("concurrent requests share one apply", async () => {
   const before = kernel.applies;
   const client = new AgentClient(target);
   const rsps = await Promise.all(
-    Array.from({ length: 32 }, (_, i) => client.eipOperate({ action: "bind", eipAddr: `192.168.18.${150 + i}`, vmiAddr: `10.244.2.${i + 10}` })),
+    Array.from({ length: 32 }, (_, i) =>
+      client.eipOperate({
+        action: "bind",
+        eipAddr: `192.168.18.${150 + i}`,
+        vmiAddr: `10.244.2.${i + 10}`,
+      }),
+    ),
   );
   assert.ok(rsps.every((r) => r.result === "Succeed"));
   assert.ok(kernel.applies - before <= 3, `32 binds took ${kernel.applies - before} applies`);
   assert.equal(kernel.last?.ruleSources.length, 32);
   await Promise.all(
-    Array.from({ length: 32 }, (_, i) => client.eipOperate({ action: "unbind", eipAddr: `192.168.18.${150 + i}`, vmiAddr: `10.244.2.${i + 10}` })),
+    Array.from({ length: 32 }, (_, i) =>
+      client.eipOperate({
+        action: "unbind",
+        eipAddr: `192.168.18.${150 + i}`,
+        vmiAddr: `10.244.2.${i + 10}`,
+      }),
+    ),
   );
   client.close();
 });
@@ -144,8 +199,16 @@ test("concurrent requests share one apply", async () => {
 test("a kernel failure answers Failed with its phase, and the loop retries until it heals", async () => {
   const client = new AgentClient(target);
   kernel.failWith = new KernelError(Phase.Nat, "iptables-restore: line 3 failed");
-  const rsp = await client.eipOperate({ action: "bind", eipAddr: "192.168.18.200", vmiAddr: "10.244.1.200" });
-  assert.deepEqual(rsp, { result: "Failed", errPhase: 2, reason: "iptables-restore: line 3 failed" });
+  const rsp = await client.eipOperate({
+    action: "bind",
+    eipAddr: "192.168.18.200",
+    vmiAddr: "10.244.1.200",
+  });
+  assert.deepEqual(rsp, {
+    result: "Failed",
+    errPhase: 2,
+    reason: "iptables-restore: line 3 failed",
+  });
   const listed = await client.listBindings();
   assert.equal(listed.inSync, false);
   assert.match(listed.lastError, /iptables-restore/);
@@ -154,7 +217,11 @@ test("a kernel failure answers Failed with its phase, and the loop retries until
   assert.ok(kernel.applies > applies, "retried by itself");
   kernel.failWith = undefined;
   // Repeating the bind waits for a successful apply: the binding was kept as desired.
-  const again = await client.eipOperate({ action: "bind", eipAddr: "192.168.18.200", vmiAddr: "10.244.1.200" });
+  const again = await client.eipOperate({
+    action: "bind",
+    eipAddr: "192.168.18.200",
+    vmiAddr: "10.244.1.200",
+  });
   assert.equal(again.result, "Succeed");
   assert.equal((await client.listBindings()).inSync, true);
   await client.eipOperate({ action: "unbind", eipAddr: "192.168.18.200", vmiAddr: "10.244.1.200" });
@@ -167,9 +234,16 @@ test("the health service answers SERVING once the agent says so", async () => {
   const port = await bindServer(s, "127.0.0.1:0", serverCredentials(undefined));
   const { protoPath } = await import("grpc-health-check");
   const def = protoLoader.loadSync(protoPath, { enums: String });
-  const Health = (grpc.loadPackageDefinition(def) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }).grpc.health.v1.Health;
-  const c = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, (...a: unknown[]) => void>;
-  const rsp = await new Promise<{ status: string }>((res, rej) => c.Check?.({ service: "" }, (e: Error | null, r: { status: string }) => (e ? rej(e) : res(r))));
+  const Health = (
+    grpc.loadPackageDefinition(def) as unknown as {
+      grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
+    }
+  ).grpc.health.v1.Health;
+  const c = new Health(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as grpc.Client &
+    Record<string, (...a: unknown[]) => void>;
+  const rsp = await new Promise<{ status: string }>((res, rej) =>
+    c.Check?.({ service: "" }, (e: Error | null, r: { status: string }) => (e ? rej(e) : res(r))),
+  );
   assert.equal(rsp.status, "SERVING");
   c.close();
   s.forceShutdown();

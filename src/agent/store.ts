@@ -83,8 +83,10 @@ export function parseStateFile(text: string, where: string): HeldBinding[] {
   const seenEip = new Set<string>();
   const seenVmi = new Set<string>();
   return doc.bindings.map((entry: unknown, i: number) => {
-    const eip = isRecord(entry) && typeof entry.eip === "string" ? canonicalIpv4(entry.eip) : undefined;
-    const vmi = isRecord(entry) && typeof entry.vmi === "string" ? canonicalIpv4(entry.vmi) : undefined;
+    const eip =
+      isRecord(entry) && typeof entry.eip === "string" ? canonicalIpv4(entry.eip) : undefined;
+    const vmi =
+      isRecord(entry) && typeof entry.vmi === "string" ? canonicalIpv4(entry.vmi) : undefined;
     if (!isRecord(entry) || eip === undefined || vmi === undefined) {
       throw new StateError(`${where}: binding ${i} is not a pair of IPv4 addresses`);
     }

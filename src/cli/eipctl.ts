@@ -30,11 +30,17 @@ interface Options {
 export function eipctlCommand(): Command {
   return new Command("eipctl")
     .description("Bind, unbind and list the elastic IPs of one kube-eip agent")
-    .option("--target <host:port>", "agent address (unix:/path for a local socket)", "127.0.0.1:6127")
+    .option(
+      "--target <host:port>",
+      "agent address (unix:/path for a local socket)",
+      "127.0.0.1:6127",
+    )
     .option("--eip-ip <ip>", "EIP address")
     .option("--vmi-ip <ip>", "VMI address")
     .addOption(new Option("--action <action>", "what to do").choices(["bind", "unbind", "list"]))
-    .addOption(new Option("--output <format>", "list output").choices(["table", "json"]).default("table"))
+    .addOption(
+      new Option("--output <format>", "list output").choices(["table", "json"]).default("table"),
+    )
     .option("--tls-ca <file>", "verify the agent's certificate with this CA (enables TLS)")
     .option("--tls-cert <file>", "client certificate (PEM)")
     .option("--tls-key <file>", "client key (PEM)")
@@ -49,10 +55,14 @@ export function eipctlCommand(): Command {
 }
 
 function formatTable(rsp: ListBindingsRsp): string {
-  const rows = [["EIP", "VMI", "SINCE"], ...rsp.bindings.map((b) => [b.eipAddr, b.vmiAddr, b.since])];
+  const rows = [
+    ["EIP", "VMI", "SINCE"],
+    ...rsp.bindings.map((b) => [b.eipAddr, b.vmiAddr, b.since]),
+  ];
   const widths = [0, 1].map((i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
   const lines = rows.map((r) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i] ?? 0) : c)).join("  "));
-  if (!rsp.inSync) lines.push(`\nnot in sync with the kernel: ${rsp.lastError || "an apply is pending"}`);
+  if (!rsp.inSync)
+    lines.push(`\nnot in sync with the kernel: ${rsp.lastError || "an apply is pending"}`);
   return lines.join("\n") + "\n";
 }
 
@@ -79,7 +89,8 @@ export async function runEipctl(argv: readonly string[], io: Io): Promise<number
     io.err("eipctl: --timeout must be a positive number of seconds\n");
     return EXIT.usage;
   }
-  const tls = o.tlsCa || o.tlsCert || o.tlsKey ? { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey } : undefined;
+  const tls =
+    o.tlsCa || o.tlsCert || o.tlsKey ? { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey } : undefined;
   const client = new AgentClient(o.target, { tls, serverName: o.tlsServerName });
   try {
     if (o.action === "list") {
@@ -96,7 +107,9 @@ export async function runEipctl(argv: readonly string[], io: Io): Promise<number
       if (o.output !== "json") io.out(`${o.action} ${o.eipIp} -> ${o.vmiIp}: Succeed\n`);
       return EXIT.ok;
     }
-    io.err(`eipctl: ${o.action} failed (errPhase ${rsp.errPhase}): ${rsp.reason || "no reason given"}\n`);
+    io.err(
+      `eipctl: ${o.action} failed (errPhase ${rsp.errPhase}): ${rsp.reason || "no reason given"}\n`,
+    );
     return EXIT.failed;
   } catch (err) {
     const e = err as ServiceError;

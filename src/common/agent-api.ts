@@ -60,22 +60,26 @@ function readOptional(path: string | undefined): Buffer | null {
 
 export function clientCredentials(tls: TlsFiles | undefined): grpc.ChannelCredentials {
   if (!tls || (!tls.ca && !tls.cert && !tls.key)) return grpc.credentials.createInsecure();
-  return grpc.credentials.createSsl(readOptional(tls.ca), readOptional(tls.key), readOptional(tls.cert));
+  return grpc.credentials.createSsl(
+    readOptional(tls.ca),
+    readOptional(tls.key),
+    readOptional(tls.cert),
+  );
 }
 
 /** A promise-returning client of one agent. */
 export class AgentClient {
   private readonly client: grpc.Client & Record<string, unknown>;
 
-  constructor(
-    target: string,
-    options: { tls?: TlsFiles; serverName?: string } = {},
-  ) {
+  constructor(target: string, options: { tls?: TlsFiles; serverName?: string } = {}) {
     const channelOptions: grpc.ChannelOptions = options.serverName
       ? { "grpc.ssl_target_name_override": options.serverName }
       : {};
-    this.client = new eipAgentService(target, clientCredentials(options.tls), channelOptions) as grpc.Client &
-      Record<string, unknown>;
+    this.client = new eipAgentService(
+      target,
+      clientCredentials(options.tls),
+      channelOptions,
+    ) as grpc.Client & Record<string, unknown>;
   }
 
   eipOperate(req: EipOpReq, deadlineMs = 30_000): Promise<EipOpRsp> {

@@ -60,7 +60,7 @@ export function formatIpv4Net(net: Ipv4Net): string {
 }
 
 export function netContains(net: Ipv4Net, addr: number): boolean {
-  return ((addr & mask(net.prefix)) >>> 0) === net.base;
+  return (addr & mask(net.prefix)) >>> 0 === net.base;
 }
 
 /** Canonical form of an address string, or undefined if it is not IPv4. */

@@ -480,6 +480,16 @@ export class RouteManager implements KernelManager<RouteDesired> {
       });
       deleted.add(a);
     }
+    if (deleted.size > 0 && belief.addresses.length - deleted.size + added.length === 0) {
+      // Deleting a device's last IPv4 address makes the kernel flush every route through
+      // that device, in every table (fib_disable_ip): write ours again after the deletion.
+      const through = [...wantedRoutes.values()]
+        .filter((route) => route.kind !== "throw" && route.dev === gatewayDev)
+        .sort((a, b) => order[a.kind] - order[b.kind]);
+      for (const route of through) {
+        lines.push({ text: routeReplaceLine(route, table), phase: Phase.PolicyRouting });
+      }
+    }
     let promoteSecondaries = false;
     for (const a of deleted) {
       if (a.prefix === 32) continue;

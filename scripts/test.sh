@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: lint and format check, fast unit tests, and (as root) the privileged
+# tests that build network-namespace labs and drive the real kernel tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+npx eslint .
+npx prettier --check .
+# Leftovers of an interrupted earlier run would collide with nothing (names are per run),
+# but they waste the machine: remove them first.
+node dist/src/bin/lab.js cleanup --prefix keip- >/dev/null
+node --test --test-concurrency=1 --test-reporter=spec dist/
