@@ -1,0 +1,111 @@
+// Upgrading a node from the seed's Go agent: the node carries the seed's kernel state and
+// its per-binding metadata files; our agent starts, adopts the bindings and rewrites the
+// state into its own form while a steady ping through the EIP loses nothing.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Lab } from "../src/lab/lab.js";
+import { type SeedNode, seedBind, seedMetadata, seedSetup } from "../src/lab/seed-agent.js";
+import { NEEDS_ROOT, SERVICE_NET, type NodeAgent, kernelSnapshot, startAgent } from "./harness.js";
+
+const EIP = "192.168.18.100";
+const PORT = 8080;
+
+describe("upgrade from the seed's agent", { skip: NEEDS_ROOT }, () => {
+  let lab: Lab;
+  let agent: NodeAgent | undefined;
+  let vmi: string;
+  let seedDir: string;
+
+  before(async () => {
+    lab = await Lab.up({ nodes: 2, iptablesModes: "nft", removeOnExit: true });
+    vmi = (await lab.addVmi("a", 1)).address;
+    await lab.startTcpServer(lab.vmiNamespace("a"), PORT);
+    const node: SeedNode = {
+      iptables: "iptables-nft",
+      gatewayIp: lab.topology.routerPublic,
+      gatewayDev: lab.node(1).gatewayDevice,
+      eipCidr: lab.topology.publicNet,
+      cniDev: lab.node(1).bridge,
+      cniAddress: lab.node(1).bridgeAddress,
+      internalNets: [lab.topology.podNet, SERVICE_NET],
+    };
+    const exec = (argv: readonly string[]) => lab.nodeExec(1, argv);
+    await seedSetup(exec, node);
+    // The seed accepted only the VMI's own packets in FORWARD; its inbound traffic passed
+    // where the site's FORWARD chain let it. Give the lab node such a site rule.
+    await exec([
+      "iptables-nft",
+      "-A",
+      "FORWARD",
+      "-m",
+      "set",
+      "--match-set",
+      "kube-eip-vmi",
+      "dst",
+      "-j",
+      "ACCEPT",
+    ]);
+    await seedBind(exec, node, EIP, vmi);
+    seedDir = lab.stateDir("seed-node1");
+    const meta = seedMetadata(EIP, vmi);
+    await writeFile(join(seedDir, meta.name), meta.body);
+  });
+
+  after(async () => {
+    await agent?.stop();
+    await lab?.down();
+  });
+
+  test("the seed's state carries traffic before the upgrade", async () => {
+    assert.equal(
+      (await lab.tcpRequest(lab.describe().outside.namespace, EIP, PORT)).trim(),
+      lab.topology.outside,
+    );
+  });
+
+  test("our agent adopts the seed's bindings without losing a packet, and takes the state over", async () => {
+    const outside = lab.describe().outside.namespace;
+    const steady = lab.ping(outside, EIP, { count: 400, intervalSec: 0.01, timeoutSec: 1 });
+    await new Promise((r) => setTimeout(r, 500));
+    agent = await startAgent(lab, 1, { seedStateDir: seedDir });
+    const result = await steady;
+    assert.equal(result.sent, 400);
+    assert.equal(
+      result.received,
+      400,
+      `lost ${result.sent - result.received} of ${result.sent} pings during the upgrade`,
+    );
+
+    const listed = await agent.client.listBindings();
+    assert.deepEqual(
+      listed.bindings.map((b) => [b.eipAddr, b.vmiAddr]),
+      [[EIP, vmi]],
+    );
+    const snap = await kernelSnapshot(lab, 1);
+    assert.match(snap.addresses ?? "", new RegExp(`inet ${EIP}/32 `), "the EIP is now a /32");
+    assert.doesNotMatch(snap.addresses ?? "", new RegExp(`inet ${EIP}/24 `));
+    assert.match(
+      snap.routes ?? "",
+      /^throw 10\.244\.0\.0\/16 table eip_route/m,
+      "internal nets follow the node's routing",
+    );
+    assert.doesNotMatch(snap.routes ?? "", /via 10\.244\.1\.1 dev cni0 table eip_route/);
+    assert.equal((await lab.tcpRequest(outside, EIP, PORT)).trim(), lab.topology.outside);
+    const out = await lab.startTcpServer(outside, 9090);
+    assert.equal(
+      (await lab.tcpRequest(lab.vmiNamespace("a"), lab.topology.outside, 9090)).trim(),
+      EIP,
+    );
+    await out.stop();
+  });
+
+  test("once our state exists, the seed's files are not read again", async () => {
+    assert.ok(agent);
+    await agent.client.eipOperate({ action: "unbind", eipAddr: EIP, vmiAddr: vmi });
+    await agent.stop();
+    agent = await startAgent(lab, 1, { seedStateDir: seedDir, name: "agent-node1-again" });
+    assert.deepEqual((await agent.client.listBindings()).bindings, []);
+  });
+});
