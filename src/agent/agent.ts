@@ -130,6 +130,12 @@ export async function startAgent(
     );
   }
   await ensureRouteTableName(config.rtTablesPath, ROUTE_TABLE_ID, ROUTE_TABLE_NAME);
+  await runner.run("ip", ["link", "show", "dev", config.cniDev]).catch(() => {
+    logger.warn(
+      { dev: config.cniDev },
+      "the CNI bridge does not exist (yet): VMIs behind it cannot be reached",
+    );
+  });
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const table = await loadBindings(config, store, logger);

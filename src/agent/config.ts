@@ -80,8 +80,8 @@ export function normalizeGoFlags(argv: readonly string[]): string[] {
 export function agentCommand(): Command {
   return new Command("eip_agent")
     .description(
-      "kube-eip node agent: binds elastic IPs to VMIs on this node (DNAT in, SNAT out, policy\n" +
-        "routing through the public gateway) and keeps the kernel state true to its bindings.",
+      "kube-eip node agent: binds elastic IPs to VMIs on this node (DNAT in, SNAT out, " +
+        "policy routing through the public gateway) and keeps the kernel state true to its bindings.",
     )
     .option("--port <port>", "gRPC port", intIn(1, 65535), DEFAULT_PORT)
     .option("--listen-address <address>", "address the gRPC server listens on", "0.0.0.0")
@@ -117,7 +117,11 @@ export function agentCommand(): Command {
       "state directory of the Go kube-eip agent, adopted at first start",
       "/var/run/eip_agent",
     )
-    .option("--cni-dev <dev>", "the CNI bridge the VMIs are plugged into", "cni0")
+    .option(
+      "--cni-dev <dev>",
+      "the CNI bridge the VMIs are plugged into (checked at start; internal traffic follows the node's own routes)",
+      "cni0",
+    )
     .addOption(
       new Option(
         "--iptables-mode <mode>",
