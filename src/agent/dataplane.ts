@@ -9,6 +9,8 @@
 // them). A failure rejects the waiting requests with the failing phase and the loop retries
 // by itself with exponential backoff and jitter until the kernel matches again. Every
 // resync interval, the subsystems re-read the kernel first, which repairs drift.
+// The subsystems write in order on the first apply, on re-reads and after a failure (our
+// sets must exist before rules name them); otherwise their batches run at once.
 import type { Logger } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
 import type { BindingTable } from "./binding-table.js";
@@ -52,6 +54,8 @@ export class Dataplane {
   private stopped = false;
   private lastError: KernelError | undefined;
   private idle: Promise<void> = Promise.resolve();
+  /** Set after an in-order apply succeeded: our sets and chains exist. */
+  private primed = false;
 
   constructor(private readonly opts: DataplaneOptions) {}
 
@@ -120,6 +124,7 @@ export class Dataplane {
           this.failures = 0;
           for (const w of waiters) w.resolve();
         } catch (err) {
+          this.primed = false;
           const kerr =
             err instanceof KernelError
               ? err
@@ -180,8 +185,22 @@ export class Dataplane {
     }
     const desired = plan(config, bindings);
     let changes = 0;
-    for (const subsystem of subsystems) {
-      changes += await subsystem.sync(desired, { reread });
+    if (reread || !this.primed) {
+      // In order: sets must exist before the rules that name them.
+      for (const subsystem of subsystems) changes += await subsystem.sync(desired, { reread });
+      this.primed = true;
+    } else {
+      // Our sets and chains exist: the subsystems' writes are independent, so they run at
+      // once. The lowest failing phase is the one reported.
+      const results = await Promise.allSettled(subsystems.map((s) => s.sync(desired, { reread })));
+      const failures = results.flatMap((r) =>
+        r.status === "rejected" ? [r.reason as unknown] : [],
+      );
+      if (failures.length > 0) {
+        this.primed = false;
+        throw failures.sort((a, b) => phaseOf(a) - phaseOf(b))[0];
+      }
+      for (const r of results) if (r.status === "fulfilled") changes += r.value;
     }
     endTimer();
     metrics.bindings.set(bindings.length);
@@ -191,4 +210,8 @@ export class Dataplane {
     }
     this.appliedVersion = version;
   }
+}
+
+function phaseOf(err: unknown): number {
+  return err instanceof KernelError ? err.phase : Phase.State;
 }
