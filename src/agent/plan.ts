@@ -1,5 +1,6 @@
 // The pure heart of the agent: (config, bindings) -> the kernel state the node must have.
-// No I/O and no clock: the kernel managers diff this against what the kernel holds.
+// No I/O and no clock: the kernel managers diff this against what the kernel holds. (The
+// rule strings of a binding are cached per binding object, invisibly: see rulesOf.)
 //
 // The names here are the seed's (COMPATIBILITY.md), so a node upgraded from the seed
 // already carries most of this state and nothing needs to be rewritten. Where we differ:
@@ -116,6 +117,38 @@ export const JUMPS: readonly JumpSpec[] = [
 /** Replies to connections a bound VMI opened (its first packet passed the src ACCEPT). */
 export const FORWARD_REPLY_RULE = "-m conntrack --ctdir REPLY -j ACCEPT";
 
+/** A binding's rules, with the addresses they were made from. */
+interface BindingRules {
+  readonly eip: string;
+  readonly vmi: string;
+  readonly dnat: string;
+  readonly snat: string;
+  readonly forward: string;
+}
+
+const rulesCache = new WeakMap<Binding, BindingRules>();
+
+/**
+ * The rules of a binding, made once per binding object: the managers compare the desired
+ * rules with what they hold by map lookups, which are several times cheaper for the same
+ * string object (already flat, hash cached) than for an equal string built anew each apply.
+ * Invisible in the result: the strings are the same as dnatRule(b), snatRule(b) and
+ * forwardRule(b).
+ */
+function rulesOf(b: Binding): BindingRules {
+  const cached = rulesCache.get(b);
+  if (cached !== undefined && cached.eip === b.eip && cached.vmi === b.vmi) return cached;
+  const rules = {
+    eip: b.eip,
+    vmi: b.vmi,
+    dnat: dnatRule(b),
+    snat: snatRule(b),
+    forward: forwardRule(b),
+  };
+  rulesCache.set(b, rules);
+  return rules;
+}
+
 function byAddress(a: Binding, b: Binding): number {
   return a.eip < b.eip ? -1 : a.eip > b.eip ? 1 : 0;
 }
@@ -128,6 +161,7 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
   const sorted = [...bindings].sort(byAddress);
   const eips = sorted.map((b) => b.eip);
   const vmis = sorted.map((b) => b.vmi);
+  const rules = sorted.map(rulesOf);
   return {
     ipsets: [
       { name: SET_INTERNAL, type: "hash:net", members: [...config.internalNets].sort() },
@@ -135,12 +169,12 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
       { name: SET_VMI, type: "hash:ip", members: [...vmis].sort() },
     ],
     chains: [
-      { table: "nat", name: CHAIN_PREROUTING, rules: sorted.map(dnatRule) },
-      { table: "nat", name: CHAIN_POSTROUTING, rules: sorted.map(snatRule) },
+      { table: "nat", name: CHAIN_PREROUTING, rules: rules.map((r) => r.dnat) },
+      { table: "nat", name: CHAIN_POSTROUTING, rules: rules.map((r) => r.snat) },
       {
         table: "filter",
         name: CHAIN_FORWARD,
-        rules: [FORWARD_REPLY_RULE, ...sorted.map(forwardRule)],
+        rules: [FORWARD_REPLY_RULE, ...rules.map((r) => r.forward)],
       },
     ],
     jumps: JUMPS,

@@ -418,3 +418,89 @@ describe("ensureRouteTableName", () => {
     assert.equal(await ensureRouteTableName(path), false);
   });
 });
+
+describe("RouteManager read/adopt", () => {
+  /** Table 1001, the rules and the addresses once TWO is applied. */
+  const APPLIED_ROUTES = JSON.stringify([
+    { dst: "default", gateway: "192.168.18.1", dev: "eth1", flags: [] },
+    { type: "throw", dst: "10.96.0.0/12", flags: [] },
+    { type: "throw", dst: "10.244.0.0/16", flags: [] },
+    { dst: "192.168.18.0/24", dev: "eth1", scope: "link", flags: [] },
+  ]);
+  const ruleJson = (sources: string[]) =>
+    JSON.stringify(sources.map((src) => ({ priority: 1001, src, table: "1001" })));
+  const APPLIED_ADDRS = addrJson([
+    { local: "192.168.18.11", prefixlen: 24 },
+    { local: "192.168.18.100", prefixlen: 32 },
+    { local: "192.168.18.101", prefixlen: 32 },
+  ]);
+
+  it("reads without touching the belief; adopt makes the next apply diff against it", async () => {
+    let rules = ruleJson(["10.0.0.1", "10.0.0.11"]);
+    const runner = new FakeRunner()
+      .on(ROUTE_CMD, APPLIED_ROUTES)
+      .on(RULE_CMD, () => rules)
+      .on(ADDR_CMD, APPLIED_ADDRS);
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    assert.equal(await manager.apply({ reread: false }), 0);
+    rules = ruleJson(["10.0.0.1", "10.0.0.9", "10.0.0.11"]);
+    runner.clear();
+    const snapshot = await manager.read();
+    assert.deepEqual(runner.lines(), [ROUTE_CMD, RULE_CMD, ADDR_CMD]);
+    assert.equal(snapshot.rules.length, 3);
+    assert.equal(await manager.apply({ reread: false }), 0, "the belief is untouched");
+    manager.adopt(snapshot);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 1);
+    assert.deepEqual(runner.lines(), [BATCH_CMD]);
+    assert.equal(runner.calls[0]?.input, "rule del from 10.0.0.9/32 lookup 1001 priority 1001\n");
+    assert.equal(await manager.apply({ reread: false }), 0);
+    // The snapshot was not changed by the apply: adopting it again sees the stale rule again.
+    manager.adopt(snapshot);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 1);
+    assert.equal(runner.calls[0]?.input, "rule del from 10.0.0.9/32 lookup 1001 priority 1001\n");
+  });
+
+  it("lets a fresh manager write the difference from an adopted snapshot, without a read", async () => {
+    const reader = new RouteManager(kernel(ROUTES, RULES, ADDRS), OPTIONS);
+    reader.setDesired(desired(TWO));
+    const snapshot = await reader.read();
+    const runner = new FakeRunner();
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    manager.adopt(snapshot);
+    assert.equal(await manager.apply({ reread: false }), 9);
+    assert.deepEqual(runner.lines(), [BATCH_CMD]);
+    assert.equal(
+      runner.calls[0]?.input,
+      [
+        "route del 10.1.2.3/32 table 1001",
+        "route del 10.5.0.0/16 table 1001 tos 0x10",
+        "route del 10.7.0.0/16 table 1001 metric 100",
+        "route del 10.8.0.0/16 table 1001",
+        "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001",
+        "rule del from 10.0.0.12/32 lookup 1001 priority 1001",
+        "address replace 192.168.18.101/32 dev eth1",
+        "address del 192.168.18.102/32 dev eth1",
+        "address del 192.168.18.101/24 dev eth1",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("fails a read with the phase of the failing command and keeps the belief", async () => {
+    const runner = kernel(APPLIED_ROUTES, ruleJson(["10.0.0.1", "10.0.0.11"]), APPLIED_ADDRS);
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    assert.equal(await manager.apply({ reread: false }), 0);
+    runner.on(ADDR_CMD, failure(ADDR_CMD, 'Device "eth1" does not exist.\n'));
+    await assert.rejects(manager.read(), { name: "KernelError", phase: Phase.Address });
+    runner.on(ADDR_CMD, APPLIED_ADDRS).on(RULE_CMD, "not json");
+    await assert.rejects(manager.read(), { name: "KernelError", phase: Phase.PolicyRouting });
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 0);
+    assert.deepEqual(runner.lines(), []);
+  });
+});

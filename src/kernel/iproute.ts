@@ -39,6 +39,13 @@
 // does not read again unless asked (reread). It forgets the belief after any failure, and
 // after a write whose deletions could not be named exactly (see rule deletions above) or that
 // deleted a non-/32 address (secondaries may have been promoted), so the next apply re-reads.
+// The belief keeps our plain `from VMI/32` rules and the device's /32 addresses in maps,
+// updated in place with what was written: a plan costs one lookup per desired rule source
+// and address it already holds, validates only the others, and walks the belief only when
+// something must go or, once per write, to renumber the rules' order; so its cost follows
+// the change, not the number of bindings. (Rules that are not plain /32 ones, or copies, are
+// kept in kernel order until the next write deletes them.) read() and adopt() let the caller
+// do the slow `ip -json ... show` apart from apply().
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -54,6 +61,7 @@ import {
 import { canonicalAddress } from "./canonical.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import { CommandError, type CommandRunner } from "./runner.js";
+import { PreparedBeliefs, sameStrings } from "./snapshot.js";
 
 export interface RouteDesired {
   readonly routes: readonly RouteSpec[];
@@ -283,14 +291,62 @@ export function parseAddresses(json: string): KernelAddress[] {
 }
 
 /** An address of the gateway device, with whether it lies in the EIP network. */
-interface HeldAddress extends KernelAddress {
+export interface HeldAddress extends KernelAddress {
   readonly inEipNet: boolean;
 }
 
+/** What read() returns: table 1001, our rules and the gateway device's addresses. */
+export interface RouteSnapshot {
+  readonly routes: readonly KernelRoute[];
+  readonly rules: readonly KernelRule[];
+  readonly addresses: readonly HeldAddress[];
+}
+
+/** A held address in the belief. */
+interface AddressEntry extends HeldAddress {
+  /** Its position on the device: deletions are written in this order. */
+  readonly seq: number;
+  /** The last plan pass that wanted this address. */
+  seen: number;
+}
+
+/** A rule as read, kept while the read rules are not all plain `from VMI/32` ones. */
+interface ReadRule {
+  readonly rule: KernelRule;
+  /** The VMI of a plain `from VMI/32` rule, when it is the first rule of that VMI. */
+  readonly source: string | undefined;
+}
+
+/** One of our plain `from VMI/32 lookup T priority P` rules, under its VMI. */
+interface SourceEntry {
+  /** The last plan pass that wanted it, and the index of its first desired source then. */
+  seen: number;
+  pos: number;
+  /**
+   * Its place among our rules: the kernel's order after a read, the desired order after a
+   * write. Deletions are written in this order.
+   */
+  order: number;
+}
+
 interface Belief {
-  readonly routes: KernelRoute[];
-  readonly rules: KernelRule[];
-  readonly addresses: HeldAddress[];
+  /** The routes of our table (a handful). */
+  routes: readonly KernelRoute[];
+  readonly sources: Map<string, SourceEntry>;
+  /**
+   * Every rule as read, in kernel order, when some are not plain /32 rules or are copies:
+   * the next write deletes those, in this order. Undefined once the rules are just `sources`.
+   */
+  irregularRules: readonly ReadRule[] | undefined;
+  /** The /32 addresses of the gateway device, by canonical address (see fileAddress). */
+  readonly addresses32: Map<string, AddressEntry>;
+  /** How many of addresses32 lie in the EIP network. */
+  inEipNet32: number;
+  /** The other addresses of the device (mostly other prefixes), in device order. */
+  others: AddressEntry[];
+  /** Those of `others` that lie in the EIP network, by address. */
+  othersInEipNet: Map<string, AddressEntry[]>;
+  nextSeq: number;
 }
 
 interface BatchLine {
@@ -304,15 +360,17 @@ interface WritePlan {
   readonly promoteSecondaries: boolean;
   /** True when the belief cannot be trusted after the write, even if it succeeds. */
   readonly rereadAfter: boolean;
-  /** What the kernel holds once the lines succeeded (built only when there is a write). */
-  after(): Belief;
+  /** Updates the belief to what the kernel holds once the lines succeeded. */
+  commit(): void;
 }
 
-export class RouteManager implements KernelManager<RouteDesired> {
+export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> {
   private desired: RouteDesired = { routes: [], ruleSources: [], gatewayAddresses: [] };
   private belief: Belief | undefined;
   private readonly eipNet: Ipv4Net;
   private readonly tableName: string;
+  /** Numbers the plan passes, so that marking a rule or address as wanted allocates nothing. */
+  private pass = 0;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -336,7 +394,7 @@ export class RouteManager implements KernelManager<RouteDesired> {
     try {
       let belief = this.belief;
       if (options.reread || belief === undefined) {
-        belief = await this.read();
+        belief = this.beliefOf(await this.readKernel(), desired);
         this.belief = belief;
       }
       const plan = this.plan(desired, belief);
@@ -345,16 +403,32 @@ export class RouteManager implements KernelManager<RouteDesired> {
       this.belief = undefined;
       if (plan.promoteSecondaries) await this.promoteSecondaries();
       await this.runBatch(plan.lines);
-      this.belief = plan.rereadAfter ? undefined : plan.after();
+      if (!plan.rereadAfter) {
+        plan.commit();
+        this.belief = belief;
+      }
       return plan.lines.length;
     } catch (err) {
       this.belief = undefined;
-      if (err instanceof KernelError) throw err;
-      throw new KernelError(Phase.PolicyRouting, `ip: ${errorMessage(err)}`, { cause: err });
+      throw asKernelError(err);
     }
   }
 
-  private async read(): Promise<Belief> {
+  async read(): Promise<RouteSnapshot> {
+    const desired = this.desired;
+    try {
+      const snapshot = await this.readKernel();
+      return prepared.put(snapshot, this.beliefOf(snapshot, desired));
+    } catch (err) {
+      throw asKernelError(err);
+    }
+  }
+
+  adopt(snapshot: RouteSnapshot): void {
+    this.belief = prepared.take(snapshot) ?? this.beliefOf(snapshot, this.desired);
+  }
+
+  private async readKernel(): Promise<RouteSnapshot> {
     const { table, priority, gatewayDev } = this.options;
     const [routes, rules, addresses] = await Promise.allSettled([
       this.runner.run("ip", ["-json", "route", "show", "table", String(table)]).catch(noTableYet),
@@ -387,9 +461,69 @@ export class RouteManager implements KernelManager<RouteDesired> {
     return { ...a, inEipNet: value !== undefined && netContains(this.eipNet, value) };
   }
 
+  /**
+   * A fresh belief from a snapshot (which is never changed), keyed by the string objects of
+   * `desired` where they are equal (see snapshot.ts).
+   */
+  private beliefOf(snapshot: RouteSnapshot, desired: RouteDesired): Belief {
+    const { table, priority } = this.options;
+    const sameSource = sameStrings(desired.ruleSources);
+    const sources = new Map<string, SourceEntry>();
+    const readRules: ReadRule[] = [];
+    let irregular = false;
+    for (const rule of snapshot.rules) {
+      let source: string | undefined;
+      const { key } = rule;
+      if (rule.exact && key.startsWith("from ") && key.endsWith("/32")) {
+        const address = key.slice(5, -3);
+        if (
+          !sources.has(address) &&
+          canonicalAddress(address) === address &&
+          rule.del === `rule del from ${address}/32 lookup ${table} priority ${priority}`
+        ) {
+          source = sameSource.get(address) ?? address;
+          sources.set(source, { seen: 0, pos: sources.size, order: sources.size });
+        }
+      }
+      if (source === undefined) irregular = true;
+      readRules.push({ rule, source });
+    }
+    const belief: Belief = {
+      routes: [...snapshot.routes],
+      sources,
+      irregularRules: irregular ? readRules : undefined,
+      addresses32: new Map(),
+      inEipNet32: 0,
+      others: [],
+      othersInEipNet: new Map(),
+      nextSeq: 0,
+    };
+    const sameAddress = sameStrings(desired.gatewayAddresses);
+    for (const a of snapshot.addresses) {
+      const entry: AddressEntry = {
+        address: sameAddress.get(a.address) ?? a.address,
+        prefix: a.prefix,
+        secondary: a.secondary,
+        inEipNet: a.inEipNet,
+        seq: belief.nextSeq++,
+        seen: 0,
+      };
+      // Only canonical /32s are looked up by address: a desired address equal to another
+      // spelling must be refused as invalid.
+      fileAddress(belief, entry, a.prefix === 32 && canonicalAddress(a.address) === a.address);
+    }
+    return belief;
+  }
+
+  /**
+   * The batch for the difference between `desired` and `belief`. Cost: one map lookup per
+   * desired rule source and address that the belief holds; only the others are validated,
+   * and the belief's rules and addresses are only walked when some of them must go.
+   */
   private plan(desired: RouteDesired, belief: Belief): WritePlan {
     const { table, priority, gatewayDev } = this.options;
     validateRoutes(desired.routes);
+    const pass = ++this.pass;
     const lines: BatchLine[] = [];
     let rereadAfter = false;
 
@@ -420,30 +554,65 @@ export class RouteManager implements KernelManager<RouteDesired> {
       lines.push({ text: route.del, phase: Phase.PolicyRouting });
     }
 
-    // Rules.
-    const wantedRules = new Map<string, string>();
-    for (const source of desired.ruleSources) {
-      const address = canonicalAddress(source);
-      if (address === undefined) {
-        throw new KernelError(Phase.PolicyRouting, `invalid rule source ${JSON.stringify(source)}`);
+    // Rules: one `from VMI/32` rule per desired source.
+    const { sources } = belief;
+    let ruleHits = 0;
+    let adding: Set<string> | undefined;
+    const addedSources: string[] = [];
+    const addedPos: number[] = [];
+    // An index loop: a for-of allocates an iterator result per item until the loop is
+    // optimised, and these loops run over every binding.
+    const list = desired.ruleSources;
+    for (let pos = 0; pos < list.length; pos++) {
+      const text = list[pos] as string;
+      let source = text;
+      let entry = sources.get(text);
+      if (entry === undefined) {
+        // Not a source we hold (those are canonical addresses): check it.
+        const address = canonicalAddress(text);
+        if (address === undefined) {
+          throw new KernelError(Phase.PolicyRouting, `invalid rule source ${JSON.stringify(text)}`);
+        }
+        source = address;
+        if (address !== text) entry = sources.get(address);
       }
-      wantedRules.set(`from ${address}/32`, `${address}/32`);
-    }
-    const haveRules = new Set<string>();
-    const ruleDeletes: string[] = [];
-    const plainDeletes: string[] = [];
-    for (const rule of belief.rules) {
-      if (!haveRules.has(rule.key) && wantedRules.has(rule.key)) {
-        haveRules.add(rule.key);
+      if (entry !== undefined) {
+        if (entry.seen !== pass) {
+          entry.seen = pass;
+          entry.pos = pos;
+          ruleHits++;
+        }
         continue;
       }
-      if (!rule.exact) rereadAfter = true;
-      (rule.key.startsWith("other ") ? ruleDeletes : plainDeletes).push(rule.del);
+      adding ??= new Set();
+      if (adding.has(source)) continue;
+      adding.add(source);
+      addedSources.push(source);
+      addedPos.push(pos);
     }
-    for (const [key, from] of wantedRules) {
-      if (haveRules.has(key)) continue;
+    const ruleDeletes: string[] = [];
+    const plainDeletes: string[] = [];
+    const removedSources: string[] = [];
+    const irregularRules = belief.irregularRules;
+    if (irregularRules !== undefined) {
+      for (const { rule, source } of irregularRules) {
+        if (source !== undefined && sources.get(source)?.seen === pass) continue;
+        if (!rule.exact) rereadAfter = true;
+        (rule.key.startsWith("other ") ? ruleDeletes : plainDeletes).push(rule.del);
+      }
+    } else if (ruleHits < sources.size) {
+      // forEach: a for-of over the entries allocates a pair per rule.
+      sources.forEach((entry, source) => {
+        if (entry.seen !== pass) removedSources.push(source);
+      });
+      removedSources.sort((a, b) => (sources.get(a)?.order ?? 0) - (sources.get(b)?.order ?? 0));
+      for (const source of removedSources) {
+        plainDeletes.push(`rule del from ${source}/32 lookup ${table} priority ${priority}`);
+      }
+    }
+    for (const source of addedSources) {
       lines.push({
-        text: `rule add from ${from} lookup ${table} priority ${priority}`,
+        text: `rule add from ${source}/32 lookup ${table} priority ${priority}`,
         phase: Phase.PolicyRouting,
       });
     }
@@ -452,35 +621,63 @@ export class RouteManager implements KernelManager<RouteDesired> {
     }
 
     // Addresses.
-    const wantedAddresses = new Set<string>();
-    for (const text of desired.gatewayAddresses) {
-      const address = canonicalAddress(text);
-      if (address === undefined) {
-        throw new KernelError(Phase.Address, `invalid gateway address ${JSON.stringify(text)}`);
+    const { addresses32, othersInEipNet } = belief;
+    let addressHits = 0;
+    const addedAddresses: string[] = [];
+    adding = undefined;
+    const addresses = desired.gatewayAddresses;
+    for (let i = 0; i < addresses.length; i++) {
+      const text = addresses[i] as string;
+      let address = text;
+      let entry = addresses32.get(text);
+      if (entry === undefined) {
+        const canonical = canonicalAddress(text);
+        if (canonical === undefined) {
+          throw new KernelError(Phase.Address, `invalid gateway address ${JSON.stringify(text)}`);
+        }
+        address = canonical;
+        if (canonical !== text) entry = addresses32.get(canonical);
       }
-      wantedAddresses.add(address);
+      const others = othersInEipNet.size > 0 ? othersInEipNet.get(address) : undefined;
+      if (others !== undefined) for (const other of others) other.seen = pass;
+      if (entry !== undefined) {
+        if (entry.seen !== pass) {
+          entry.seen = pass;
+          if (entry.inEipNet) addressHits++;
+        }
+        continue;
+      }
+      adding ??= new Set();
+      if (adding.has(address)) continue;
+      adding.add(address);
+      addedAddresses.push(address);
     }
-    const present32 = new Set<string>();
-    for (const a of belief.addresses) if (a.prefix === 32) present32.add(a.address);
-    const added: HeldAddress[] = [];
-    for (const address of wantedAddresses) {
-      if (present32.has(address)) continue;
-      lines.push({ text: `address replace ${address}/32 dev ${gatewayDev}`, phase: Phase.Address });
-      added.push(this.held({ address, prefix: 32, secondary: false }));
+    // Ours: a /32 in the EIP network that is not wanted, another prefix of a wanted EIP.
+    const deleted: AddressEntry[] = [];
+    if (addressHits < belief.inEipNet32) {
+      addresses32.forEach((a) => {
+        if (a.inEipNet && a.seen !== pass) deleted.push(a);
+      });
     }
-    const deleted = new Set<KernelAddress>();
-    for (const a of belief.addresses) {
+    let otherDeleted = false;
+    for (const a of belief.others) {
       if (!a.inEipNet) continue;
-      const ours =
-        a.prefix === 32 ? !wantedAddresses.has(a.address) : wantedAddresses.has(a.address);
-      if (!ours) continue;
+      if (a.prefix === 32 ? a.seen === pass : a.seen !== pass) continue;
+      deleted.push(a);
+      otherDeleted = true;
+    }
+    if (otherDeleted) deleted.sort((a, b) => a.seq - b.seq);
+    for (const address of addedAddresses) {
+      lines.push({ text: `address replace ${address}/32 dev ${gatewayDev}`, phase: Phase.Address });
+    }
+    for (const a of deleted) {
       lines.push({
         text: `address del ${a.address}/${a.prefix} dev ${gatewayDev}`,
         phase: Phase.Address,
       });
-      deleted.add(a);
     }
-    if (deleted.size > 0 && belief.addresses.length - deleted.size + added.length === 0) {
+    const heldCount = addresses32.size + belief.others.length;
+    if (deleted.length > 0 && heldCount - deleted.length + addedAddresses.length === 0) {
       // Deleting a device's last IPv4 address makes the kernel flush every route through
       // that device, in every table (fib_disable_ip): write ours again after the deletion.
       const through = [...wantedRoutes.values()]
@@ -491,28 +688,59 @@ export class RouteManager implements KernelManager<RouteDesired> {
       }
     }
     let promoteSecondaries = false;
-    for (const a of deleted) {
-      if (a.prefix === 32) continue;
-      // Secondaries of a /n come and go with its primary: re-read after such a change.
-      rereadAfter = true;
-      if (!a.secondary && this.hasOtherSecondaries(a, belief.addresses, deleted)) {
-        promoteSecondaries = true;
+    if (otherDeleted) {
+      const deletedSet = new Set<KernelAddress>(deleted);
+      for (const a of deleted) {
+        if (a.prefix === 32) continue;
+        // Secondaries of a /n come and go with its primary: re-read after such a change.
+        rereadAfter = true;
+        if (!a.secondary && this.hasOtherSecondaries(a, belief.others, deletedSet)) {
+          promoteSecondaries = true;
+        }
       }
     }
-    const after = (): Belief => ({
-      routes: [...wantedRoutes].map(([identity, route]): KernelRoute => {
+
+    const commit = (): void => {
+      belief.routes = [...wantedRoutes].map(([identity, route]): KernelRoute => {
         const dst = canonicalDst(route.dst);
         return { identity, key: routeKey(route), del: routeDelLine(dst, "0", 0, table) };
-      }),
-      rules: [...wantedRules.values()].map((from): KernelRule => ({
-        key: `from ${from}`,
-        exact: true,
-        del: `rule del from ${from} lookup ${table} priority ${priority}`,
-      })),
-      addresses: [...belief.addresses.filter((a) => !deleted.has(a)), ...added],
-    });
+      });
+      if (irregularRules !== undefined) {
+        // Every rule but the kept plain ones was deleted.
+        sources.forEach((entry, source) => {
+          if (entry.seen !== pass) sources.delete(source);
+        });
+        belief.irregularRules = undefined;
+      } else {
+        for (const source of removedSources) sources.delete(source);
+      }
+      addedSources.forEach((source, i) => {
+        const at = addedPos[i] ?? 0;
+        sources.set(source, { seen: pass, pos: at, order: at });
+      });
+      // Every rule left was wanted by this pass: they are now in the desired order.
+      sources.forEach((entry) => {
+        entry.order = entry.pos;
+      });
+      if (otherDeleted) {
+        const gone = new Set(deleted);
+        const others = belief.others.filter((a) => !gone.has(a));
+        belief.others = [];
+        belief.othersInEipNet = new Map();
+        for (const a of others) fileAddress(belief, a, false);
+      }
+      for (const a of deleted) {
+        if (addresses32.get(a.address) !== a) continue;
+        addresses32.delete(a.address);
+        if (a.inEipNet) belief.inEipNet32--;
+      }
+      for (const address of addedAddresses) {
+        const held = this.held({ address, prefix: 32, secondary: false });
+        fileAddress(belief, { ...held, seq: belief.nextSeq++, seen: pass }, true);
+      }
+    };
 
-    return { lines, promoteSecondaries, rereadAfter, after };
+    return { lines, promoteSecondaries, rereadAfter, commit };
   }
 
   /** Whether deleting primary `a` would also delete a secondary we are not deleting. */
@@ -558,6 +786,30 @@ export class RouteManager implements KernelManager<RouteDesired> {
       );
     }
   }
+}
+
+const prepared = new PreparedBeliefs<RouteSnapshot, Belief>();
+
+/**
+ * Files an address of the device in the belief: a canonical /32 (`byAddress`) under its
+ * address, unless that address is there already; anything else among the others.
+ */
+function fileAddress(belief: Belief, a: AddressEntry, byAddress: boolean): void {
+  if (byAddress && !belief.addresses32.has(a.address)) {
+    belief.addresses32.set(a.address, a);
+    if (a.inEipNet) belief.inEipNet32++;
+    return;
+  }
+  belief.others.push(a);
+  if (!a.inEipNet) return;
+  const same = belief.othersInEipNet.get(a.address);
+  if (same === undefined) belief.othersInEipNet.set(a.address, [a]);
+  else same.push(a);
+}
+
+function asKernelError(err: unknown): KernelError {
+  if (err instanceof KernelError) return err;
+  return new KernelError(Phase.PolicyRouting, `ip: ${errorMessage(err)}`, { cause: err });
 }
 
 /**

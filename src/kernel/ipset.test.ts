@@ -215,3 +215,95 @@ describe("IpsetManager", () => {
     assert.deepEqual(runner.lines(), ["ipset save", "ipset save"]);
   });
 });
+
+describe("IpsetManager read/adopt", () => {
+  it("reads without touching the belief; adopt makes the next apply diff against it", async () => {
+    let saved = SAVED;
+    const runner = new FakeRunner().on("ipset save", () => saved);
+    const manager = new IpsetManager(runner);
+    manager.setDesired(
+      specs(
+        ["10.1.2.3/32", "10.244.0.0/16", "10.96.0.0/12"],
+        ["192.168.18.100", "192.168.18.101"],
+        ["10.0.0.1", "10.0.0.11"],
+      ),
+    );
+    assert.equal(await manager.apply({ reread: false }), 1); // the nomatch entry goes
+    saved = saved
+      .replace("add k8s_internal_net 10.244.7.0/24 nomatch\n", "")
+      .replace("add kube-eip-vmi 10.0.0.11\n", "");
+    runner.clear();
+    const snapshot = await manager.read();
+    assert.deepEqual(runner.lines(), ["ipset save"]);
+    assert.deepEqual([...snapshot.names].sort(), [SET_EIP, SET_INTERNAL, SET_VMI].sort());
+    // The belief is untouched: the drift stays hidden until the snapshot is adopted.
+    assert.equal(await manager.apply({ reread: false }), 0);
+    manager.adopt(snapshot);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 1);
+    assert.deepEqual(runner.lines(), ["ipset restore"]);
+    assert.equal(runner.calls[0]?.input, "add kube-eip-vmi 10.0.0.11 -exist\n");
+    // The snapshot was not changed by the apply: adopting it again sees the drift again.
+    manager.adopt(snapshot);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 1);
+    assert.equal(runner.calls[0]?.input, "add kube-eip-vmi 10.0.0.11 -exist\n");
+  });
+
+  it("lets a fresh manager write the difference from an adopted snapshot, without a read", async () => {
+    const runner = new FakeRunner().on("ipset save", SAVED);
+    const desired = specs(
+      ["10.1.2.3/32", "10.244.0.0/16", "10.96.0.0/12"],
+      ["192.168.18.100", "192.168.18.102"],
+      ["10.0.0.1", "10.0.0.12"],
+    );
+    const reader = new IpsetManager(runner);
+    reader.setDesired(desired);
+    const snapshot = await reader.read();
+    const manager = new IpsetManager(runner);
+    manager.setDesired(desired);
+    manager.adopt(snapshot);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 5);
+    assert.deepEqual(runner.lines(), ["ipset restore"]);
+    assert.equal(
+      runner.calls[0]?.input,
+      [
+        "del k8s_internal_net 10.244.7.0/24 -exist",
+        "del kube-eip-eip 192.168.18.101 -exist",
+        "del kube-eip-vmi 10.0.0.11 -exist",
+        "add kube-eip-eip 192.168.18.102 -exist",
+        "add kube-eip-vmi 10.0.0.12 -exist",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("still reads a set the adopted snapshot did not cover", async () => {
+    const runner = new FakeRunner().on("ipset save", SAVED);
+    const manager = new IpsetManager(runner);
+    manager.setDesired([{ name: SET_VMI, type: "hash:ip", members: ["10.0.0.1", "10.0.0.11"] }]);
+    manager.adopt(await manager.read());
+    manager.setDesired(specs([], [], []));
+    runner.clear();
+    await manager.apply({ reread: false });
+    assert.deepEqual(runner.lines(), ["ipset save", "ipset restore"]);
+  });
+
+  it("fails a read with Phase.Ipset and keeps the belief", async () => {
+    const runner = new FakeRunner().on("ipset save", SAVED);
+    const manager = new IpsetManager(runner);
+    manager.setDesired(specs(["10.244.0.0/16"], ["192.168.18.100"], ["10.0.0.1"]));
+    await manager.apply({ reread: false });
+    runner.on("ipset save", failure("ipset save", "ipset v7.17: Kernel error\n"));
+    await assert.rejects(manager.read(), (err: unknown) => {
+      assert.ok(err instanceof KernelError);
+      assert.equal(err.phase, Phase.Ipset);
+      assert.match(err.message, /^ipset: .*Kernel error/);
+      return true;
+    });
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 0);
+    assert.deepEqual(runner.lines(), []);
+  });
+});

@@ -19,12 +19,19 @@
 //
 // Belief: after a successful write the manager believes the sets hold exactly the desired
 // members and does not read again unless asked (reread) or a set name it never read shows up.
-// Any failure forgets the belief, so the next apply reads the kernel first.
+// Any failure forgets the belief, so the next apply reads the kernel first. The belief is a
+// map per set, updated in place with what was written; a diff costs one lookup per desired
+// member it already holds, and validates and normalises only the members it does not hold
+// (every key it holds is a normalised token), and walks a set's members only when some must
+// go or, once, to renumber their order after a write that changed the set; so its cost
+// follows the change, not the size of the sets. read() and adopt() let the caller do the
+// slow `ipset save` apart from apply().
 import type { IpsetSpec } from "../agent/plan.js";
 import { formatIpv4Net, parseIpv4Net } from "../common/ipv4.js";
 import { canonicalAddress } from "./canonical.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import type { CommandRunner } from "./runner.js";
+import { PreparedBeliefs, sameStrings } from "./snapshot.js";
 
 /** Options of the sets we create; existing sets keep whatever they were created with. */
 export const NEW_SET_OPTIONS = "family inet hashsize 4096 maxelem 1048576";
@@ -81,15 +88,57 @@ export function parseIpsetSave(text: string, names: ReadonlySet<string>): Map<st
   return sets;
 }
 
+/** What read() returns: the named sets as `ipset save` showed them. */
+export interface IpsetSnapshot {
+  /** The set names that were read (a name missing from `sets` does not exist). */
+  readonly names: ReadonlySet<string>;
+  readonly sets: ReadonlyMap<string, SavedSet>;
+}
+
+/** A member of a set as the manager believes the kernel holds it. */
+interface Member {
+  /** False for a key no desired member can equal (a nomatch entry): it is always deleted. */
+  readonly wantable: boolean;
+  /** The last diff pass that wanted it, and the index of its first desired member then. */
+  seen: number;
+  pos: number;
+  /**
+   * Its place in the set: the kernel's order after a read, the desired order after a write
+   * that changed the set. Deletions are written in this order.
+   */
+  order: number;
+}
+
+interface BelievedSet {
+  readonly type: string;
+  readonly family: string;
+  readonly members: Map<string, Member>;
+}
+
 interface Belief {
   /** The set names that were read: a name not in here needs a read before a write. */
   readonly names: Set<string>;
-  readonly sets: Map<string, SavedSet>;
+  readonly sets: Map<string, BelievedSet>;
 }
 
-export class IpsetManager implements KernelManager<readonly IpsetSpec[]> {
+/** What one set's part of the restore changes, to update the belief once it succeeded. */
+interface SetChange {
+  readonly name: string;
+  readonly type: string;
+  /** The set as believed before the write; undefined when it is created. */
+  readonly current: BelievedSet | undefined;
+  readonly deleted: readonly string[];
+  /** Keys added, with the index of their first desired member. */
+  readonly added: readonly string[];
+  readonly addedPos: readonly number[];
+  readonly pass: number;
+}
+
+export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSnapshot> {
   private desired: readonly IpsetSpec[] = [];
   private belief: Belief | undefined;
+  /** Numbers the diff passes, so that marking a member as wanted allocates nothing. */
+  private pass = 0;
 
   constructor(private readonly runner: CommandRunner) {}
 
@@ -106,77 +155,185 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[]> {
         belief === undefined ||
         desired.some((s) => !belief?.names.has(s.name))
       ) {
-        belief = await this.read(desired);
+        belief = beliefOf(await this.readSets(desired), desired);
         this.belief = belief;
       }
-      const { script, count, after } = diff(desired, belief);
+      const { script, count, changes } = this.diff(desired, belief);
       if (count === 0) return 0;
       // Forget the belief before writing: a failed or partial write leaves it unknown.
       this.belief = undefined;
       await this.runner.run("ipset", ["restore"], { input: script });
-      for (const [name, set] of after) belief.sets.set(name, set);
+      commit(belief, changes);
       this.belief = belief;
       return count;
     } catch (err) {
       this.belief = undefined;
-      if (err instanceof KernelError) throw err;
-      throw new KernelError(Phase.Ipset, `ipset: ${errorMessage(err)}`, { cause: err });
+      throw asKernelError(err);
     }
   }
 
-  private async read(desired: readonly IpsetSpec[]): Promise<Belief> {
+  async read(): Promise<IpsetSnapshot> {
+    const desired = this.desired;
+    try {
+      const snapshot = await this.readSets(desired);
+      return prepared.put(snapshot, beliefOf(snapshot, desired));
+    } catch (err) {
+      throw asKernelError(err);
+    }
+  }
+
+  adopt(snapshot: IpsetSnapshot): void {
+    this.belief = prepared.take(snapshot) ?? beliefOf(snapshot, this.desired);
+  }
+
+  private async readSets(desired: readonly IpsetSpec[]): Promise<IpsetSnapshot> {
     const names = new Set(desired.map((s) => s.name));
     const { stdout } = await this.runner.run("ipset", ["save"]);
     return { names, sets: parseIpsetSave(stdout, names) };
+  }
+
+  /**
+   * The restore script. Cost: one map lookup per desired member that the belief holds; only
+   * a member it does not hold is validated and normalised, and the belief's members are only
+   * walked when some of them must go.
+   */
+  private diff(
+    desired: readonly IpsetSpec[],
+    belief: Belief,
+  ): { script: string; count: number; changes: SetChange[] } {
+    const creates: string[] = [];
+    const dels: string[] = [];
+    const adds: string[] = [];
+    const changes: SetChange[] = [];
+    for (const spec of desired) {
+      // One restore line per item: nothing may smuggle in a space or a line break.
+      if (!TOKEN.test(spec.name)) invalidSpec(spec);
+      // Each spec is its own pass: it is compared with the belief as it was, like the others.
+      const pass = ++this.pass;
+      const current = belief.sets.get(spec.name);
+      const members = current?.members;
+      let hits = 0;
+      const added: string[] = [];
+      const addedPos: number[] = [];
+      let adding: Set<string> | undefined;
+      // An index loop: a for-of allocates an iterator result per item until the loop is
+      // optimised, and these loops run over every binding.
+      const list = spec.members;
+      for (let pos = 0; pos < list.length; pos++) {
+        const member = list[pos] as string;
+        let key = member;
+        let entry = members?.get(member);
+        if (entry === undefined || !entry.wantable) {
+          // Not a key we hold (those are normalised tokens, or unwantable): check, normalise.
+          if (!TOKEN.test(member)) invalidSpec(spec);
+          key = normalizeMember(spec.type, member);
+          entry = key === member ? undefined : members?.get(key);
+        }
+        if (entry !== undefined && entry.wantable) {
+          if (entry.seen !== pass) {
+            entry.seen = pass;
+            entry.pos = pos;
+            hits++;
+          }
+          continue;
+        }
+        adding ??= new Set();
+        if (adding.has(key)) continue;
+        adding.add(key);
+        added.push(key);
+        addedPos.push(pos);
+      }
+      if (current === undefined) {
+        creates.push(`create ${spec.name} ${spec.type} ${NEW_SET_OPTIONS} -exist`);
+      } else if (
+        current.type !== spec.type ||
+        (current.family !== "inet" && current.family !== "")
+      ) {
+        throw new KernelError(
+          Phase.Ipset,
+          `ipset ${spec.name} exists as ${current.type} family ${current.family || "?"}, ` +
+            `expected ${spec.type} family inet; refusing to change it`,
+        );
+      }
+      const deleted: string[] = [];
+      if (members !== undefined && hits < members.size) {
+        // forEach: a for-of over the entries allocates a pair per member.
+        members.forEach((entry, key) => {
+          if (entry.seen !== pass) deleted.push(key);
+        });
+        deleted.sort((a, b) => orderOf(members, a) - orderOf(members, b));
+        for (const key of deleted) dels.push(`del ${spec.name} ${memberOfKey(key)} -exist`);
+      }
+      for (const key of added) adds.push(`add ${spec.name} ${key} -exist`);
+      if (current === undefined || deleted.length > 0 || added.length > 0) {
+        changes.push({ name: spec.name, type: spec.type, current, deleted, added, addedPos, pass });
+      }
+    }
+    const lines = [...creates, ...dels, ...adds];
+    return {
+      script: lines.length === 0 ? "" : lines.join("\n") + "\n",
+      count: lines.length,
+      changes,
+    };
   }
 }
 
 const TOKEN = /^[^\s]+$/;
 
-function diff(
-  desired: readonly IpsetSpec[],
-  belief: Belief,
-): { script: string; count: number; after: Map<string, SavedSet> } {
-  const creates: string[] = [];
-  const dels: string[] = [];
-  const adds: string[] = [];
-  const after = new Map<string, SavedSet>();
-  for (const spec of desired) {
-    // One restore line per item: nothing may smuggle in a space or a line break.
-    if (!TOKEN.test(spec.name) || !spec.members.every((m) => TOKEN.test(m))) {
-      throw new KernelError(Phase.Ipset, `invalid ipset spec ${JSON.stringify(spec.name)}`);
+function invalidSpec(spec: IpsetSpec): never {
+  throw new KernelError(Phase.Ipset, `invalid ipset spec ${JSON.stringify(spec.name)}`);
+}
+
+function orderOf(members: ReadonlyMap<string, Member>, key: string): number {
+  return members.get(key)?.order ?? 0;
+}
+
+const prepared = new PreparedBeliefs<IpsetSnapshot, Belief>();
+
+/**
+ * A fresh belief from a snapshot (which is never changed), keyed by the string objects of
+ * `desired` where they are equal (see snapshot.ts).
+ */
+function beliefOf(snapshot: IpsetSnapshot, desired: readonly IpsetSpec[]): Belief {
+  const sets = new Map<string, BelievedSet>();
+  for (const [name, saved] of snapshot.sets) {
+    const same = sameStrings(desired.find((spec) => spec.name === name)?.members ?? []);
+    const members = new Map<string, Member>();
+    let order = 0;
+    for (const key of saved.members) {
+      const wantable = TOKEN.test(key);
+      members.set(same.get(key) ?? key, { wantable, seen: 0, pos: order, order });
+      order++;
     }
-    const current = belief.sets.get(spec.name);
-    if (current === undefined) {
-      creates.push(`create ${spec.name} ${spec.type} ${NEW_SET_OPTIONS} -exist`);
-    } else if (current.type !== spec.type || (current.family !== "inet" && current.family !== "")) {
-      throw new KernelError(
-        Phase.Ipset,
-        `ipset ${spec.name} exists as ${current.type} family ${current.family || "?"}, ` +
-          `expected ${spec.type} family inet; refusing to change it`,
-      );
-    }
-    const want = new Set<string>();
-    for (const member of spec.members) want.add(normalizeMember(spec.type, member));
-    let changed = current === undefined;
-    if (current !== undefined) {
-      for (const key of current.members) {
-        if (!want.has(key)) {
-          dels.push(`del ${spec.name} ${memberOfKey(key)} -exist`);
-          changed = true;
-        }
-      }
-    }
-    for (const member of want) {
-      if (current === undefined || !current.members.has(member)) {
-        adds.push(`add ${spec.name} ${member} -exist`);
-        changed = true;
-      }
-    }
-    if (changed) after.set(spec.name, { type: spec.type, family: "inet", members: want });
+    sets.set(name, { type: saved.type, family: saved.family, members });
   }
-  const lines = [...creates, ...dels, ...adds];
-  return { script: lines.length === 0 ? "" : lines.join("\n") + "\n", count: lines.length, after };
+  return { names: new Set(snapshot.names), sets };
+}
+
+/** Updates the belief after a successful restore: the sets now hold what was desired. */
+function commit(belief: Belief, changes: readonly SetChange[]): void {
+  for (const change of changes) {
+    let set = change.current;
+    if (set === undefined) {
+      set = { type: change.type, family: "inet", members: new Map() };
+      belief.sets.set(change.name, set);
+    }
+    const { members } = set;
+    for (const key of change.deleted) members.delete(key);
+    change.added.forEach((key, i) => {
+      const pos = change.addedPos[i] ?? 0;
+      members.set(key, { wantable: true, seen: change.pass, pos, order: pos });
+    });
+    // Every member left was wanted by this pass: the set is now in the desired order.
+    members.forEach((member) => {
+      member.order = member.pos;
+    });
+  }
+}
+
+function asKernelError(err: unknown): KernelError {
+  if (err instanceof KernelError) return err;
+  return new KernelError(Phase.Ipset, `ipset: ${errorMessage(err)}`, { cause: err });
 }
 
 function errorMessage(err: unknown): string {

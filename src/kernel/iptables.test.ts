@@ -523,3 +523,116 @@ describe("detectIptablesMode", () => {
     );
   });
 });
+
+describe("IptablesManager read/adopt", () => {
+  it("reads without touching the belief; adopt makes the next apply diff against it", async () => {
+    let nat = CLEAN_NAT;
+    const runner = new FakeRunner()
+      .on("iptables-nft-save -t nat", () => nat)
+      .on("iptables-nft-save -t filter", CLEAN_FILTER);
+    const manager = new IptablesManager(runner, { mode: "nft" });
+    manager.setDesired(desired(TWO));
+    assert.equal(await manager.apply({ reread: false }), 0);
+    nat = nat.replace(/^-A KUBE-EIP-PREROUTING .*\n/gm, "");
+    runner.clear();
+    const snapshot = await manager.read();
+    assert.deepEqual(runner.lines(), ["iptables-nft-save -t nat", "iptables-nft-save -t filter"]);
+    assert.deepEqual([...snapshot.tables.keys()], ["nat", "filter"]);
+    assert.equal(await manager.apply({ reread: false }), 0, "the belief is untouched");
+    manager.adopt(snapshot);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 2);
+    assert.deepEqual(runner.lines(), ["iptables-nft-restore --noflush -w 5"]);
+    const repair = [
+      "*nat",
+      "-A KUBE-EIP-PREROUTING -d 192.168.18.100/32 -j DNAT --to-destination 10.0.0.1",
+      "-A KUBE-EIP-PREROUTING -d 192.168.18.101/32 -j DNAT --to-destination 10.0.0.11",
+      "COMMIT",
+      "",
+    ].join("\n");
+    assert.equal(runner.calls[0]?.input, repair);
+    // Nothing more to do; adopting the same snapshot again sees the flushed chain again.
+    assert.equal(await manager.apply({ reread: false }), 0);
+    manager.adopt(snapshot);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 2);
+    assert.equal(runner.calls[0]?.input, repair);
+  });
+
+  it("lets a fresh manager write the difference from an adopted snapshot, without a read", async () => {
+    const reader = new IptablesManager(kernel(SAVE_NAT, SAVE_FILTER), { mode: "nft" });
+    reader.setDesired(desired(TWO));
+    const snapshot = await reader.read();
+    const runner = new FakeRunner();
+    const manager = new IptablesManager(runner, { mode: "nft" });
+    manager.setDesired(desired(TWO));
+    manager.adopt(snapshot);
+    assert.equal(await manager.apply({ reread: false }), 4);
+    assert.deepEqual(runner.lines(), ["iptables-nft-restore --noflush -w 5"]);
+    assert.equal(
+      runner.calls[0]?.input,
+      [
+        "*nat",
+        "-D KUBE-EIP-PREROUTING -d 192.168.18.101/32 -j DNAT --to-destination 10.0.0.11",
+        "-D KUBE-EIP-PREROUTING -d 192.168.18.102/32 -j DNAT --to-destination 10.0.0.12",
+        "-D POSTROUTING -m set --match-set kube-eip-vmi src -j KUBE-EIP-POSTROUTING",
+        "COMMIT",
+        "*filter",
+        "-I FORWARD 1 -m set --match-set kube-eip-vmi dst -j KUBE-EIP-FORWARD",
+        "COMMIT",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("reads a table the adopted snapshot did not cover", async () => {
+    const runner = kernel(CLEAN_NAT, CLEAN_FILTER);
+    const manager = new IptablesManager(runner, { mode: "nft" });
+    const all = desired(TWO);
+    manager.setDesired({
+      chains: all.chains.filter((c) => c.table === "nat"),
+      jumps: all.jumps.filter((j) => j.table === "nat"),
+    });
+    manager.adopt(await manager.read());
+    manager.setDesired(all);
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 0);
+    assert.deepEqual(runner.lines(), ["iptables-nft-save -t filter"]);
+  });
+
+  it("fails a read with Phase.Nat and keeps the belief", async () => {
+    const runner = kernel(CLEAN_NAT, CLEAN_FILTER);
+    const manager = new IptablesManager(runner, { mode: "nft" });
+    manager.setDesired(desired(TWO));
+    await manager.apply({ reread: false });
+    runner.on("iptables-nft-save -t filter", failure("iptables-nft-save -t filter", "boom\n"));
+    await assert.rejects(manager.read(), (err: unknown) => {
+      assert.ok(err instanceof KernelError);
+      assert.equal(err.phase, Phase.Nat);
+      assert.match(err.message, /^iptables: .*boom/);
+      return true;
+    });
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 0);
+    assert.deepEqual(runner.lines(), []);
+  });
+
+  it("still refuses a rule that would smuggle in another line when its belief is fresh", async () => {
+    const runner = kernel(CLEAN_NAT, CLEAN_FILTER);
+    const manager = new IptablesManager(runner, { mode: "nft" });
+    manager.setDesired(desired(TWO));
+    manager.adopt(await manager.read());
+    const all = desired(TWO);
+    manager.setDesired({
+      chains: all.chains.map((c, i) => (i === 0 ? { ...c, rules: [...c.rules, "-j X\n-F"] } : c)),
+      jumps: all.jumps,
+    });
+    runner.clear();
+    await assert.rejects(manager.apply({ reread: false }), {
+      name: "KernelError",
+      phase: Phase.Nat,
+      message: `invalid chain spec "KUBE-EIP-PREROUTING"`,
+    });
+    assert.deepEqual(runner.lines(), []);
+  });
+});
