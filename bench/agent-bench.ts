@@ -36,9 +36,8 @@
 // issuing at a time cap and say so.
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import os from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentClient, type EipOpRsp } from "../src/common/agent-api.js";
 import {
@@ -48,8 +47,8 @@ import {
   ROUTE_TABLE_ID,
   RULE_PRIORITY,
 } from "../src/agent/plan.js";
-import { BindingStore, parseStateFile } from "../src/agent/store.js";
-import type { HeldBinding } from "../src/agent/binding-table.js";
+import { BindingStore } from "../src/agent/store.js";
+import type { Change, HeldBinding } from "../src/agent/binding-table.js";
 import { IpsetManager } from "../src/kernel/ipset.js";
 import { IptablesManager, type IptablesMode } from "../src/kernel/iptables.js";
 import { RouteManager } from "../src/kernel/iproute.js";
@@ -839,7 +838,7 @@ async function profileChild(argv: readonly string[]): Promise<void> {
   const mode: IptablesMode = modeArg;
   const iterations = Number(iterationsArg);
   const runner = new TimingRunner(new ExecRunner());
-  const held = parseStateFile(await readFile(stateFile, "utf8"), stateFile);
+  const held = (await new BindingStore(dirname(stateFile)).load()) ?? [];
   const config: PlanConfig = {
     internalNets: [INTERNAL_NET],
     gatewayIp: GATEWAY_IP,
@@ -868,9 +867,11 @@ async function profileChild(argv: readonly string[]): Promise<void> {
   const apply = async (
     bindings: readonly HeldBinding[],
     reread: boolean,
+    change?: Change,
   ): Promise<ApplyProfile> => {
     const t0 = now();
-    await store.save(bindings);
+    // Like the agent: a snapshot at start, then one journal append per change.
+    await (change ? store.record([change], bindings) : store.save(bindings));
     const t1 = now();
     const desired: DesiredState = plan(config, bindings);
     const t2 = now();
@@ -927,8 +928,8 @@ async function profileChild(argv: readonly string[]): Promise<void> {
       vmi: intToIpv4(PROFILE_VMI_BASE + k),
       since,
     };
-    binds.push(await apply([...held, extra], false));
-    unbinds.push(await apply(held, false));
+    binds.push(await apply([...held, extra], false, { op: "bind", ...extra }));
+    unbinds.push(await apply(held, false, { op: "unbind", eip: extra.eip, vmi: extra.vmi }));
   }
   const out: ProfileChildOutput = {
     held: held.length,

@@ -10,12 +10,19 @@ import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
 import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
 import { RouteManager, ensureRouteTableName } from "../kernel/iproute.js";
+import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { BindingTable } from "./binding-table.js";
 import type { AgentConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
-import { ROUTE_TABLE_ID, ROUTE_TABLE_NAME, RULE_PRIORITY, type PlanConfig } from "./plan.js";
+import {
+  type DesiredState,
+  ROUTE_TABLE_ID,
+  ROUTE_TABLE_NAME,
+  RULE_PRIORITY,
+  type PlanConfig,
+} from "./plan.js";
 import { scanSeedState } from "./seed-state.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
@@ -54,32 +61,32 @@ async function kernelSubsystems(
     eipCidr: formatIpv4Net(config.eipCidr),
   });
   return [
-    {
-      name: "ipset",
-      sync: (d, o) => {
-        ipset.setDesired(d.ipsets);
-        return ipset.apply(o);
-      },
-    },
-    {
-      name: "iptables",
-      sync: (d, o) => {
-        iptables.setDesired({ chains: d.chains, jumps: d.jumps });
-        return iptables.apply(o);
-      },
-    },
-    {
-      name: "iproute",
-      sync: (d, o) => {
-        route.setDesired({
-          routes: d.routes,
-          ruleSources: d.ruleSources,
-          gatewayAddresses: d.gatewayAddresses,
-        });
-        return route.apply(o);
-      },
-    },
+    subsystem("ipset", ipset, (d) => d.ipsets),
+    subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
+    subsystem("iproute", route, (d) => ({
+      routes: d.routes,
+      ruleSources: d.ruleSources,
+      gatewayAddresses: d.gatewayAddresses,
+    })),
   ];
+}
+
+/** A kernel manager as the apply loop sees it: its part of the desired state, its snapshots. */
+function subsystem<D, S>(
+  name: string,
+  manager: KernelManager<D, S>,
+  select: (desired: DesiredState) => D,
+): Subsystem {
+  return {
+    name,
+    sync: (desired, options) => {
+      manager.setDesired(select(desired));
+      return manager.apply(options);
+    },
+    read: () => manager.read(),
+    // The loop hands each subsystem back only the snapshot its own read() produced.
+    adopt: (snapshot) => manager.adopt(snapshot as S),
+  };
 }
 
 async function loadBindings(

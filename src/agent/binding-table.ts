@@ -8,6 +8,11 @@ export interface HeldBinding extends Binding {
   readonly since: string;
 }
 
+/** One change, as the state journal records it. */
+export type Change =
+  | { readonly op: "bind"; readonly eip: string; readonly vmi: string; readonly since: string }
+  | { readonly op: "unbind"; readonly eip: string; readonly vmi: string };
+
 export type Outcome =
   | { readonly kind: "changed" }
   | { readonly kind: "unchanged" }
@@ -18,6 +23,8 @@ export class BindingTable {
   private readonly byVmi = new Map<string, HeldBinding>();
   /** Grows by one with every change, so a saver can tell whether it is behind. */
   private changes = 0;
+  /** Changes not yet taken by the saver. */
+  private log: Change[] = [];
 
   constructor(initial: Iterable<HeldBinding> = []) {
     for (const b of initial) this.put(b);
@@ -29,6 +36,13 @@ export class BindingTable {
 
   get version(): number {
     return this.changes;
+  }
+
+  /** The changes since the last call, oldest first. */
+  takeChanges(): Change[] {
+    const log = this.log;
+    this.log = [];
+    return log;
   }
 
   list(): HeldBinding[] {
@@ -46,6 +60,7 @@ export class BindingTable {
       if (atVmi) return conflict(`VMI ${vmi} already holds EIP ${atVmi.eip}`);
       this.put({ eip, vmi, since: now });
       this.changes++;
+      this.log.push({ op: "bind", eip, vmi, since: now });
       return { kind: "changed" };
     }
     if (!atEip) return { kind: "unchanged" };
@@ -55,6 +70,7 @@ export class BindingTable {
     this.byEip.delete(eip);
     this.byVmi.delete(vmi);
     this.changes++;
+    this.log.push({ op: "unbind", eip, vmi });
     return { kind: "changed" };
   }
 

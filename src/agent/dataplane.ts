@@ -8,9 +8,15 @@
 // in order ipset -> iptables -> ip rules/routes/addresses (sets exist before rules use
 // them). A failure rejects the waiting requests with the failing phase and the loop retries
 // by itself with exponential backoff and jitter until the kernel matches again. Every
-// resync interval, the subsystems re-read the kernel first, which repairs drift.
+// resync interval the kernel is re-read and what drifted is repaired.
 // The subsystems write in order on the first apply, on re-reads and after a failure (our
 // sets must exist before rules name them); otherwise their batches run at once.
+//
+// The periodic re-read is slow on a big node (iptables-save of 20,000 rules), so it runs
+// outside the loop, while requests keep being served: the snapshots are handed to the
+// loop, which adopts them as the managers' belief and writes what differs, but only if no
+// apply ran while they were read (else they may be stale: read again). A node too busy
+// for that gets its re-read inside the loop.
 import type { Logger } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
 import type { BindingTable } from "./binding-table.js";
@@ -23,11 +29,18 @@ export interface Subsystem {
   readonly name: string;
   /** Writes what differs from `desired`; resolves to the number of changes written. */
   sync(desired: DesiredState, options: { reread: boolean }): Promise<number>;
+  /** Reads what the kernel holds, leaving the subsystem's belief alone. */
+  read(): Promise<unknown>;
+  /** Takes a snapshot from read() as the belief the next sync diffs against. */
+  adopt(snapshot: unknown): void;
 }
+
+/** Background re-reads that may be spoiled by a concurrent apply before one falls back. */
+const BACKGROUND_READ_TRIES = 3;
 
 export interface DataplaneOptions {
   readonly table: BindingTable;
-  readonly store: Pick<BindingStore, "save">;
+  readonly store: Pick<BindingStore, "save" | "record">;
   readonly config: PlanConfig;
   readonly subsystems: readonly Subsystem[];
   readonly logger: Logger;
@@ -47,6 +60,7 @@ export class Dataplane {
   private running = false;
   private rereadNext = true;
   private savedVersion = -1;
+  private snapshotNext = true;
   private appliedVersion = -1;
   private failures = 0;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -56,6 +70,11 @@ export class Dataplane {
   private idle: Promise<void> = Promise.resolve();
   /** Set after an in-order apply succeeded: our sets and chains exist. */
   private primed = false;
+  /** Counts applies started: a background read is valid only if it did not move. */
+  private applies = 0;
+  private readingInBackground = false;
+  /** Kernel snapshots read in the background, one per subsystem, for the loop to adopt. */
+  private snapshots: unknown[] | undefined;
 
   constructor(private readonly opts: DataplaneOptions) {}
 
@@ -85,10 +104,30 @@ export class Dataplane {
   /** Starts the periodic re-read. */
   startResync(intervalMs: number): void {
     this.resyncTimer = setInterval(() => {
-      this.resync().catch(() => {
+      this.backgroundResync().catch(() => {
         // Logged and retried by the loop.
       });
     }, intervalMs);
+  }
+
+  /** Re-reads the kernel without holding up requests, then repairs what differs. */
+  async backgroundResync(): Promise<void> {
+    if (this.readingInBackground || this.stopped) return;
+    this.readingInBackground = true;
+    try {
+      for (let attempt = 0; attempt < BACKGROUND_READ_TRIES; attempt++) {
+        await this.idle;
+        const before = this.applies;
+        const snapshots = await Promise.all(this.opts.subsystems.map((s) => s.read()));
+        if (this.applies === before && !this.running && !this.stopped) {
+          this.snapshots = snapshots;
+          return await this.sync();
+        }
+      }
+      return await this.resync();
+    } finally {
+      this.readingInBackground = false;
+    }
   }
 
   /** Stops timers and waits for a running apply to finish. */
@@ -118,8 +157,16 @@ export class Dataplane {
         const waiters = this.waiters.splice(0);
         const reread = this.rereadNext || this.lastError !== undefined;
         this.rereadNext = false;
+        const snapshots = this.snapshots;
+        this.snapshots = undefined;
+        this.applies++;
         try {
-          await this.applyOnce(reread);
+          if (snapshots && !reread) {
+            this.opts.subsystems.forEach((s, i) => s.adopt(snapshots[i]));
+          }
+          // After a re-read anything may be missing, sets too: write in order.
+          const checked = reread || snapshots !== undefined;
+          await this.applyOnce({ reread, ordered: checked || !this.primed, checkDrift: checked });
           this.lastError = undefined;
           this.failures = 0;
           for (const w of waiters) w.resolve();
@@ -164,15 +211,29 @@ export class Dataplane {
     }, jittered);
   }
 
-  private async applyOnce(reread: boolean): Promise<void> {
+  private async applyOnce({
+    reread,
+    ordered,
+    checkDrift,
+  }: {
+    reread: boolean;
+    ordered: boolean;
+    checkDrift: boolean;
+  }): Promise<void> {
     const { table, store, config, subsystems, metrics, logger } = this.opts;
     const endTimer = metrics.applyDuration.startTimer();
     const version = table.version;
     const bindings = table.list();
     if (version !== this.savedVersion) {
       try {
-        await store.save(bindings);
+        // A fresh snapshot first (it compacts what load replayed) and after a failed save
+        // (whose changes left the table's log); otherwise only the changes are appended.
+        const changes = table.takeChanges();
+        if (this.snapshotNext) await store.save(bindings);
+        else await store.record(changes, bindings);
+        this.snapshotNext = false;
       } catch (err) {
+        this.snapshotNext = true;
         throw new KernelError(
           Phase.State,
           `saving the bindings failed: ${(err as Error).message}`,
@@ -185,7 +246,7 @@ export class Dataplane {
     }
     const desired = plan(config, bindings);
     let changes = 0;
-    if (reread || !this.primed) {
+    if (ordered) {
       // In order: sets must exist before the rules that name them.
       for (const subsystem of subsystems) changes += await subsystem.sync(desired, { reread });
       this.primed = true;
@@ -204,7 +265,7 @@ export class Dataplane {
     }
     endTimer();
     metrics.bindings.set(bindings.length);
-    if (reread && version === this.appliedVersion && changes > 0) {
+    if (checkDrift && version === this.appliedVersion && changes > 0) {
       metrics.driftRepairs.inc(changes);
       logger.warn({ op: "resync", changes }, "repaired kernel state that had drifted");
     }

@@ -33,6 +33,10 @@ class FakeKernel implements Subsystem {
     this.last = desired;
     return 1;
   }
+  async read(): Promise<unknown> {
+    return "snapshot";
+  }
+  adopt(): void {}
 }
 
 let dir: string;

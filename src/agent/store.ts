@@ -1,13 +1,23 @@
-// The node's bindings on disk: one JSON file, replaced atomically (write a temporary file,
-// fsync it, rename it over the old one, fsync the directory), so a crash at any instant
-// leaves either the old table or the new one, never a torn one. Saves are serialised.
+// The node's bindings on disk, in two files:
+// - bindings.json, a snapshot of the whole table with a generation number, replaced
+//   atomically (write a temporary file, fsync it, rename it over the old one, fsync the
+//   directory), so a crash leaves either the old snapshot or the new one;
+// - bindings.journal, one JSON line per change since that snapshot, each tagged with the
+//   snapshot's generation, appended and fdatasynced before a request is answered.
+// A change costs one small append, whatever the size of the table; when the journal grows
+// past the table's size (and at every start) a new snapshot replaces both. Loading replays
+// the lines of the snapshot's generation (older lines are leftovers of a compaction cut
+// short by a crash); a torn last line was never acknowledged and is dropped.
+// Writes are serialised.
 import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { canonicalIpv4 } from "../common/ipv4.js";
-import type { HeldBinding } from "./binding-table.js";
+import type { Change, HeldBinding } from "./binding-table.js";
 
-const FILE = "bindings.json";
+const SNAPSHOT = "bindings.json";
+const JOURNAL = "bindings.journal";
 const FORMAT_VERSION = 1;
+const MIN_JOURNAL_LINES = 1024;
 
 export class StateError extends Error {
   override name = "StateError";
@@ -15,34 +25,80 @@ export class StateError extends Error {
 
 export class BindingStore {
   readonly path: string;
-  private saving: Promise<void> = Promise.resolve();
+  readonly journalPath: string;
+  private generation = 0;
+  private journalLines = 0;
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(readonly dir: string) {
-    this.path = join(dir, FILE);
+    this.path = join(dir, SNAPSHOT);
+    this.journalPath = join(dir, JOURNAL);
   }
 
   /** The saved bindings, or undefined when nothing was ever saved here. */
   async load(): Promise<HeldBinding[] | undefined> {
-    let text: string;
-    try {
-      text = await readFile(this.path, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-      throw err;
-    }
-    return parseStateFile(text, this.path);
+    const snapshotText = await readOptional(this.path);
+    const journalText = await readOptional(this.journalPath);
+    if (snapshotText === undefined && journalText === undefined) return undefined;
+    const snapshot =
+      snapshotText === undefined
+        ? { generation: 0, bindings: [] }
+        : parseSnapshot(snapshotText, this.path);
+    this.generation = snapshot.generation;
+    const table = new Replay(snapshot.bindings);
+    const lines = (journalText ?? "").split("\n");
+    lines.forEach((line, i) => {
+      if (line === "") return;
+      const change = parseJournalLine(line);
+      if (change === undefined) {
+        // Only the last line can be torn (a crash mid-append, never acknowledged).
+        if (i === lines.length - 1) return;
+        throw new StateError(`${this.journalPath}: line ${i + 1} is damaged`);
+      }
+      if (change.g !== this.generation) return;
+      table.apply(change);
+      this.journalLines++;
+    });
+    return table.bindings();
   }
 
+  /** Replaces the snapshot with this table and empties the journal. */
   save(bindings: readonly HeldBinding[]): Promise<void> {
-    const next = this.saving.then(() => this.write(bindings));
-    this.saving = next.catch(() => {});
+    return this.serialise(() => this.compact(bindings));
+  }
+
+  /** Makes these changes durable: one append, or a new snapshot when the journal is long. */
+  record(changes: readonly Change[], bindings: readonly HeldBinding[]): Promise<void> {
+    return this.serialise(async () => {
+      if (changes.length === 0) return;
+      if (this.journalLines + changes.length > Math.max(MIN_JOURNAL_LINES, bindings.length)) {
+        return this.compact(bindings);
+      }
+      await mkdir(this.dir, { recursive: true });
+      const text = changes.map((c) => JSON.stringify({ g: this.generation, ...c }) + "\n").join("");
+      const file = await open(this.journalPath, "a", 0o600);
+      try {
+        await file.writeFile(text);
+        await file.datasync();
+      } finally {
+        await file.close();
+      }
+      this.journalLines += changes.length;
+    });
+  }
+
+  private serialise(write: () => Promise<void>): Promise<void> {
+    const next = this.writing.then(write);
+    this.writing = next.catch(() => {});
     return next;
   }
 
-  private async write(bindings: readonly HeldBinding[]): Promise<void> {
+  private async compact(bindings: readonly HeldBinding[]): Promise<void> {
     await mkdir(this.dir, { recursive: true });
+    const generation = this.generation + 1;
     const body = JSON.stringify({
       version: FORMAT_VERSION,
+      generation,
       bindings: bindings.map(({ eip, vmi, since }) => ({ eip, vmi, since })),
     });
     const tmp = `${this.path}.${process.pid}.tmp`;
@@ -59,16 +115,91 @@ export class BindingStore {
       await unlink(tmp).catch(() => {});
       throw err;
     }
-    const dir = await open(this.dir, "r");
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
+    await syncDir(this.dir);
+    this.generation = generation;
+    // From here the journal's lines are of an older generation and ignored; empty it.
+    const journal = await open(this.journalPath, "w", 0o600);
+    await journal.close();
+    this.journalLines = 0;
   }
 }
 
-export function parseStateFile(text: string, where: string): HeldBinding[] {
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The table rebuilt from journal lines: the last change of an EIP or a VMI wins. */
+class Replay {
+  private readonly byEip = new Map<string, HeldBinding>();
+  private readonly byVmi = new Map<string, HeldBinding>();
+
+  constructor(initial: readonly HeldBinding[]) {
+    for (const b of initial) this.put(b);
+  }
+
+  apply(change: Change): void {
+    const atEip = this.byEip.get(change.eip);
+    if (change.op === "unbind") {
+      if (atEip?.vmi === change.vmi) this.remove(atEip);
+      return;
+    }
+    if (atEip) this.remove(atEip);
+    const atVmi = this.byVmi.get(change.vmi);
+    if (atVmi) this.remove(atVmi);
+    this.put({ eip: change.eip, vmi: change.vmi, since: change.since });
+  }
+
+  bindings(): HeldBinding[] {
+    return [...this.byEip.values()];
+  }
+
+  private put(b: HeldBinding): void {
+    this.byEip.set(b.eip, b);
+    this.byVmi.set(b.vmi, b);
+  }
+
+  private remove(b: HeldBinding): void {
+    this.byEip.delete(b.eip);
+    this.byVmi.delete(b.vmi);
+  }
+}
+
+function parseJournalLine(line: string): (Change & { g: number }) | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (!isRecord(doc) || typeof doc.g !== "number") return undefined;
+  const eip = typeof doc.eip === "string" ? canonicalIpv4(doc.eip) : undefined;
+  const vmi = typeof doc.vmi === "string" ? canonicalIpv4(doc.vmi) : undefined;
+  if (eip === undefined || vmi === undefined) return undefined;
+  if (doc.op === "unbind") return { g: doc.g, op: "unbind", eip, vmi };
+  if (doc.op === "bind" && typeof doc.since === "string") {
+    return { g: doc.g, op: "bind", eip, vmi, since: doc.since };
+  }
+  return undefined;
+}
+
+function parseSnapshot(
+  text: string,
+  where: string,
+): { generation: number; bindings: HeldBinding[] } {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -80,9 +211,10 @@ export function parseStateFile(text: string, where: string): HeldBinding[] {
   if (!isRecord(doc) || doc.version !== FORMAT_VERSION || !Array.isArray(doc.bindings)) {
     throw new StateError(`${where} is not a kube-eip state file of version ${FORMAT_VERSION}`);
   }
+  const generation = typeof doc.generation === "number" ? doc.generation : 0;
   const seenEip = new Set<string>();
   const seenVmi = new Set<string>();
-  return doc.bindings.map((entry: unknown, i: number) => {
+  const bindings = doc.bindings.map((entry: unknown, i: number) => {
     const eip =
       isRecord(entry) && typeof entry.eip === "string" ? canonicalIpv4(entry.eip) : undefined;
     const vmi =
@@ -98,6 +230,7 @@ export function parseStateFile(text: string, where: string): HeldBinding[] {
     const since = typeof entry.since === "string" ? entry.since : new Date(0).toISOString();
     return { eip, vmi, since };
   });
+  return { generation, bindings };
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -1,0 +1,110 @@
+// The apply loop with fake subsystems: background re-reads, drift accounting, and what
+// happens when an apply races a re-read.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { pino } from "pino";
+import { BindingTable } from "./binding-table.js";
+import { Dataplane, type Subsystem } from "./dataplane.js";
+import { AgentMetrics } from "./metrics.js";
+import type { DesiredState } from "./plan.js";
+
+class Recorder implements Subsystem {
+  readonly name = "recorder";
+  readonly events: string[] = [];
+  reads = 0;
+  /** Changes the next sync reports (drift found). */
+  drift = 0;
+  /** While set, read() waits for it. */
+  gate: Promise<void> | undefined;
+  async sync(_d: DesiredState, o: { reread: boolean }): Promise<number> {
+    this.events.push(o.reread ? "sync+reread" : "sync");
+    const n = this.drift;
+    this.drift = 0;
+    return n;
+  }
+  async read(): Promise<unknown> {
+    this.reads++;
+    await this.gate;
+    return `snapshot-${this.reads}`;
+  }
+  adopt(snapshot: unknown): void {
+    this.events.push(`adopt ${String(snapshot)}`);
+  }
+}
+
+function setup() {
+  const recorder = new Recorder();
+  const metrics = new AgentMetrics();
+  const table = new BindingTable();
+  const dataplane = new Dataplane({
+    table,
+    store: { save: async () => {}, record: async () => {} },
+    config: {
+      internalNets: [],
+      gatewayIp: "192.168.18.1",
+      gatewayDev: "eth1",
+      eipCidr: "192.168.18.0/24",
+      arpPoisoning: false,
+    },
+    subsystems: [recorder],
+    logger: pino({ level: "silent" }),
+    metrics,
+  });
+  return { recorder, metrics, table, dataplane };
+}
+
+async function driftRepairs(metrics: AgentMetrics): Promise<number> {
+  return (await metrics.driftRepairs.get()).values[0]?.value ?? 0;
+}
+
+test("a background re-read is adopted and what drifted is written and counted", async () => {
+  const { recorder, metrics, dataplane } = setup();
+  await dataplane.resync();
+  recorder.events.length = 0;
+  recorder.drift = 3;
+  await dataplane.backgroundResync();
+  assert.deepEqual(recorder.events, ["adopt snapshot-1", "sync"]);
+  assert.equal(await driftRepairs(metrics), 3);
+  await dataplane.stop();
+});
+
+test("a re-read spoiled by a concurrent apply is read again", async () => {
+  const { recorder, table, dataplane } = setup();
+  await dataplane.resync();
+  recorder.events.length = 0;
+  let open!: () => void;
+  recorder.gate = new Promise((r) => (open = r));
+  const resync = dataplane.backgroundResync();
+  await new Promise((r) => setImmediate(r));
+  table.apply({ action: "bind", binding: { eip: "192.168.18.5", vmi: "10.0.0.5" } }, "T");
+  await dataplane.sync(); // an apply while the first read is under way
+  recorder.gate = undefined;
+  open();
+  await resync;
+  assert.equal(recorder.reads, 2);
+  assert.deepEqual(recorder.events, ["sync", "adopt snapshot-2", "sync"]);
+  await dataplane.stop();
+});
+
+test("a node too busy for background reads gets its re-read inside the loop", async () => {
+  const { recorder, table, dataplane } = setup();
+  await dataplane.resync();
+  recorder.events.length = 0;
+  const realRead = recorder.read.bind(recorder);
+  let n = 0;
+  recorder.read = async () => {
+    // Every read races an apply.
+    table.apply(
+      { action: "bind", binding: { eip: `192.168.18.${10 + n}`, vmi: `10.0.0.${10 + n}` } },
+      "T",
+    );
+    n++;
+    await dataplane.sync();
+    return realRead();
+  };
+  await dataplane.backgroundResync();
+  assert.equal(n, 3);
+  assert.equal(recorder.events.at(-1), "sync+reread");
+  assert.ok(!recorder.events.some((e) => e.startsWith("adopt")));
+  await dataplane.stop();
+});
