@@ -15,8 +15,8 @@
 // The periodic re-read is slow on a big node (iptables-save of 20,000 rules), so it runs
 // outside the loop, while requests keep being served: the snapshots are handed to the
 // loop, which adopts them as the managers' belief and writes what differs, but only if no
-// apply ran while they were read (else they may be stale: read again). A node too busy
-// for that gets its re-read inside the loop.
+// apply ran while they were read (else they may be stale: the next round reads again). A
+// node too busy for that gets its re-read inside the loop every few rounds.
 import type { Logger } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
 import type { BindingTable } from "./binding-table.js";
@@ -35,8 +35,8 @@ export interface Subsystem {
   adopt(snapshot: unknown): void;
 }
 
-/** Background re-reads that may be spoiled by a concurrent apply before one falls back. */
-const BACKGROUND_READ_TRIES = 3;
+/** Resync rounds whose background read an apply may spoil before one reads in the loop. */
+const SPOILED_ROUNDS_MAX = 3;
 
 export interface DataplaneOptions {
   readonly table: BindingTable;
@@ -73,6 +73,7 @@ export class Dataplane {
   /** Counts applies started: a background read is valid only if it did not move. */
   private applies = 0;
   private readingInBackground = false;
+  private spoiledRounds = 0;
   /** Kernel snapshots read in the background, one per subsystem, for the loop to adopt. */
   private snapshots: unknown[] | undefined;
 
@@ -113,18 +114,24 @@ export class Dataplane {
   /** Re-reads the kernel without holding up requests, then repairs what differs. */
   async backgroundResync(): Promise<void> {
     if (this.readingInBackground || this.stopped) return;
+    if (this.spoiledRounds >= SPOILED_ROUNDS_MAX) {
+      this.spoiledRounds = 0;
+      return this.resync();
+    }
     this.readingInBackground = true;
     try {
-      for (let attempt = 0; attempt < BACKGROUND_READ_TRIES; attempt++) {
-        await this.idle;
-        const before = this.applies;
-        const snapshots = await Promise.all(this.opts.subsystems.map((s) => s.read()));
-        if (this.applies === before && !this.running && !this.stopped) {
-          this.snapshots = snapshots;
-          return await this.sync();
-        }
+      await this.idle;
+      const before = this.applies;
+      const snapshots = await Promise.all(this.opts.subsystems.map((s) => s.read()));
+      if (this.applies !== before || this.running || this.stopped) {
+        // Stale: try again next round rather than read again now (a busy node would read
+        // over and over); after a few such rounds the loop re-reads itself.
+        this.spoiledRounds++;
+        return;
       }
-      return await this.resync();
+      this.spoiledRounds = 0;
+      this.snapshots = snapshots;
+      return await this.sync();
     } finally {
       this.readingInBackground = false;
     }
