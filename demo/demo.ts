@@ -3,7 +3,7 @@
 // and leaving as it. Then it keeps the site up for the reader to poke at until Ctrl-C
 // (or tears it down at once with --exit).
 import { Lab } from "../src/lab/lab.js";
-import { SERVICE_NET, eipctl, startAgent } from "../e2e/harness.js";
+import { SERVICE_NET, eipctl, startAgent } from "../src/lab/agents.js";
 
 const EIP = "192.168.18.100";
 const exitAtEnd = process.argv.includes("--exit");

@@ -4,7 +4,8 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Lab } from "../src/lab/lab.js";
-import { NEEDS_ROOT, type NodeAgent, sleep, startAgent } from "./harness.js";
+import { type NodeAgent, startAgent } from "../src/lab/agents.js";
+import { NEEDS_ROOT, sleep } from "./harness.js";
 
 describe("crash consistency", { skip: NEEDS_ROOT }, () => {
   let lab: Lab;

@@ -6,14 +6,8 @@ import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Lab } from "../src/lab/lab.js";
-import {
-  NEEDS_ROOT,
-  type NodeAgent,
-  eipctl,
-  eventually,
-  kernelSnapshot,
-  startAgent,
-} from "./harness.js";
+import { type NodeAgent, eipctl, kernelSnapshot, startAgent } from "../src/lab/agents.js";
+import { NEEDS_ROOT, eventually } from "./harness.js";
 
 const EIP_A = "192.168.18.100";
 const EIP_B = "192.168.18.101";

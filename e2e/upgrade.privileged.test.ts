@@ -7,7 +7,8 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Lab } from "../src/lab/lab.js";
 import { type SeedNode, seedBind, seedMetadata, seedSetup } from "../src/lab/seed-agent.js";
-import { NEEDS_ROOT, SERVICE_NET, type NodeAgent, kernelSnapshot, startAgent } from "./harness.js";
+import { SERVICE_NET, type NodeAgent, kernelSnapshot, startAgent } from "../src/lab/agents.js";
+import { NEEDS_ROOT } from "./harness.js";
 
 const EIP = "192.168.18.100";
 const PORT = 8080;

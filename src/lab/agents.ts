@@ -1,0 +1,136 @@
+// Real agents in lab nodes, for the tests, the demo and the benchmarks: start an eip_agent
+// in a node the way a DaemonSet would (its own process, real flags), talk to it, and read
+// back the node's kernel state with the real tools.
+import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { AgentClient } from "../common/agent-api.js";
+import type { Lab, LabProcess } from "./lab.js";
+
+export const AGENT_BIN = fileURLToPath(new URL("../bin/eip_agent.js", import.meta.url));
+export const EIPCTL_BIN = fileURLToPath(new URL("../bin/eipctl.js", import.meta.url));
+
+/** The seed's service network; the lab's service address is in it. */
+export const SERVICE_NET = "192.168.223.0/24";
+
+export interface NodeAgent {
+  readonly node: number;
+  readonly proc: LabProcess;
+  readonly stateDir: string;
+  readonly socket: string;
+  readonly client: AgentClient;
+  /** SIGKILL: no chance to clean anything up. */
+  kill(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface AgentStartOptions {
+  readonly extraArgs?: readonly string[];
+  readonly resyncSeconds?: number;
+  readonly seedStateDir?: string;
+  /** Run under this name (log file); default agent-node<N>. */
+  readonly name?: string;
+}
+
+export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}): string[] {
+  const info = lab.node(node);
+  const stateDir = lab.stateDir(`agent-node${node}`);
+  const t = lab.topology;
+  return [
+    "--gateway-ip",
+    lab.describe().router.publicAddress,
+    "--gateway-dev",
+    info.gatewayDevice,
+    "--eip-cidr",
+    t.publicNet,
+    "--internal-net",
+    t.podNet,
+    "--internal-net",
+    SERVICE_NET,
+    "--listen-address",
+    info.mgmtAddress,
+    "--metrics-address",
+    `${info.mgmtAddress}:9127`,
+    "--state-dir",
+    stateDir,
+    "--unix-socket",
+    join(stateDir, "agent.sock"),
+    "--seed-state-dir",
+    opts.seedStateDir ?? join(stateDir, "no-seed"),
+    "--resync-interval",
+    String(opts.resyncSeconds ?? 1),
+    "--log-level",
+    "debug",
+    ...(opts.extraArgs ?? []),
+  ];
+}
+
+export async function startAgent(
+  lab: Lab,
+  node: number,
+  opts: AgentStartOptions = {},
+): Promise<NodeAgent> {
+  const args = agentArgs(lab, node, opts);
+  const stateDir = lab.stateDir(`agent-node${node}`);
+  const socket = join(stateDir, "agent.sock");
+  const proc = await lab.spawnIn(lab.nodeNamespace(node), [process.execPath, AGENT_BIN, ...args], {
+    name: opts.name ?? `agent-node${node}`,
+    waitFor: /"msg":"serving gRPC"/,
+    timeoutMs: 20_000,
+  });
+  const client = new AgentClient(`unix:${socket}`);
+  return {
+    node,
+    proc,
+    stateDir,
+    socket,
+    client,
+    async kill() {
+      client.close();
+      proc.child.kill("SIGKILL");
+      await proc.exited;
+    },
+    async stop() {
+      client.close();
+      await proc.stop();
+    },
+  };
+}
+
+/** eipctl run inside the node's namespace against the agent's TCP address. */
+export async function eipctl(lab: Lab, node: number, args: readonly string[]) {
+  try {
+    const r = await lab.nodeExec(node, [
+      process.execPath,
+      EIPCTL_BIN,
+      "--target",
+      `${lab.node(node).mgmtAddress}:6127`,
+      ...args,
+    ]);
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { exitCode?: number; stderr?: string };
+    return { code: e.exitCode ?? -1, stdout: "", stderr: e.stderr ?? String(err) };
+  }
+}
+
+/**
+ * Everything of ours a person would look at on the node, normalised (no counters, no
+ * random ipset initvals), so two snapshots can be compared for equality.
+ */
+export async function kernelSnapshot(lab: Lab, node: number): Promise<Record<string, string>> {
+  const mode = lab.node(node).iptablesMode;
+  const run = async (argv: string[]) => (await lab.nodeExec(node, argv)).stdout;
+  const strip = (text: string) =>
+    text
+      .split("\n")
+      .filter((l) => l && !l.startsWith("#"))
+      .map((l) => l.replace(/\[\d+:\d+\]/g, "").replace(/ initval 0x[0-9a-f]+/, ""))
+      .join("\n");
+  return {
+    iptables: strip(await run([`iptables-${mode}-save`])),
+    ipset: strip(await run(["ipset", "save"])),
+    rules: await run(["ip", "rule", "show"]),
+    routes: await run(["ip", "route", "show", "table", "all"]),
+    addresses: await run(["ip", "-4", "-o", "addr", "show"]),
+  };
+}
