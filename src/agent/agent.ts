@@ -15,6 +15,7 @@ import type { CommandRunner } from "../kernel/runner.js";
 import { BindingTable } from "./binding-table.js";
 import type { AgentConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
+import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
 import {
   type DesiredState,
@@ -146,6 +147,10 @@ export async function startAgent(
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const table = await loadBindings(config, store, logger);
+  // arping sends from the EIP, which must be a local address: not with --arp-poisoning.
+  const garp = config.arpPoisoning
+    ? undefined
+    : new GratuitousArp(runner, logger, { device: config.gatewayDev, count: config.garpCount });
   const dataplane = new Dataplane({
     table,
     store,
@@ -153,6 +158,7 @@ export async function startAgent(
     subsystems: await kernelSubsystems(config, runner, logger),
     logger,
     metrics,
+    onArrived: (eips) => garp?.announce(eips),
   });
   try {
     await dataplane.resync();

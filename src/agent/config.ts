@@ -26,6 +26,7 @@ export interface AgentConfig {
   readonly bgpType: "none" | "gobgp";
   readonly eipCidr: Ipv4Net;
   readonly arpPoisoning: boolean;
+  readonly garpCount: number;
   readonly stateDir: string;
   readonly seedStateDir: string;
   readonly cniDev: string;
@@ -111,6 +112,12 @@ export function agentCommand(): Command {
       "answer ARP for bound EIPs instead of adding them to the gateway device",
       false,
     )
+    .option(
+      "--garp-count <n>",
+      "gratuitous ARPs sent for an EIP arriving on this node, one a second; 0 disables",
+      intIn(0, 10),
+      3,
+    )
     .option("--state-dir <dir>", "where the node's bindings are saved", "/var/lib/kube-eip")
     .option(
       "--seed-state-dir <dir>",
@@ -167,6 +174,7 @@ interface RawOptions {
   bgpType: "none" | "gobgp";
   eipCidr?: Ipv4Net;
   arpPoisoning: boolean;
+  garpCount: number;
   stateDir: string;
   seedStateDir: string;
   cniDev: string;
@@ -215,6 +223,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     bgpType: o.bgpType,
     eipCidr,
     arpPoisoning: o.arpPoisoning,
+    garpCount: o.garpCount,
     stateDir: o.stateDir,
     seedStateDir: o.seedStateDir,
     cniDev: o.cniDev,

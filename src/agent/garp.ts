@@ -1,0 +1,68 @@
+// Gratuitous ARP for EIPs that arrive on this node (a bind, a binding moved here, the agent
+// starting): routers and hosts on the public segment update their neighbour entry for the
+// EIP at once instead of when it times out. Each EIP gets `arping -U -c N -I <gateway dev>`
+// (one unsolicited ARP a second, N times), sent in the background: a request's reply never
+// waits for it, and at most `concurrency` arping processes run at a time. A failure is
+// logged and otherwise ignored: the neighbours still learn the EIP when their entry expires.
+//
+// arping needs the EIP as a local address to send from, so this serves the default mode
+// (EIP on the gateway device); with --arp-poisoning nothing is sent.
+import type { Logger } from "pino";
+import type { CommandRunner } from "../kernel/runner.js";
+
+export interface GratuitousArpOptions {
+  readonly device: string;
+  /** Unsolicited ARPs per EIP, one a second. */
+  readonly count: number;
+  readonly concurrency?: number;
+}
+
+export class GratuitousArp {
+  private readonly queue: string[] = [];
+  private active = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly logger: Logger,
+    private readonly opts: GratuitousArpOptions,
+  ) {}
+
+  /** Queues the EIPs; returns at once. */
+  announce(eips: readonly string[]): void {
+    if (this.opts.count <= 0) return;
+    this.queue.push(...eips);
+    this.pump();
+  }
+
+  /** Resolves when nothing is queued or running (for tests and shutdown). */
+  idle(): Promise<void> {
+    if (this.active === 0 && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private pump(): void {
+    const limit = this.opts.concurrency ?? 16;
+    while (this.active < limit && this.queue.length > 0) {
+      const eip = this.queue.shift() as string;
+      this.active++;
+      this.send(eip).finally(() => {
+        this.active--;
+        this.pump();
+        if (this.active === 0 && this.queue.length === 0) {
+          for (const resolve of this.idleWaiters.splice(0)) resolve();
+        }
+      });
+    }
+  }
+
+  private async send(eip: string): Promise<void> {
+    const { device, count } = this.opts;
+    try {
+      await this.runner.run("arping", ["-U", "-c", String(count), "-I", device, eip]);
+      this.logger.debug({ eip, device, count }, "gratuitous ARP sent");
+    } catch (err) {
+      this.logger.warn({ eip, device, err: (err as Error).message }, "gratuitous ARP failed");
+    }
+  }
+}
