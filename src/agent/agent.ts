@@ -55,11 +55,19 @@ async function kernelSubsystems(
   logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
+  // An EIP whose address this node adds has just arrived here (a bind, a move, a start
+  // after the kernel lost its state): announce it. arping sends from the EIP, so this is
+  // for the default mode; with --arp-poisoning no address is added.
+  const garp = new GratuitousArp(runner, logger, {
+    device: config.gatewayDev,
+    count: config.garpCount,
+  });
   const route = new RouteManager(runner, {
     table: ROUTE_TABLE_ID,
     priority: RULE_PRIORITY,
     gatewayDev: config.gatewayDev,
     eipCidr: formatIpv4Net(config.eipCidr),
+    onAddressesAdded: (addresses) => garp.announce(addresses),
   });
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
@@ -147,10 +155,6 @@ export async function startAgent(
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const table = await loadBindings(config, store, logger);
-  // arping sends from the EIP, which must be a local address: not with --arp-poisoning.
-  const garp = config.arpPoisoning
-    ? undefined
-    : new GratuitousArp(runner, logger, { device: config.gatewayDev, count: config.garpCount });
   const dataplane = new Dataplane({
     table,
     store,
@@ -158,7 +162,6 @@ export async function startAgent(
     subsystems: await kernelSubsystems(config, runner, logger),
     logger,
     metrics,
-    onArrived: (eips) => garp?.announce(eips),
   });
   try {
     await dataplane.resync();

@@ -110,38 +110,3 @@ test("a node too busy for background reads gets its re-read inside the loop", as
   assert.ok(!recorder.events.some((e) => e.startsWith("adopt")));
   await dataplane.stop();
 });
-
-test("EIPs that arrive are reported once, after the apply that brought them succeeded", async () => {
-  const arrived: string[][] = [];
-  const recorder = new Recorder();
-  const table = new BindingTable([{ eip: "192.168.18.1", vmi: "10.0.0.1", since: "T" }]);
-  const dataplane = new Dataplane({
-    table,
-    store: { save: async () => {}, record: async () => {} },
-    config: {
-      internalNets: [],
-      gatewayIp: "192.168.18.254",
-      gatewayDev: "eth1",
-      eipCidr: "192.168.18.0/24",
-      arpPoisoning: false,
-    },
-    subsystems: [recorder],
-    logger: pino({ level: "silent" }),
-    metrics: new AgentMetrics(),
-    onArrived: (eips) => arrived.push([...eips]),
-  });
-  await dataplane.resync();
-  assert.deepEqual(arrived, [["192.168.18.1"]], "at start: every restored EIP");
-  table.apply({ action: "bind", binding: { eip: "192.168.18.2", vmi: "10.0.0.2" } }, "T");
-  table.apply({ action: "bind", binding: { eip: "192.168.18.3", vmi: "10.0.0.3" } }, "T");
-  table.apply({ action: "unbind", binding: { eip: "192.168.18.3", vmi: "10.0.0.3" } }, "T");
-  await dataplane.sync();
-  assert.deepEqual(
-    arrived[1],
-    ["192.168.18.2"],
-    "bound and unbound in one batch: nothing to announce",
-  );
-  await dataplane.resync();
-  assert.equal(arrived.length, 2, "a re-read announces nothing new");
-  await dataplane.stop();
-});

@@ -45,8 +45,6 @@ export interface DataplaneOptions {
   readonly subsystems: readonly Subsystem[];
   readonly logger: Logger;
   readonly metrics: AgentMetrics;
-  /** Called after a successful apply with the EIPs it brought onto this node. */
-  readonly onArrived?: (eips: readonly string[]) => void;
   readonly retryBaseMs?: number;
   readonly retryMaxMs?: number;
 }
@@ -76,9 +74,7 @@ export class Dataplane {
   private applies = 0;
   private readingInBackground = false;
   private spoiledRounds = 0;
-  /** EIPs bound since the last successful apply (all of them before the first). */
-  private readonly arrivals = new Set<string>();
-  private firstApply = true;
+
   /** Kernel snapshots read in the background, one per subsystem, for the loop to adopt. */
   private snapshots: unknown[] | undefined;
 
@@ -241,10 +237,6 @@ export class Dataplane {
         // A fresh snapshot first (it compacts what load replayed) and after a failed save
         // (whose changes left the table's log); otherwise only the changes are appended.
         const changes = table.takeChanges();
-        for (const c of changes) {
-          if (c.op === "bind") this.arrivals.add(c.eip);
-          else this.arrivals.delete(c.eip);
-        }
         if (this.snapshotNext) await store.save(bindings);
         else await store.record(changes, bindings);
         this.snapshotNext = false;
@@ -260,7 +252,6 @@ export class Dataplane {
       }
       this.savedVersion = version;
     }
-    if (this.firstApply) for (const b of bindings) this.arrivals.add(b.eip);
     const desired = plan(config, bindings);
     let changes = 0;
     if (ordered) {
@@ -287,11 +278,6 @@ export class Dataplane {
       logger.warn({ op: "resync", changes }, "repaired kernel state that had drifted");
     }
     this.appliedVersion = version;
-    this.firstApply = false;
-    if (this.arrivals.size > 0) {
-      this.opts.onArrived?.([...this.arrivals]);
-      this.arrivals.clear();
-    }
   }
 }
 

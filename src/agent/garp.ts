@@ -1,6 +1,8 @@
-// Gratuitous ARP for EIPs that arrive on this node (a bind, a binding moved here, the agent
-// starting): routers and hosts on the public segment update their neighbour entry for the
-// EIP at once instead of when it times out. Each EIP gets `arping -U -c N -I <gateway dev>`
+// Gratuitous ARP for EIPs that arrive on this node, that is whose address the agent adds to
+// the gateway device (a bind, a binding moved here, a start after the kernel lost its
+// state; not a restart that finds the address still there, since nothing moved): routers
+// and hosts on the public segment update their neighbour entry for the EIP at once instead
+// of when it times out. Each EIP gets `arping -U -c N -I <gateway dev>`
 // (one unsolicited ARP a second, N times), sent in the background: a request's reply never
 // waits for it, and at most `concurrency` (64) arping processes run at a time, so a start
 // with 10,000 EIPs announces them all within about 8 minutes at count 3. A failure is

@@ -185,6 +185,23 @@ describe("RouteManager", () => {
     );
   });
 
+  it("tells which EIP addresses a successful write added, and only those", async () => {
+    const added: string[][] = [];
+    const runner = kernel("[]", "[]", addrJson([{ local: "192.168.18.100", prefixlen: 32 }])).on(
+      BATCH_CMD,
+      "",
+    );
+    const manager = new RouteManager(runner, {
+      ...OPTIONS,
+      onAddressesAdded: (a) => added.push([...a]),
+    });
+    manager.setDesired(desired(TWO));
+    await manager.apply({ reread: false });
+    assert.deepEqual(added, [["192.168.18.101"]], "192.168.18.100 was already there");
+    await manager.apply({ reread: false });
+    assert.equal(added.length, 1, "nothing new: nothing told");
+  });
+
   it("builds a fresh node: link route before the default route", async () => {
     const runner = new FakeRunner()
       .on(

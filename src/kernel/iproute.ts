@@ -79,6 +79,8 @@ export interface RouteManagerOptions {
   readonly eipCidr: string;
   /** Name the table may be shown with (rt_tables); defaults to "eip_route". */
   readonly tableName?: string;
+  /** Told the EIPs a successful write added to the gateway device (for gratuitous ARP). */
+  readonly onAddressesAdded?: (addresses: readonly string[]) => void;
 }
 
 /** A route of our table as the kernel holds it. */
@@ -362,6 +364,8 @@ interface WritePlan {
   readonly rereadAfter: boolean;
   /** Updates the belief to what the kernel holds once the lines succeeded. */
   commit(): void;
+  /** Addresses the lines add to the gateway device. */
+  readonly addedAddresses: readonly string[];
 }
 
 export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> {
@@ -403,6 +407,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       this.belief = undefined;
       if (plan.promoteSecondaries) await this.promoteSecondaries();
       await this.runBatch(plan.lines);
+      if (plan.addedAddresses.length > 0) this.options.onAddressesAdded?.(plan.addedAddresses);
       if (!plan.rereadAfter) {
         plan.commit();
         this.belief = belief;
@@ -740,7 +745,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       }
     };
 
-    return { lines, promoteSecondaries, rereadAfter, commit };
+    return { lines, promoteSecondaries, rereadAfter, commit, addedAddresses };
   }
 
   /** Whether deleting primary `a` would also delete a secondary we are not deleting. */
