@@ -51,7 +51,7 @@ import { BindingStore } from "../src/agent/store.js";
 import type { Change, HeldBinding } from "../src/agent/binding-table.js";
 import { IpsetManager } from "../src/kernel/ipset.js";
 import { IptablesManager, type IptablesMode } from "../src/kernel/iptables.js";
-import { RouteManager } from "../src/kernel/iproute.js";
+import { RouteManager, routeDesired } from "../src/kernel/iproute.js";
 import {
   CommandError,
   ExecRunner,
@@ -884,11 +884,7 @@ async function profileChild(argv: readonly string[]): Promise<void> {
       return iptables.apply({ reread });
     });
     const iprouteStep = await step(() => {
-      route.setDesired({
-        routes: desired.routes,
-        ruleSources: desired.ruleSources,
-        gatewayAddresses: desired.gatewayAddresses,
-      });
+      route.setDesired(routeDesired(desired));
       return route.apply({ reread });
     });
     return {

@@ -9,7 +9,7 @@ import type { Logger } from "pino";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
 import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
-import { RouteManager, ensureRouteTableName } from "../kernel/iproute.js";
+import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/iproute.js";
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { BindingTable } from "./binding-table.js";
@@ -72,11 +72,7 @@ async function kernelSubsystems(
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
     subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
-    subsystem("iproute", route, (d) => ({
-      routes: d.routes,
-      ruleSources: d.ruleSources,
-      gatewayAddresses: d.gatewayAddresses,
-    })),
+    subsystem("iproute", route, routeDesired),
   ];
 }
 

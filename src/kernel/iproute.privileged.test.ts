@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
 import { RecordingRunner } from "./fake-runner.js";
-import { RouteManager, ensureRouteTableName, type RouteDesired } from "./iproute.js";
+import { RouteManager, ensureRouteTableName, routeDesired, type RouteDesired } from "./iproute.js";
 import { KernelError, Phase } from "./manager.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
@@ -28,12 +28,7 @@ const PAIR: Binding[] = [
 ];
 
 function desired(bindings: Binding[], config: PlanConfig = CONFIG): RouteDesired {
-  const state = plan(config, bindings);
-  return {
-    routes: state.routes,
-    ruleSources: state.ruleSources,
-    gatewayAddresses: state.gatewayAddresses,
-  };
+  return routeDesired(plan(config, bindings));
 }
 
 /** A namespace with eth1 up, the node's own 192.168.18.11/24 and some foreign state. */

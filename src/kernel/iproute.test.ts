@@ -12,6 +12,7 @@ import {
   parseAddresses,
   parseRoutes,
   parseRules,
+  routeDesired,
   routeKey,
   type RouteDesired,
 } from "./iproute.js";
@@ -47,12 +48,7 @@ const TWO: Binding[] = [
 ];
 
 function desired(bindings: Binding[], config: PlanConfig = CONFIG): RouteDesired {
-  const state = plan(config, bindings);
-  return {
-    routes: state.routes,
-    ruleSources: state.ruleSources,
-    gatewayAddresses: state.gatewayAddresses,
-  };
+  return routeDesired(plan(config, bindings));
 }
 
 function kernel(routes: string, rules: string, addrs: string): FakeRunner {

@@ -49,7 +49,12 @@
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { randomBytes } from "node:crypto";
-import { ROUTE_TABLE_ID, ROUTE_TABLE_NAME, type RouteSpec } from "../agent/plan.js";
+import {
+  type DesiredState,
+  ROUTE_TABLE_ID,
+  ROUTE_TABLE_NAME,
+  type RouteSpec,
+} from "../agent/plan.js";
 import {
   canonicalIpv4,
   formatIpv4Net,
@@ -67,6 +72,15 @@ export interface RouteDesired {
   readonly routes: readonly RouteSpec[];
   readonly ruleSources: readonly string[];
   readonly gatewayAddresses: readonly string[];
+}
+
+/** The part of the node's desired state this manager owns. */
+export function routeDesired(state: DesiredState): RouteDesired {
+  return {
+    routes: state.routes,
+    ruleSources: state.ruleSources,
+    gatewayAddresses: state.gatewayAddresses,
+  };
 }
 
 export interface RouteManagerOptions {
