@@ -6,6 +6,9 @@ import { rm } from "node:fs/promises";
 import { createServer, type Server as HttpServer } from "node:http";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { type AnnouncedSnapshot, BgpAnnouncer } from "../bgp/announcer.js";
+import { GobgpClient } from "../bgp/gobgp-api.js";
+import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
 import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
@@ -13,7 +16,7 @@ import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/ipro
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { BindingTable } from "./binding-table.js";
-import type { AgentConfig } from "./config.js";
+import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
@@ -32,6 +35,8 @@ export interface RunningAgent {
   readonly grpcPort: number;
   readonly metricsPort: number | undefined;
   readonly dataplane: Dataplane;
+  /** The gobgpd the agent runs, if any. */
+  readonly speaker: GobgpSpeaker | undefined;
   stop(): Promise<void>;
 }
 
@@ -74,6 +79,58 @@ async function kernelSubsystems(
     subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
     subsystem("iproute", route, routeDesired),
   ];
+}
+
+/** The BGP speaker and the announcer that keeps its paths equal to the bound EIPs. */
+function bgpParts(
+  bgp: BgpConfig,
+  config: AgentConfig,
+  logger: Logger,
+  metrics: AgentMetrics,
+  dataplane: () => Dataplane,
+) {
+  const client = new GobgpClient(GobgpSpeaker.target(bgp));
+  const announcer = new BgpAnnouncer(client, {
+    nextHop: bgp.nextHop,
+    eipCidr: formatIpv4Net(config.eipCidr),
+  });
+  const speaker = new GobgpSpeaker(client, {
+    global: { asn: bgp.localAs, routerId: bgp.routerId, listenPort: bgp.listenPort },
+    peers: bgp.peers,
+    endpoint: bgp.endpoint,
+    binary: bgp.gobgpdBinary,
+    apiPort: bgp.apiPort,
+    stateDir: config.stateDir,
+    logger,
+    announce: async () => {
+      metrics.bgpSpeakerRestarts.inc();
+      announcer.invalidate();
+      await dataplane()
+        .sync()
+        .catch((err: unknown) => {
+          // The loop retries; the peers are added regardless.
+          logger.warn({ err: (err as Error).message }, "BGP: announcing to a fresh speaker failed");
+        });
+    },
+    onPeerState: (peer) =>
+      metrics.bgpSessionUp.set({ peer: peer.address }, peer.state === "ESTABLISHED" ? 1 : 0),
+  });
+  const subsystem: Subsystem = {
+    name: "bgp",
+    withdraw: (desired, options) => {
+      announcer.setDesired(desired.announced);
+      return announcer.withdraw(options);
+    },
+    sync: async (desired, options) => {
+      announcer.setDesired(desired.announced);
+      const changes = await announcer.apply(options);
+      metrics.bgpAnnounced.set(announcer.count);
+      return changes;
+    },
+    read: () => announcer.read(),
+    adopt: (snapshot) => announcer.adopt(snapshot as AnnouncedSnapshot),
+  };
+  return { client, announcer, speaker, subsystem };
 }
 
 /** A kernel manager as the apply loop sees it: its part of the desired state, its snapshots. */
@@ -135,12 +192,6 @@ export async function startAgent(
   deps: { runner: CommandRunner; logger: Logger },
 ): Promise<RunningAgent> {
   const { runner, logger } = deps;
-  if (config.bgpType === "gobgp") {
-    logger.warn(
-      {},
-      "--bgp-type gobgp: BGP announcements are not implemented in this build; EIP routes are not announced",
-    );
-  }
   await ensureRouteTableName(config.rtTablesPath, ROUTE_TABLE_ID, ROUTE_TABLE_NAME);
   await runner.run("ip", ["link", "show", "dev", config.cniDev]).catch(() => {
     logger.warn(
@@ -151,14 +202,23 @@ export async function startAgent(
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const table = await loadBindings(config, store, logger);
+  const subsystems = await kernelSubsystems(config, runner, logger);
+  const bgp = config.bgp
+    ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
+    : undefined;
+  if (bgp) subsystems.push(bgp.subsystem);
+  else await stopLeftoverSpeaker(config.stateDir, logger);
   const dataplane = new Dataplane({
     table,
     store,
     config: planConfig(config),
-    subsystems: await kernelSubsystems(config, runner, logger),
+    subsystems,
     logger,
     metrics,
   });
+  // The speaker first: a fresh one gets every EIP (the apply restores the kernel too)
+  // before its peers are added; an adopted one keeps its sessions and is diffed below.
+  await bgp?.speaker.start();
   try {
     await dataplane.resync();
     logger.info({ bindings: table.size }, "kernel state restored");
@@ -173,6 +233,9 @@ export async function startAgent(
     policy: { eipCidr: config.eipCidr, internalNets: config.internalNets },
     logger,
     metrics,
+    ...(bgp
+      ? { bgp: { peers: () => bgp.speaker.peers(), announced: () => bgp.announcer.count } }
+      : {}),
   });
   const { server, health } = buildGrpcServer(service);
   const grpcPort = await bindServer(
@@ -212,11 +275,15 @@ export async function startAgent(
     grpcPort,
     metricsPort,
     dataplane,
+    speaker: bgp?.speaker,
     async stop() {
       health.setStatus("", "NOT_SERVING");
       await shutdown(server);
       metricsServer?.close();
+      // gobgpd keeps running, and with it the sessions and the routes, for the next agent.
+      await bgp?.speaker.stop();
       await dataplane.stop();
+      bgp?.client.close();
     },
   };
 }

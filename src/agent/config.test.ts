@@ -66,3 +66,71 @@ test("bad flags are refused with a clear message", () => {
     );
   }
 });
+
+test("--bgp-type gobgp: the node address is next hop and router id; peers as ADDRESS:AS", () => {
+  const c = parseAgentArgs([
+    ...required,
+    "--bgp-type",
+    "gobgp",
+    "--node-ip",
+    "172.16.0.11",
+    "--bgp-local-as",
+    "65001",
+    "--bgp-peer",
+    "172.16.0.1:65000",
+    "--bgp-peer",
+    "172.16.0.2:4200000000",
+  ]);
+  assert.equal(c.bgp?.localAs, 65001);
+  assert.equal(c.bgp?.routerId, "172.16.0.11");
+  assert.equal(c.bgp?.nextHop, "172.16.0.11");
+  assert.deepEqual(
+    c.bgp?.peers.map((p) => [p.address, p.asn, p.port, p.holdTimeSec, p.gracefulRestartSec]),
+    [
+      ["172.16.0.1", 65000, 179, 90, 120],
+      ["172.16.0.2", 4200000000, 179, 90, 120],
+    ],
+  );
+  assert.equal(c.bgp?.listenPort, -1, "connects out only by default");
+  assert.equal(c.bgp?.endpoint, undefined, "runs its own gobgpd");
+  const apart = parseAgentArgs([
+    ...required,
+    "--bgp-type=gobgp",
+    "--bgp-local-as=65001",
+    "--bgp-router-id=10.0.0.1",
+    "--bgp-nexthop=10.0.0.2",
+    "--gobgp-endpoint=127.0.0.1:50052",
+  ]);
+  assert.equal(apart.bgp?.routerId, "10.0.0.1");
+  assert.equal(apart.bgp?.nextHop, "10.0.0.2");
+  assert.equal(apart.bgp?.endpoint, "127.0.0.1:50052");
+  assert.equal(parseAgentArgs(required).bgp, undefined);
+});
+
+test("bad BGP settings are refused with a clear message", () => {
+  const gobgp = [...required, "--bgp-type", "gobgp", "--node-ip", "172.16.0.11"];
+  const cases: [string[], RegExp][] = [
+    [gobgp, /needs --bgp-local-as/],
+    [[...required, "--bgp-type", "gobgp", "--bgp-local-as", "65001"], /needs --node-ip/],
+    [[...gobgp, "--bgp-local-as", "0"], /from 1 to 4294967295/],
+    [[...gobgp, "--bgp-local-as", "1", "--bgp-peer", "172.16.0.1:0"], /AS number/],
+    [[...gobgp, "--bgp-local-as", "1", "--bgp-peer", "300.0.0.1:65000"], /not ADDRESS:AS/],
+    [[...gobgp, "--bgp-local-as", "1", "--bgp-peer", "172.16.0.1"], /not ADDRESS:AS/],
+    [
+      [...gobgp, "--bgp-local-as", "1", "--bgp-peer", "172.16.0.1:1", "--bgp-peer", "172.16.0.1:2"],
+      /given twice/,
+    ],
+    [[...gobgp, "--bgp-local-as", "1", "--gobgp-endpoint", "localhost"], /not HOST:PORT/],
+    [[...required, "--bgp-peer", "172.16.0.1:65000"], /--bgp-peer given, but --bgp-type is none/],
+  ];
+  for (const [argv, message] of cases) {
+    assert.throws(
+      () => parseAgentArgs(argv),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError, String(err));
+        assert.match(err.message, message);
+        return true;
+      },
+    );
+  }
+});

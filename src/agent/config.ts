@@ -11,9 +11,24 @@ import {
   parseIpv4Net,
 } from "../common/ipv4.js";
 import { DEFAULT_PORT } from "../common/agent-api.js";
+import type { PeerConfig } from "../bgp/gobgp-api.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type IptablesModeFlag = "auto" | "legacy" | "nft";
+
+/** Settings of --bgp-type gobgp. */
+export interface BgpConfig {
+  readonly localAs: number;
+  readonly routerId: string;
+  readonly nextHop: string;
+  readonly peers: readonly PeerConfig[];
+  /** -1: the speaker only connects out. */
+  readonly listenPort: number;
+  /** An existing gobgpd's API (host:port); undefined: the agent runs its own. */
+  readonly endpoint: string | undefined;
+  readonly gobgpdBinary: string;
+  readonly apiPort: number;
+}
 
 export interface AgentConfig {
   readonly port: number;
@@ -24,6 +39,8 @@ export interface AgentConfig {
   readonly gatewayIp: string;
   readonly gatewayDev: string;
   readonly bgpType: "none" | "gobgp";
+  /** Set exactly when bgpType is gobgp. */
+  readonly bgp: BgpConfig | undefined;
   readonly eipCidr: Ipv4Net;
   readonly arpPoisoning: boolean;
   readonly garpCount: number;
@@ -70,6 +87,33 @@ function intIn(min: number, max: number) {
   };
 }
 
+/** A 4-byte AS number; 0 is reserved. */
+const asNumber = intIn(1, 4294967295);
+
+interface PeerFlag {
+  address: string;
+  asn: number;
+}
+
+function collectPeer(value: string, previous: PeerFlag[]): PeerFlag[] {
+  const idx = value.lastIndexOf(":");
+  const address = canonicalIpv4(value.slice(0, idx));
+  if (idx === -1 || !address) {
+    throw new InvalidArgumentError(
+      `${JSON.stringify(value)} is not ADDRESS:AS like 172.16.0.1:65000 (an IPv4 address and an AS number)`,
+    );
+  }
+  let asn: number;
+  try {
+    asn = asNumber(value.slice(idx + 1));
+  } catch {
+    throw new InvalidArgumentError(
+      `${JSON.stringify(value)}: the AS number must be a whole number from 1 to 4294967295`,
+    );
+  }
+  return [...previous, { address, asn }];
+}
+
 /**
  * The seed's CLI library accepted Go-style single-dash long flags (-port 6127); scripts
  * written for it keep working.
@@ -105,6 +149,50 @@ export function agentCommand(): Command {
     .option("--gateway-dev <dev>", "this node's device on the public network (required)")
     .addOption(
       new Option("--bgp-type <type>", "BGP announcer").choices(["none", "gobgp"]).default("none"),
+    )
+    .option(
+      "--node-ip <ip>",
+      "this node's management address: BGP next hop and router id unless set apart",
+      ipv4,
+    )
+    .option(
+      "--bgp-local-as <as>",
+      "this node's AS number (required with --bgp-type gobgp)",
+      asNumber,
+    )
+    .option(
+      "--bgp-peer <address:as>",
+      "an EIP router to announce to, as ADDRESS:AS (repeatable)",
+      collectPeer,
+      [] as PeerFlag[],
+    )
+    .option("--bgp-router-id <ip>", "BGP router id (default: --node-ip)", ipv4)
+    .option("--bgp-nexthop <ip>", "next hop announced for each EIP (default: --node-ip)", ipv4)
+    .option("--bgp-peer-port <port>", "the peers' BGP port", intIn(1, 65535), 179)
+    .option("--bgp-password <password>", "TCP MD5 password of the BGP sessions")
+    .option("--bgp-hold-time <seconds>", "BGP hold time", intIn(3, 65535), 90)
+    .option(
+      "--bgp-graceful-restart-time <seconds>",
+      "graceful restart time offered to the peers; 0 disables graceful restart",
+      intIn(0, 4095),
+      120,
+    )
+    .option(
+      "--bgp-listen-port <port>",
+      "also accept BGP sessions on this port; 0: only connect out",
+      intIn(0, 65535),
+      0,
+    )
+    .option(
+      "--gobgp-endpoint <host:port>",
+      "use the gobgpd whose API listens here (a sidecar) instead of running one",
+    )
+    .option("--gobgpd-binary <path>", "the gobgpd the agent runs", "gobgpd")
+    .option(
+      "--gobgp-api-port <port>",
+      "loopback port of the API of the gobgpd the agent runs",
+      intIn(1, 65535),
+      50051,
     )
     .option("--eip-cidr <cidr>", "the public (EIP) network (required)", cidr)
     .option(
@@ -172,6 +260,19 @@ interface RawOptions {
   gatewayIp?: string;
   gatewayDev?: string;
   bgpType: "none" | "gobgp";
+  nodeIp?: string;
+  bgpLocalAs?: number;
+  bgpPeer: PeerFlag[];
+  bgpRouterId?: string;
+  bgpNexthop?: string;
+  bgpPeerPort: number;
+  bgpPassword?: string;
+  bgpHoldTime: number;
+  bgpGracefulRestartTime: number;
+  bgpListenPort: number;
+  gobgpEndpoint?: string;
+  gobgpdBinary: string;
+  gobgpApiPort: number;
   eipCidr?: Ipv4Net;
   arpPoisoning: boolean;
   garpCount: number;
@@ -214,6 +315,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
   return {
     port: o.port,
+    bgp: bgpConfig(o),
     listenAddress: o.listenAddress,
     unixSocket: o.unixSocket,
     logLevel: o.logLevel,
@@ -238,6 +340,64 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
           ...(o.tlsClientCa ? { clientCa: o.tlsClientCa } : {}),
         }
       : undefined,
+  };
+}
+
+/** Flags that mean something only with --bgp-type gobgp (those without a default). */
+const BGP_ONLY: readonly [keyof RawOptions, string][] = [
+  ["bgpLocalAs", "--bgp-local-as"],
+  ["bgpRouterId", "--bgp-router-id"],
+  ["bgpNexthop", "--bgp-nexthop"],
+  ["bgpPassword", "--bgp-password"],
+  ["gobgpEndpoint", "--gobgp-endpoint"],
+];
+
+function bgpConfig(o: RawOptions): BgpConfig | undefined {
+  if (o.bgpType === "none") {
+    const given = BGP_ONLY.filter(([key]) => o[key] !== undefined).map(([, flag]) => flag);
+    if (o.bgpPeer.length > 0) given.push("--bgp-peer");
+    if (given.length > 0) {
+      throw new ConfigError(`${given.join(", ")} given, but --bgp-type is none`);
+    }
+    return undefined;
+  }
+  if (o.bgpLocalAs === undefined) throw new ConfigError("--bgp-type gobgp needs --bgp-local-as");
+  const routerId = o.bgpRouterId ?? o.nodeIp;
+  const nextHop = o.bgpNexthop ?? o.nodeIp;
+  if (!routerId || !nextHop) {
+    throw new ConfigError(
+      "--bgp-type gobgp needs --node-ip (or both --bgp-router-id and --bgp-nexthop)",
+    );
+  }
+  const seen = new Set<string>();
+  for (const p of o.bgpPeer) {
+    if (seen.has(p.address)) throw new ConfigError(`--bgp-peer ${p.address} given twice`);
+    seen.add(p.address);
+  }
+  if (
+    o.gobgpEndpoint !== undefined &&
+    !/^[\w.-]+:\d{1,5}$|^\[[\da-f:]+\]:\d{1,5}$/i.test(o.gobgpEndpoint)
+  ) {
+    throw new ConfigError(`--gobgp-endpoint ${JSON.stringify(o.gobgpEndpoint)} is not HOST:PORT`);
+  }
+  return {
+    localAs: o.bgpLocalAs,
+    routerId,
+    nextHop,
+    peers: o.bgpPeer.map((p) => ({
+      address: p.address,
+      asn: p.asn,
+      port: o.bgpPeerPort,
+      password: o.bgpPassword ?? "",
+      holdTimeSec: o.bgpHoldTime,
+      // gobgpd waits 5 to 10 s between attempts whatever is asked; 5 is its floor.
+      connectRetrySec: 5,
+      gracefulRestartSec: o.bgpGracefulRestartTime,
+    })),
+    listenPort: o.bgpListenPort === 0 ? -1 : o.bgpListenPort,
+    endpoint: o.gobgpEndpoint,
+    gobgpdBinary: o.gobgpdBinary,
+    apiPort: o.gobgpApiPort,
   };
 }
 

@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
+import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
@@ -108,5 +109,53 @@ test("a node too busy for background reads gets its re-read inside the loop", as
   assert.equal(n, 3, "three spoiled rounds, then the loop re-read without a background read");
   assert.equal(recorder.events.at(-1), "sync+reread");
   assert.ok(!recorder.events.some((e) => e.startsWith("adopt")));
+  await dataplane.stop();
+});
+
+test("an announcer withdraws before the kernel is written and announces after it", async () => {
+  const events: string[] = [];
+  const kernel: Subsystem = {
+    name: "kernel",
+    sync: async () => (events.push("kernel"), 0),
+    read: async () => undefined,
+    adopt: () => {},
+  };
+  let fail = false;
+  const announcer: Subsystem = {
+    name: "bgp",
+    withdraw: async () => (events.push("withdraw"), 0),
+    sync: async () => {
+      events.push("announce");
+      if (fail) throw new KernelError(Phase.Bgp, "speaker down");
+      return 0;
+    },
+    read: async () => undefined,
+    adopt: () => {},
+  };
+  const table = new BindingTable();
+  const dataplane = new Dataplane({
+    table,
+    store: { save: async () => {}, record: async () => {} },
+    config: {
+      internalNets: [],
+      gatewayIp: "192.168.18.1",
+      gatewayDev: "eth1",
+      eipCidr: "192.168.18.0/24",
+      arpPoisoning: false,
+    },
+    subsystems: [announcer, kernel],
+    logger: pino({ level: "silent" }),
+    metrics: new AgentMetrics(),
+    retryBaseMs: 60_000,
+  });
+  await dataplane.sync();
+  assert.deepEqual(events, ["withdraw", "kernel", "announce"]);
+  events.length = 0;
+  fail = true;
+  await assert.rejects(
+    dataplane.sync(),
+    (err: unknown) => err instanceof KernelError && err.phase === Phase.Bgp,
+  );
+  assert.deepEqual(events, ["withdraw", "kernel", "announce"], "the kernel is written anyway");
   await dataplane.stop();
 });

@@ -12,6 +12,11 @@
 // The subsystems write in order on the first apply, on re-reads and after a failure (our
 // sets must exist before rules name them); otherwise their batches run at once.
 //
+// An announcer (BGP) goes around the kernel subsystems: it withdraws what is no longer bound
+// before they remove the NAT (a router must not send traffic to a node that no longer
+// forwards it) and announces what is new after they added it. A failing announcer does not
+// hold up the kernel: its error (phase 5) is reported once the kernel is written.
+//
 // The periodic re-read is slow on a big node (iptables-save of 20,000 rules), so it runs
 // outside the loop, while requests keep being served: the snapshots are handed to the
 // loop, which adopts them as the managers' belief and writes what differs, but only if no
@@ -27,6 +32,11 @@ import type { BindingStore } from "./store.js";
 /** One kernel subsystem as the loop sees it. */
 export interface Subsystem {
   readonly name: string;
+  /**
+   * Announcers only: withdraws what `desired` no longer holds; runs before the kernel
+   * subsystems write, while sync() runs after them.
+   */
+  withdraw?(desired: DesiredState, options: { reread: boolean }): Promise<number>;
   /** Writes what differs from `desired`; resolves to the number of changes written. */
   sync(desired: DesiredState, options: { reread: boolean }): Promise<number>;
   /** Reads what the kernel holds, leaving the subsystem's belief alone. */
@@ -253,15 +263,25 @@ export class Dataplane {
       this.savedVersion = version;
     }
     const desired = plan(config, bindings);
+    const announcers = subsystems.filter((s) => s.withdraw !== undefined);
+    const kernel = subsystems.filter((s) => s.withdraw === undefined);
     let changes = 0;
+    let announceError: unknown;
+    for (const a of announcers) {
+      try {
+        changes += await (a.withdraw as NonNullable<Subsystem["withdraw"]>)(desired, { reread });
+      } catch (err) {
+        announceError ??= err;
+      }
+    }
     if (ordered) {
       // In order: sets must exist before the rules that name them.
-      for (const subsystem of subsystems) changes += await subsystem.sync(desired, { reread });
+      for (const subsystem of kernel) changes += await subsystem.sync(desired, { reread });
       this.primed = true;
     } else {
       // Our sets and chains exist: the subsystems' writes are independent, so they run at
       // once. The lowest failing phase is the one reported.
-      const results = await Promise.allSettled(subsystems.map((s) => s.sync(desired, { reread })));
+      const results = await Promise.allSettled(kernel.map((s) => s.sync(desired, { reread })));
       const failures = results.flatMap((r) =>
         r.status === "rejected" ? [r.reason as unknown] : [],
       );
@@ -271,7 +291,16 @@ export class Dataplane {
       }
       for (const r of results) if (r.status === "fulfilled") changes += r.value;
     }
+    for (const a of announcers) {
+      try {
+        // withdraw() read the speaker already, unless it failed (then this reads again).
+        changes += await a.sync(desired, { reread: false });
+      } catch (err) {
+        announceError ??= err;
+      }
+    }
     endTimer();
+    if (announceError !== undefined) throw announceError;
     metrics.bindings.set(bindings.length);
     if (checkDrift && version === this.appliedVersion && changes > 0) {
       metrics.driftRepairs.inc(changes);

@@ -38,6 +38,23 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly bgpSessionUp = new Gauge({
+    name: "kube_eip_agent_bgp_session_up",
+    help: "1 while the BGP session with the peer is established",
+    labelNames: ["peer"] as const,
+    registers: [this.registry],
+  });
+  readonly bgpAnnounced = new Gauge({
+    name: "kube_eip_agent_bgp_announced",
+    help: "EIP routes this node announces",
+    registers: [this.registry],
+  });
+  readonly bgpSpeakerRestarts = new Counter({
+    name: "kube_eip_agent_bgp_speaker_starts_total",
+    help: "Times a fresh gobgpd was started and given every EIP (first start, crash, hang)",
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

@@ -81,6 +81,8 @@ export interface DesiredState {
   readonly ruleSources: readonly string[];
   /** Addresses (without prefix) to hold as /32 on the gateway device. */
   readonly gatewayAddresses: readonly string[];
+  /** EIPs (without prefix) to announce by BGP, when it is on. */
+  readonly announced: readonly string[];
 }
 
 export function dnatRule(b: Binding): string {
@@ -185,5 +187,6 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     ],
     ruleSources: [...vmis].sort(),
     gatewayAddresses: config.arpPoisoning ? [] : eips,
+    announced: eips,
   };
 }

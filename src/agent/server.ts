@@ -9,9 +9,11 @@ import {
   type EipOpReq,
   type EipOpRsp,
   type ListBindingsRsp,
+  type ListBgpPeersRsp,
   eipAgentService,
 } from "../common/agent-api.js";
 import { KernelError } from "../kernel/manager.js";
+import type { PeerStatus } from "../bgp/gobgp-api.js";
 import type { BindingTable } from "./binding-table.js";
 import type { Dataplane } from "./dataplane.js";
 import type { AgentMetrics } from "./metrics.js";
@@ -24,12 +26,19 @@ export interface ServerTls {
   readonly clientCa?: string;
 }
 
+/** What the BGP speaker tells about itself, when BGP is on. */
+export interface BgpStatus {
+  peers(): Promise<PeerStatus[]>;
+  announced(): number;
+}
+
 export interface AgentServerOptions {
   readonly table: BindingTable;
   readonly dataplane: Dataplane;
   readonly policy: RequestPolicy;
   readonly logger: Logger;
   readonly metrics: AgentMetrics;
+  readonly bgp?: BgpStatus;
   readonly now?: () => Date;
 }
 
@@ -82,6 +91,28 @@ export class AgentService {
       .map((b) => ({ eipAddr: b.eip, vmiAddr: b.vmi, since: b.since }));
     return { bindings, inSync: dataplane.inSync, lastError: dataplane.error?.message ?? "" };
   }
+
+  async listBgpPeers(): Promise<ListBgpPeersRsp> {
+    const { bgp } = this.opts;
+    if (!bgp) return { enabled: false, peers: [], announced: 0, error: "" };
+    try {
+      const peers = (await bgp.peers()).map((p) => ({
+        address: p.address,
+        asn: p.asn,
+        state: p.state,
+        advertised: p.advertised,
+        uptimeSeconds: Math.floor(p.uptimeSec),
+      }));
+      return { enabled: true, peers, announced: bgp.announced(), error: "" };
+    } catch (err) {
+      return {
+        enabled: true,
+        peers: [],
+        announced: bgp.announced(),
+        error: (err as Error).message,
+      };
+    }
+  }
 }
 
 function succeeded(): EipOpRsp {
@@ -122,6 +153,12 @@ export function buildGrpcServer(service: AgentService): {
       _call: grpc.ServerUnaryCall<object, ListBindingsRsp>,
       callback: grpc.sendUnaryData<ListBindingsRsp>,
     ) => callback(null, service.listBindings()),
+    ListBgpPeers: (
+      _call: grpc.ServerUnaryCall<object, ListBgpPeersRsp>,
+      callback: grpc.sendUnaryData<ListBgpPeersRsp>,
+    ) => {
+      void service.listBgpPeers().then((rsp) => callback(null, rsp));
+    },
   });
   const health = new HealthImplementation({ "": "NOT_SERVING", "protoc.EipAgent": "NOT_SERVING" });
   health.addToServer(server);

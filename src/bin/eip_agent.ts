@@ -1,12 +1,18 @@
 #!/usr/bin/env node
 // eip_agent: wiring only. See src/agent/agent.ts.
+import { CommanderError } from "commander";
 import { agentCommand, ConfigError, normalizeGoFlags, toAgentConfig } from "../agent/config.js";
 import { startAgent } from "../agent/agent.js";
 import { createLogger } from "../common/logger.js";
 import { ExecRunner } from "../kernel/runner.js";
 
-const cmd = agentCommand();
-cmd.parse(normalizeGoFlags(process.argv.slice(2)), { from: "user" });
+// Usage errors exit 2 (as eipctl's), after commander has printed what is wrong.
+const cmd = agentCommand().exitOverride();
+try {
+  cmd.parse(normalizeGoFlags(process.argv.slice(2)), { from: "user" });
+} catch (err) {
+  process.exit(err instanceof CommanderError && err.exitCode === 0 ? 0 : 2);
+}
 let config;
 try {
   config = toAgentConfig(cmd.opts());

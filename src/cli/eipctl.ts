@@ -1,10 +1,10 @@
 // eipctl: a person's (or a script's) handle on one agent. The seed's flags behave as
-// before; `--action list` shows what the agent holds. Exit codes scripts can rely on:
+// before; `--action list` shows what the agent holds, `--action peers` its BGP sessions. Exit codes scripts can rely on:
 // 0 success, 1 the agent refused or failed (its reason on stderr), 2 usage error,
 // 3 the agent could not be reached.
 import { Command, CommanderError, Option } from "commander";
 import type { ServiceError } from "@grpc/grpc-js";
-import { AgentClient, type ListBindingsRsp } from "../common/agent-api.js";
+import { AgentClient, type ListBgpPeersRsp, type ListBindingsRsp } from "../common/agent-api.js";
 import { normalizeGoFlags } from "../agent/config.js";
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
@@ -18,7 +18,7 @@ interface Options {
   target: string;
   eipIp?: string;
   vmiIp?: string;
-  action?: "bind" | "unbind" | "list";
+  action?: "bind" | "unbind" | "list" | "peers";
   output: "table" | "json";
   tlsCa?: string;
   tlsCert?: string;
@@ -37,7 +37,9 @@ export function eipctlCommand(): Command {
     )
     .option("--eip-ip <ip>", "EIP address")
     .option("--vmi-ip <ip>", "VMI address")
-    .addOption(new Option("--action <action>", "what to do").choices(["bind", "unbind", "list"]))
+    .addOption(
+      new Option("--action <action>", "what to do").choices(["bind", "unbind", "list", "peers"]),
+    )
     .addOption(
       new Option("--output <format>", "list output").choices(["table", "json"]).default("table"),
     )
@@ -54,15 +56,39 @@ export function eipctlCommand(): Command {
     );
 }
 
+/** Columns padded to their widest cell, the last left as it is. */
+function columns(rows: readonly (readonly string[])[]): string[] {
+  const count = rows[0]?.length ?? 0;
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return rows.map((r) =>
+    r.map((c, i) => (i < count - 1 ? c.padEnd(widths[i] ?? 0) : c)).join("  "),
+  );
+}
+
 function formatTable(rsp: ListBindingsRsp): string {
-  const rows = [
+  const lines = columns([
     ["EIP", "VMI", "SINCE"],
     ...rsp.bindings.map((b) => [b.eipAddr, b.vmiAddr, b.since]),
-  ];
-  const widths = [0, 1].map((i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
-  const lines = rows.map((r) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i] ?? 0) : c)).join("  "));
+  ]);
   if (!rsp.inSync)
     lines.push(`\nnot in sync with the kernel: ${rsp.lastError || "an apply is pending"}`);
+  return lines.join("\n") + "\n";
+}
+
+function formatPeers(rsp: ListBgpPeersRsp): string {
+  if (!rsp.enabled) return "BGP is off on this agent (--bgp-type none)\n";
+  const lines = columns([
+    ["PEER", "AS", "STATE", "UPTIME", "EIPS SENT"],
+    ...rsp.peers.map((p) => [
+      p.address,
+      String(p.asn),
+      p.state,
+      p.uptimeSeconds > 0 ? `${p.uptimeSeconds}s` : "-",
+      String(p.advertised),
+    ]),
+  ]);
+  lines.push(`\n${rsp.announced} EIP(s) announced`);
+  if (rsp.error) lines.push(`the BGP speaker cannot be asked: ${rsp.error}`);
   return lines.join("\n") + "\n";
 }
 
@@ -78,10 +104,10 @@ export async function runEipctl(argv: readonly string[], io: Io): Promise<number
   }
   const o = cmd.opts<Options>();
   if (!o.action) {
-    io.err("eipctl: --action is required (bind, unbind or list)\n");
+    io.err("eipctl: --action is required (bind, unbind, list or peers)\n");
     return EXIT.usage;
   }
-  if (o.action !== "list" && (!o.eipIp || !o.vmiIp)) {
+  if ((o.action === "bind" || o.action === "unbind") && (!o.eipIp || !o.vmiIp)) {
     io.err(`eipctl: --action ${o.action} needs --eip-ip and --vmi-ip\n`);
     return EXIT.usage;
   }
@@ -97,6 +123,11 @@ export async function runEipctl(argv: readonly string[], io: Io): Promise<number
       const rsp = await client.listBindings(o.timeout * 1000);
       io.out(o.output === "json" ? JSON.stringify(rsp, null, 2) + "\n" : formatTable(rsp));
       return EXIT.ok;
+    }
+    if (o.action === "peers") {
+      const rsp = await client.listBgpPeers(o.timeout * 1000);
+      io.out(o.output === "json" ? JSON.stringify(rsp, null, 2) + "\n" : formatPeers(rsp));
+      return rsp.error ? EXIT.failed : EXIT.ok;
     }
     const rsp = await client.eipOperate(
       { action: o.action, eipAddr: o.eipIp ?? "", vmiAddr: o.vmiIp ?? "" },

@@ -33,6 +33,21 @@ export interface ListBindingsRsp {
   lastError: string;
 }
 
+export interface BgpPeerInfo {
+  address: string;
+  asn: number;
+  state: string;
+  advertised: number;
+  uptimeSeconds: number;
+}
+
+export interface ListBgpPeersRsp {
+  enabled: boolean;
+  peers: BgpPeerInfo[];
+  announced: number;
+  error: string;
+}
+
 const packageDefinition = protoLoader.loadSync(PROTO_PATH, {
   keepCase: true,
   longs: Number,
@@ -88,6 +103,10 @@ export class AgentClient {
 
   listBindings(deadlineMs = 30_000): Promise<ListBindingsRsp> {
     return this.unary<ListBindingsRsp>("ListBindings", {}, deadlineMs);
+  }
+
+  listBgpPeers(deadlineMs = 30_000): Promise<ListBgpPeersRsp> {
+    return this.unary<ListBgpPeersRsp>("ListBgpPeers", {}, deadlineMs);
   }
 
   close(): void {

@@ -298,7 +298,14 @@ export function buildPlan(spec: BuildSpec): BuildPlan {
     "net.bridge.bridge-nf-call-ip6tables=0",
     "net.bridge.bridge-nf-call-arptables=0",
   ]);
-  sysctls.set(n.router, [...BASE_SYSCTLS, "net.ipv4.ip_forward=1"]);
+  sysctls.set(n.router, [
+    ...BASE_SYSCTLS,
+    "net.ipv4.ip_forward=1",
+    // EIP routes learned by BGP point at the management network, while the VMIs' replies
+    // come back over the public one: asymmetric, as on a real edge.
+    "net.ipv4.conf.all.rp_filter=0",
+    "net.ipv4.conf.default.rp_filter=0",
+  ]);
   sysctls.set(n.outside, BASE_SYSCTLS);
   sysctls.set(n.pod(podNode), BASE_SYSCTLS);
   for (const i of nodes) {

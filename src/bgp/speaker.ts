@@ -1,0 +1,342 @@
+// The BGP speaker the agent announces through: a gobgpd it runs itself, or one it is given
+// (a sidecar). It configures the speaker through gobgpd's API (global AS and router id, the
+// peers), watches it, and brings a fresh one back when it dies or stops answering.
+//
+// A gobgpd of our own outlives the agent: it is started in its own session, its PID kept in
+// the state directory, and a restarted agent adopts it, so an agent restart or upgrade
+// leaves the BGP sessions, and so the routes at the router, untouched. A gobgpd that is
+// found dead or wrongly configured is replaced, and its peers are added with the graceful
+// restart "restarting" flag: a router that kept our routes as stale keeps them until the
+// new speaker has sent them all again (End-of-RIB), rather than dropping them at once.
+// Paths live only in gobgpd's memory; after a fresh speaker starts, `announce` (the apply
+// loop re-reading and re-announcing every bound EIP) runs before any peer is added, so the
+// first update a router receives already holds all of them.
+import { spawn } from "node:child_process";
+import { openSync, closeSync } from "node:fs";
+import { readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import type { GlobalConfig, PeerConfig, PeerStatus, SessionState } from "./gobgp-api.js";
+
+/** The gobgpd API calls the speaker needs (GobgpClient; a fake in unit tests). */
+export interface SpeakerApi {
+  getGlobal(timeoutMs?: number): Promise<{ asn: number; routerId: string }>;
+  startBgp(global: GlobalConfig): Promise<void>;
+  addPeer(peer: PeerConfig & { restarting?: boolean }): Promise<void>;
+  deletePeer(address: string): Promise<void>;
+  listPeers(): Promise<PeerStatus[]>;
+  watchPeers(onPeer: (peer: PeerStatus) => void, onEnd: (err?: Error) => void): () => void;
+}
+
+export interface SpeakerOptions {
+  readonly global: GlobalConfig;
+  readonly peers: readonly PeerConfig[];
+  /** An existing gobgpd's API (host:port); none: run our own. */
+  readonly endpoint?: string;
+  /** Our own gobgpd: the binary and the loopback port its API listens on. */
+  readonly binary: string;
+  readonly apiPort: number;
+  /** Holds gobgpd.pid and gobgpd.log. */
+  readonly stateDir: string;
+  readonly logger: Logger;
+  /** Announces every bound EIP to a speaker that holds none (a fresh one). */
+  readonly announce: () => Promise<void>;
+  /** Peer session changes, for metrics. */
+  readonly onPeerState?: (peer: PeerStatus) => void;
+  readonly probeIntervalMs?: number;
+}
+
+const PID_FILE = "gobgpd.pid";
+const LOG_FILE = "gobgpd.log";
+/** Failed probes in a row after which a gobgpd of ours is restarted. */
+const PROBE_FAILURES_MAX = 3;
+const RESTART_BACKOFF_MAX_MS = 30_000;
+
+/** A gobgpd of ours: the process we started or adopted. */
+interface OwnProcess {
+  readonly pid: number;
+  exited: boolean;
+}
+
+export class GobgpSpeaker {
+  private process: OwnProcess | undefined;
+  private stopWatch: (() => void) | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private probeFailures = 0;
+  private restarts = 0;
+  private stopped = false;
+  private busy: Promise<void> = Promise.resolve();
+  private readonly peerStates = new Map<string, SessionState>();
+
+  constructor(
+    private readonly api: SpeakerApi,
+    private readonly opts: SpeakerOptions,
+  ) {}
+
+  /** The API address the agent talks to. */
+  static target(opts: Pick<SpeakerOptions, "endpoint" | "apiPort">): string {
+    return opts.endpoint ?? `127.0.0.1:${opts.apiPort}`;
+  }
+
+  /** Brings the speaker up (adopting a running gobgpd of ours) and keeps watching it. */
+  async start(): Promise<void> {
+    await this.serialised(() => this.bringUp());
+    this.probeTimer = setInterval(() => {
+      void this.serialised(() => this.probe());
+    }, this.opts.probeIntervalMs ?? 2000);
+  }
+
+  /** Stops watching. Our gobgpd keeps running, and with it the sessions and routes. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.probeTimer);
+    clearTimeout(this.restartTimer);
+    this.stopWatch?.();
+    await this.busy;
+  }
+
+  /** Every peer with its session state and the EIPs sent to it. */
+  peers(): Promise<PeerStatus[]> {
+    return this.api.listPeers();
+  }
+
+  get pid(): number | undefined {
+    return this.process && !this.process.exited ? this.process.pid : undefined;
+  }
+
+  /** Runs one bring-up, probe or restart at a time. */
+  private serialised(fn: () => Promise<void>): Promise<void> {
+    const next = this.busy.then(fn, fn).catch((err: unknown) => {
+      this.opts.logger.error({ err: (err as Error).message }, "BGP speaker: failed");
+      this.scheduleRestart();
+    });
+    this.busy = next;
+    return next;
+  }
+
+  private async bringUp(): Promise<void> {
+    const { logger, global } = this.opts;
+    if (this.opts.endpoint === undefined) await this.ensureOwnProcess();
+    const running = await this.waitForApi();
+    let fresh = running.asn === 0;
+    if (!fresh && (running.asn !== global.asn || running.routerId !== global.routerId)) {
+      if (this.opts.endpoint !== undefined) {
+        throw new Error(
+          `gobgpd at ${this.opts.endpoint} runs AS ${running.asn} router id ${running.routerId}, not AS ${global.asn} router id ${global.routerId}`,
+        );
+      }
+      logger.warn(
+        { running, wanted: { asn: global.asn, routerId: global.routerId } },
+        "BGP speaker: our gobgpd runs another global config; replacing it",
+      );
+      await this.killOwnProcess();
+      await this.ensureOwnProcess();
+      await this.waitForApi();
+      fresh = true;
+    }
+    if (fresh) {
+      await this.api.startBgp(global);
+      logger.info(
+        { asn: global.asn, routerId: global.routerId, listenPort: global.listenPort },
+        "BGP speaker started",
+      );
+    }
+    // A fresh speaker holds no paths: give it every bound EIP before any peer is added.
+    // Without peers, an apply that fails leaves nothing half announced.
+    if (fresh) await this.opts.announce();
+    await this.reconcilePeers(fresh);
+    this.watch();
+    this.probeFailures = 0;
+  }
+
+  private async reconcilePeers(fresh: boolean): Promise<void> {
+    const { logger, peers } = this.opts;
+    const existing = new Map((await this.api.listPeers()).map((p) => [p.address, p]));
+    for (const peer of peers) {
+      const have = existing.get(peer.address);
+      existing.delete(peer.address);
+      if (have && have.asn === peer.asn) continue;
+      if (have) await this.api.deletePeer(peer.address);
+      // "Restarting": a router that kept our routes as stale keeps them until our End-of-RIB.
+      await this.api.addPeer({ ...peer, restarting: fresh && peer.gracefulRestartSec > 0 });
+      logger.info({ peer: peer.address, asn: peer.asn, port: peer.port }, "BGP peer added");
+    }
+    // Peers of our own gobgpd that the config no longer names; a sidecar's are its own.
+    if (this.opts.endpoint === undefined) {
+      for (const stale of existing.keys()) {
+        await this.api.deletePeer(stale);
+        logger.info({ peer: stale }, "BGP peer removed (no longer configured)");
+      }
+    }
+  }
+
+  private watch(): void {
+    this.stopWatch?.();
+    this.stopWatch = this.api.watchPeers(
+      (peer) => {
+        const before = this.peerStates.get(peer.address);
+        this.peerStates.set(peer.address, peer.state);
+        this.opts.onPeerState?.(peer);
+        if (before === peer.state) return;
+        if (peer.state === "ESTABLISHED") {
+          this.opts.logger.info({ peer: peer.address, asn: peer.asn }, "BGP session up");
+        } else if (before === "ESTABLISHED") {
+          this.opts.logger.warn(
+            { peer: peer.address, asn: peer.asn, state: peer.state },
+            "BGP session down",
+          );
+        }
+      },
+      () => {
+        // The speaker went away or restarted; the probe finds out which.
+        this.stopWatch = undefined;
+      },
+    );
+  }
+
+  private async probe(): Promise<void> {
+    if (this.stopped) return;
+    const own = this.process;
+    const dead = own !== undefined && (own.exited || !alive(own.pid));
+    let healthy = !dead;
+    if (healthy) {
+      try {
+        const global = await this.api.getGlobal(1500);
+        healthy = global.asn === this.opts.global.asn;
+      } catch {
+        healthy = false;
+      }
+    }
+    if (healthy) {
+      this.probeFailures = 0;
+      this.restarts = 0;
+      if (!this.stopWatch) this.watch();
+      return;
+    }
+    this.probeFailures++;
+    if (!dead && this.probeFailures < PROBE_FAILURES_MAX) return;
+    this.opts.logger.error(
+      { pid: own?.pid, dead, failures: this.probeFailures },
+      dead ? "BGP speaker: gobgpd exited; starting it again" : "BGP speaker: gobgpd not answering",
+    );
+    this.stopWatch?.();
+    this.stopWatch = undefined;
+    for (const address of this.peerStates.keys()) this.peerStates.set(address, "UNKNOWN");
+    if (this.opts.endpoint === undefined && !dead) await this.killOwnProcess();
+    await this.bringUp();
+  }
+
+  private scheduleRestart(): void {
+    if (this.stopped || this.restartTimer) return;
+    const delay = Math.min(RESTART_BACKOFF_MAX_MS, 500 * 2 ** Math.min(this.restarts, 8));
+    this.restarts++;
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      void this.serialised(() => this.bringUp());
+    }, delay);
+  }
+
+  private async waitForApi(): Promise<{ asn: number; routerId: string }> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        return await this.api.getGlobal(1000);
+      } catch (err) {
+        if (this.process?.exited) throw new Error("gobgpd exited at start; see gobgpd.log");
+        if (Date.now() > deadline) {
+          throw new Error(
+            `gobgpd API at ${GobgpSpeaker.target(this.opts)} does not answer: ${(err as Error).message}`,
+          );
+        }
+        await sleep(100);
+      }
+    }
+  }
+
+  /** Adopts the gobgpd our PID file names if it still runs, else starts one. */
+  private async ensureOwnProcess(): Promise<void> {
+    if (this.process && !this.process.exited && alive(this.process.pid)) return;
+    const pidFile = join(this.opts.stateDir, PID_FILE);
+    const recorded = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
+    if (recorded > 0 && (await isGobgpd(recorded))) {
+      this.process = { pid: recorded, exited: false };
+      this.opts.logger.info({ pid: recorded }, "BGP speaker: adopting the running gobgpd");
+      return;
+    }
+    const log = openSync(join(this.opts.stateDir, LOG_FILE), "a");
+    try {
+      // Its own session: it outlives the agent, and a signal to the agent's group misses it.
+      const child = spawn(
+        this.opts.binary,
+        [`--api-hosts=127.0.0.1:${this.opts.apiPort}`, "--pprof-disable", "--log-level=info"],
+        { detached: true, stdio: ["ignore", log, log] },
+      );
+      const started = await new Promise<number>((resolve, reject) => {
+        child.once("error", reject);
+        child.once("spawn", () => resolve(child.pid ?? 0));
+      });
+      const own: OwnProcess = { pid: started, exited: false };
+      child.once("exit", (code, signal) => {
+        own.exited = true;
+        if (!this.stopped) {
+          this.opts.logger.error({ pid: started, code, signal }, "BGP speaker: gobgpd exited");
+          void this.serialised(() => this.probe());
+        }
+      });
+      child.unref();
+      this.process = own;
+      await writeFile(pidFile, `${started}\n`);
+      this.opts.logger.info(
+        { pid: started, apiPort: this.opts.apiPort },
+        "BGP speaker: gobgpd started",
+      );
+    } finally {
+      closeSync(log);
+    }
+  }
+
+  private async killOwnProcess(): Promise<void> {
+    const own = this.process;
+    this.process = undefined;
+    if (!own || own.exited) return;
+    await terminate(own.pid);
+    own.exited = true;
+  }
+}
+
+/** With --bgp-type none: stops a gobgpd a former configuration of the agent left running. */
+export async function stopLeftoverSpeaker(stateDir: string, logger: Logger): Promise<void> {
+  const pidFile = join(stateDir, PID_FILE);
+  const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
+  if (pid > 0 && (await isGobgpd(pid))) {
+    logger.info({ pid }, "BGP is off: stopping the gobgpd left by an earlier configuration");
+    await terminate(pid);
+  }
+  await rm(pidFile, { force: true });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function isGobgpd(pid: number): Promise<boolean> {
+  const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
+  return comm.trim() === "gobgpd";
+}
+
+async function terminate(pid: number): Promise<void> {
+  if (!alive(pid)) return;
+  process.kill(pid, "SIGTERM");
+  for (let i = 0; i < 50 && alive(pid) && (await isGobgpd(pid)); i++) await sleep(100);
+  if (alive(pid) && (await isGobgpd(pid))) process.kill(pid, "SIGKILL");
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
