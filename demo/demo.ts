@@ -1,9 +1,11 @@
-// The main job, end to end on one host: build the lab site, run a real eip_agent on each
-// node, bind an EIP to a VMI with eipctl, and show traffic reaching the VMI through the EIP
-// and leaving as it. Then it keeps the site up for the reader to poke at until Ctrl-C
+// The main job, end to end on one host: build the lab site with its BGP router (BIRD 2),
+// run a real eip_agent on each node announcing through its gobgpd, bind an EIP to a VMI
+// with eipctl, and show the EIP's route arriving at the router and traffic from behind the
+// router reaching the VMI through the EIP and leaving as it. Then it keeps the site up for the reader to poke at until Ctrl-C
 // (or tears it down at once with --exit).
 import { Lab } from "../src/lab/lab.js";
 import { SERVICE_NET, eipctl, startAgent } from "../src/lab/agents.js";
+import { startBgpRouter } from "../src/lab/bgp-router.js";
 
 const EIP = "192.168.18.100";
 const exitAtEnd = process.argv.includes("--exit");
@@ -22,6 +24,11 @@ async function main(): Promise<void> {
   );
   const lab = await Lab.up({ nodes: 2, removeOnExit: true });
   const d = lab.describe();
+  const router = await startBgpRouter(lab);
+  const routerNs = d.router.namespace;
+  say(
+    `    BIRD 2 on the router (AS ${router.asn}, ${d.router.mgmtAddress}) peers with each node (AS ${router.nodeAsn}) over the management network`,
+  );
   const outside = d.outside.namespace;
   say(
     `    prefix ${lab.prefix}; outside host ${d.outside.address}; router ${d.router.publicAddress} on ${d.publicNet}`,
@@ -33,13 +40,26 @@ async function main(): Promise<void> {
   await lab.startTcpServer(outside, 8080);
   await lab.startTcpServer(lab.pod().namespace, 8080);
 
-  step("Starting eip_agent on both nodes (each in its node's namespace, its real flags)");
+  step("Starting eip_agent with --bgp-type gobgp on both nodes (each in its node's namespace)");
   for (const node of [1, 2]) {
-    const agent = await startAgent(lab, node, { resyncSeconds: 10 });
+    const agent = await startAgent(lab, node, {
+      resyncSeconds: 10,
+      extraArgs: router.agentArgs(node),
+    });
     say(
       `    node ${node}: pid ${agent.proc.pid}, gRPC ${lab.node(node).mgmtAddress}:6127, log ${agent.proc.logFile}`,
     );
   }
+  const started = Date.now();
+  for (;;) {
+    const sessions = await router.sessions();
+    if (sessions.get(1) === "Established" && sessions.get(2) === "Established") break;
+    if (Date.now() - started > 30_000) throw new Error("BGP sessions did not come up");
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  say(
+    `    both BGP sessions up after ${((Date.now() - started) / 1000).toFixed(1)} s (gobgpd waits 5 to 10 s before its first connect)`,
+  );
 
   step(`Before binding: the outside host pings ${EIP}`);
   say(
@@ -60,7 +80,19 @@ async function main(): Promise<void> {
   const listed = await eipctl(lab, 1, ["--action", "list"]);
   say(listed.stdout.replace(/^/gm, "    ").trimEnd());
 
-  step("Inbound: the outside host reaches the VMI through the EIP");
+  step("The router learned the EIP by BGP: its kernel table (ip route show proto bird)");
+  const learnedAt = Date.now();
+  while (!(await router.kernelRoutes()).has(`${EIP}/32`) && Date.now() - learnedAt < 10_000) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  say(
+    (await lab.exec(routerNs, ["ip", "route", "show", "proto", "bird"])).stdout
+      .replace(/^/gm, "    ")
+      .trimEnd(),
+  );
+  say((await eipctl(lab, 1, ["--action", "peers"])).stdout.replace(/^/gm, "    ").trimEnd());
+
+  step("Inbound: the outside host, behind the router, reaches the VMI through the EIP");
   const ping = await lab.ping(outside, EIP, { count: 3 });
   say(`    ping ${EIP}: ${ping.received}/${ping.sent} replies`);
   say(
@@ -103,6 +135,10 @@ async function main(): Promise<void> {
   step("Poke at it");
   say(`    sudo ip netns exec ${outside} ping ${EIP}`);
   say(`    sudo ip netns exec ${n1} iptables-save -t nat | grep KUBE-EIP`);
+  say(`    sudo ip netns exec ${routerNs} birdc -s ${lab.stateDir("bird")}/bird.ctl show route`);
+  say(
+    `    sudo node dist/src/bin/eipctl.js --target ${lab.node(1).mgmtAddress}:6127 --action peers   (inside ${n1})`,
+  );
   say(`    sudo node dist/src/bin/eipctl.js --target unix:${sock} --action list`);
   say(
     `    sudo node dist/src/bin/eipctl.js --target unix:${sock} --action unbind --eip-ip ${EIP} --vmi-ip ${vmi.address}`,

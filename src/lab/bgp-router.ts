@@ -2,10 +2,10 @@
 // in the router namespace, peering with every node's agent over the management network
 // and putting what it learns into the router's kernel table, as a site's edge router
 // would. It accepts only /32s inside the public (EIP) network and announces nothing.
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Lab } from "./lab.js";
-import type { LabProcess } from "./process.js";
+import { stopPids } from "./netns.js";
 
 export const ROUTER_AS = 65000;
 export const NODE_AS = 65001;
@@ -18,7 +18,8 @@ export interface BgpRouterOptions {
 export interface BgpRouter {
   readonly asn: number;
   readonly nodeAsn: number;
-  readonly proc: LabProcess;
+  /** BIRD's PID (a daemon: it outlives a `kube-eip-lab up`; the lab's down() stops it). */
+  readonly pid: number;
   /** `--bgp-*` flags for node i's agent. */
   agentArgs(node: number): string[];
   /** The router's kernel routes that BIRD installed: destination -> next hop. */
@@ -29,11 +30,12 @@ export interface BgpRouter {
   stop(): Promise<void>;
 }
 
-function birdConfig(lab: Lab, opts: BgpRouterOptions): string {
+function birdConfig(lab: Lab, opts: BgpRouterOptions, logFile: string): string {
   const router = lab.describe().router;
   const nodes = Array.from({ length: lab.nodeCount }, (_, k) => lab.node(k + 1));
   const gr = opts.gracefulRestart === "off" ? "graceful restart off;" : "graceful restart aware;";
   return [
+    `log "${logFile}" all;`,
     `router id ${router.mgmtAddress};`,
     "protocol device { scan time 10; }",
     // Learned routes go to the kernel; nothing is read from it.
@@ -58,30 +60,23 @@ function birdConfig(lab: Lab, opts: BgpRouterOptions): string {
   ].join("\n");
 }
 
-/** Starts BIRD in the lab's router namespace; it is stopped with the lab. */
+/** Starts BIRD in the lab's router namespace; the lab's down() stops it with the rest. */
 export async function startBgpRouter(lab: Lab, opts: BgpRouterOptions = {}): Promise<BgpRouter> {
   const dir = lab.stateDir("bird");
   const conf = join(dir, "bird.conf");
   const socket = join(dir, "bird.ctl");
-  await writeFile(conf, birdConfig(lab, opts));
+  const pidFile = join(dir, "bird.pid");
+  await writeFile(conf, birdConfig(lab, opts, join(lab.logDir, "bird.log")));
   const ns = lab.describe().router.namespace;
-  const proc = await lab.spawnIn(ns, ["bird", "-f", "-c", conf, "-s", socket], { name: "bird" });
+  // BIRD daemonises once its config is loaded and its control socket is open.
+  await lab.exec(ns, ["bird", "-c", conf, "-s", socket, "-P", pidFile]);
+  const pid = Number((await readFile(pidFile, "utf8")).trim());
   const birdc = async (args: readonly string[]) =>
     (await lab.exec(ns, ["birdc", "-s", socket, ...args])).stdout;
-  // Ready when the control socket answers.
-  for (let i = 0; ; i++) {
-    try {
-      await birdc(["show", "status"]);
-      break;
-    } catch (err) {
-      if (i > 100 || !proc.running()) throw new Error(`BIRD did not start: ${String(err)}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
   return {
     asn: ROUTER_AS,
     nodeAsn: NODE_AS,
-    proc,
+    pid,
     agentArgs: (node) => {
       const mgmt = lab.node(node).mgmtAddress;
       return [
@@ -116,8 +111,6 @@ export async function startBgpRouter(lab: Lab, opts: BgpRouterOptions = {}): Pro
       return states;
     },
     birdc,
-    stop: async () => {
-      await proc.stop();
-    },
+    stop: () => stopPids([pid]),
   };
 }

@@ -12,6 +12,7 @@ import {
   STATE_FILE,
   type LabDescription,
 } from "./lab.js";
+import { startBgpRouter } from "./bgp-router.js";
 import { listNamespaces, processAlive } from "./netns.js";
 import { join } from "node:path";
 
@@ -82,6 +83,7 @@ export function labCommand(io: Io): Command {
         .default("nft"),
     )
     .option("--vmi <name:node[:address]>", "add a VMI (repeatable)", vmiSpec)
+    .option("--no-bgp", "no BGP daemon (BIRD 2) on the router")
     .option("--json", "print the description as JSON")
     .action(
       async (opts: {
@@ -89,6 +91,7 @@ export function labCommand(io: Io): Command {
         prefix?: string;
         iptables: "legacy" | "nft" | "mixed";
         vmi?: VmiSpec[];
+        bgp: boolean;
         json?: boolean;
       }) => {
         const started = Date.now();
@@ -99,15 +102,22 @@ export function labCommand(io: Io): Command {
           iptablesModes: opts.iptables,
           removeOnExit: true,
         });
+        let bgp = "";
         try {
           for (const v of opts.vmi ?? []) await lab.addVmi(v.name, v.node, v.address);
+          if (opts.bgp) {
+            const router = await startBgpRouter(lab);
+            bgp =
+              `BGP: BIRD 2 on the router, AS ${router.asn}, expects each node's agent as AS ${router.nodeAsn}:\n` +
+              `  eip_agent ... ${router.agentArgs(1).join(" ")}   (node 1)\n`;
+          }
         } catch (err) {
           await lab.down();
           throw err;
         }
         lab.removeOnExit()();
         const d = lab.describe();
-        print(io, opts.json ?? false, d, summary(d) + `up in ${Date.now() - started} ms\n`);
+        print(io, opts.json ?? false, d, summary(d) + bgp + `up in ${Date.now() - started} ms\n`);
       },
     );
 
