@@ -34,7 +34,6 @@
 // what the same commands could do at best. Its iptables commands have no -w, so a legacy
 // command that meets the xtables lock is retried (counted) as -w would. Both phases stop
 // issuing at a time cap and say so.
-import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
@@ -61,6 +60,17 @@ import {
 import { defaultPrefix, Lab, type LabProcess } from "../src/lab/lab.js";
 import { listNamespaces } from "../src/lab/netns.js";
 import { type Exec, type SeedNode, seedBind, seedSetup } from "../src/lab/seed-agent.js";
+import {
+  type LatencyStats,
+  intToIpv4,
+  ipv4ToInt,
+  machine,
+  median,
+  now,
+  round,
+  sleep,
+  stats,
+} from "./common.js";
 
 const AGENT_BIN = fileURLToPath(new URL("../src/bin/eip_agent.js", import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
@@ -90,14 +100,6 @@ const PROFILE_VMI_BASE = ipv4ToInt("10.202.0.0");
 interface Pair {
   readonly eip: string;
   readonly vmi: string;
-}
-
-function ipv4ToInt(ip: string): number {
-  return ip.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
-}
-
-function intToIpv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
 }
 
 function heldPair(i: number): Pair {
@@ -221,52 +223,6 @@ function parseSettings(argv: readonly string[]): Settings {
 }
 
 // ---- small helpers ----
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function now(): number {
-  return performance.now();
-}
-
-function round(x: number, digits = 1): number {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
-}
-
-interface LatencyStats {
-  readonly n: number;
-  readonly p50: number;
-  readonly p99: number;
-  readonly mean: number;
-  readonly max: number;
-}
-
-/** Nearest-rank percentiles, in ms. */
-function stats(samples: readonly number[]): LatencyStats {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const n = sorted.length;
-  const pick = (p: number) =>
-    n === 0 ? NaN : (sorted[Math.max(0, Math.ceil((p / 100) * n) - 1)] ?? NaN);
-  const mean = n === 0 ? NaN : sorted.reduce((a, b) => a + b, 0) / n;
-  return {
-    n,
-    p50: round(pick(50), 2),
-    p99: round(pick(99), 2),
-    mean: round(mean, 2),
-    max: round(sorted[n - 1] ?? NaN, 2),
-  };
-}
-
-function median(xs: readonly number[]): number {
-  const sorted = [...xs].sort((a, b) => a - b);
-  if (sorted.length === 0) return NaN;
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[mid] ?? NaN)
-    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
-}
 
 function errText(err: unknown): string {
   if (err instanceof CommandError)
@@ -1466,33 +1422,6 @@ function profileText(p: ProfileSummary, mode: IptablesMode): string {
         ]
       : []),
   ].join("\n");
-}
-
-function machine(): Record<string, string | number> {
-  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-  const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "unknown";
-  const version = (cmd: string, args: string[]) => {
-    try {
-      return execFileSync(cmd, args, { encoding: "utf8" }).split("\n")[0]?.trim() ?? "";
-    } catch {
-      return "unavailable";
-    }
-  };
-  return {
-    nproc: os.availableParallelism(),
-    model,
-    kernel: `${os.type()} ${os.release()}`,
-    node: process.version,
-    iptables:
-      version("iptables-nft", ["--version"]) + ", " + version("iptables-legacy", ["--version"]),
-    ipset: version("ipset", ["version"]),
-    iproute2: version("ip", ["-V"]),
-    memoryMB: Math.round(os.totalmem() / 2 ** 20),
-    loadavg: os
-      .loadavg()
-      .map((x) => round(x, 2))
-      .join(" "),
-  };
 }
 
 async function main(): Promise<number> {

@@ -12,7 +12,7 @@
 // loop re-reading and re-announcing every bound EIP) runs before any peer is added, so the
 // first update a router receives already holds all of them.
 import { spawn } from "node:child_process";
-import { openSync, closeSync } from "node:fs";
+import { closeSync, openSync, readFileSync } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -316,10 +316,11 @@ export async function stopLeftoverSpeaker(stateDir: string, logger: Logger): Pro
   await rm(pidFile, { force: true });
 }
 
+/** Running, and not a zombie nobody reaped (in a container without an init, none does). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !/^\d+ \(.*\) [ZX]/.test(stat);
   } catch {
     return false;
   }
@@ -327,7 +328,7 @@ function alive(pid: number): boolean {
 
 async function isGobgpd(pid: number): Promise<boolean> {
   const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
-  return comm.trim() === "gobgpd";
+  return comm.trim() === "gobgpd" && alive(pid);
 }
 
 async function terminate(pid: number): Promise<void> {

@@ -13,6 +13,8 @@ export const NODE_AS = 65001;
 export interface BgpRouterOptions {
   /** Graceful restart helper (BIRD's default "aware"); "off" makes it drop routes at once. */
   readonly gracefulRestart?: "aware" | "off";
+  /** The network whose /32s are accepted; default the lab's public network. */
+  readonly acceptNet?: string;
 }
 
 export interface BgpRouter {
@@ -49,7 +51,7 @@ function birdConfig(lab: Lab, opts: BgpRouterOptions, logFile: string): string {
     "  error wait time 1, 4;",
     `  ${gr}`,
     "  ipv4 {",
-    `    import filter { if net ~ [ ${lab.topology.publicNet}{32,32} ] then accept; reject; };`,
+    `    import filter { if net ~ [ ${opts.acceptNet ?? lab.topology.publicNet}{32,32} ] then accept; reject; };`,
     "    export none;",
     "  };",
     "}",

@@ -1,0 +1,89 @@
+// Helpers the benchmarks share: addresses as numbers, percentiles, the machine's facts.
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import os from "node:os";
+
+export function ipv4ToInt(ip: string): number {
+  return ip.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
+}
+
+export function intToIpv4(n: number): string {
+  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function now(): number {
+  return performance.now();
+}
+
+export function round(x: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export interface LatencyStats {
+  readonly n: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly mean: number;
+  readonly max: number;
+}
+
+/** Nearest-rank percentiles, in ms. */
+export function stats(samples: readonly number[]): LatencyStats {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const n = sorted.length;
+  const pick = (p: number) =>
+    n === 0 ? NaN : (sorted[Math.max(0, Math.ceil((p / 100) * n) - 1)] ?? NaN);
+  const mean = n === 0 ? NaN : sorted.reduce((a, b) => a + b, 0) / n;
+  return {
+    n,
+    p50: round(pick(50), 2),
+    p99: round(pick(99), 2),
+    mean: round(mean, 2),
+    max: round(sorted[n - 1] ?? NaN, 2),
+  };
+}
+
+export function median(xs: readonly number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1
+    ? (sorted[mid] ?? NaN)
+    : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+}
+
+/** Facts of the machine a benchmark ran on, printed beside its figures. */
+export function machine(
+  extra: Record<string, [string, string[]]> = {},
+): Record<string, string | number> {
+  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "unknown";
+  const version = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(cmd, args, { encoding: "utf8" }).split("\n")[0]?.trim() ?? "";
+    } catch {
+      return "unavailable";
+    }
+  };
+  return {
+    nproc: os.availableParallelism(),
+    model,
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    iptables:
+      version("iptables-nft", ["--version"]) + ", " + version("iptables-legacy", ["--version"]),
+    ipset: version("ipset", ["version"]),
+    iproute2: version("ip", ["-V"]),
+    ...Object.fromEntries(Object.entries(extra).map(([k, [cmd, args]]) => [k, version(cmd, args)])),
+    memoryMB: Math.round(os.totalmem() / 2 ** 20),
+    loadavg: os
+      .loadavg()
+      .map((x) => round(x, 2))
+      .join(" "),
+  };
+}
