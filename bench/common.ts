@@ -1,5 +1,5 @@
 // Helpers the benchmarks share: addresses as numbers, percentiles, the machine's facts.
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 
@@ -63,12 +63,11 @@ export function machine(
 ): Record<string, string | number> {
   const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
   const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "unknown";
+  // The first line a tool prints of its version, on stdout or (BIRD) stderr.
   const version = (cmd: string, args: string[]) => {
-    try {
-      return execFileSync(cmd, args, { encoding: "utf8" }).split("\n")[0]?.trim() ?? "";
-    } catch {
-      return "unavailable";
-    }
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
+    if (r.error || r.status !== 0) return "unavailable";
+    return (r.stdout || r.stderr).split("\n")[0]?.trim() ?? "";
   };
   return {
     nproc: os.availableParallelism(),

@@ -165,6 +165,9 @@ test("eipctl binds, lists as a table and as JSON, and unbinds; exit codes tell",
   assert.equal(r.code, 0, r.err);
   assert.equal((await ctl("--action", "bind", "--eip-ip", "192.168.18.100")).code, 2);
   assert.equal((await ctl("--action", "fly")).code, 2);
+  r = await ctl("--action", "peers");
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /BGP is off on this agent/);
   assert.equal((await ctl()).code, 2);
   const down = await runEipctl(["--target", "127.0.0.1:1", "--timeout", "2", "--action", "list"], {
     out: () => {},
