@@ -90,6 +90,8 @@ function bgpParts(
   dataplane: () => Dataplane,
 ) {
   const client = new GobgpClient(GobgpSpeaker.target(bgp));
+  /** Applies (kernel included) that succeeded for a fresh speaker. */
+  let freshApplies = 0;
   const announcer = new BgpAnnouncer(client, {
     nextHop: bgp.nextHop,
     eipCidr: formatIpv4Net(config.eipCidr),
@@ -107,6 +109,7 @@ function bgpParts(
       announcer.invalidate();
       await dataplane()
         .sync()
+        .then(() => freshApplies++)
         .catch((err: unknown) => {
           // The loop retries; the peers are added regardless.
           logger.warn({ err: (err as Error).message }, "BGP: announcing to a fresh speaker failed");
@@ -130,7 +133,7 @@ function bgpParts(
     read: () => announcer.read(),
     adopt: (snapshot) => announcer.adopt(snapshot as AnnouncedSnapshot),
   };
-  return { client, announcer, speaker, subsystem };
+  return { client, announcer, speaker, subsystem, freshApplies: () => freshApplies };
 }
 
 /** A kernel manager as the apply loop sees it: its part of the desired state, its snapshots. */
@@ -220,7 +223,8 @@ export async function startAgent(
   // before its peers are added; an adopted one keeps its sessions and is diffed below.
   await bgp?.speaker.start();
   try {
-    await dataplane.resync();
+    // The first apply re-reads everything: if a fresh speaker's made it, it restored all.
+    if (!bgp || bgp.freshApplies() === 0) await dataplane.resync();
     logger.info({ bindings: table.size }, "kernel state restored");
   } catch {
     // Logged by the loop, which keeps retrying; serve anyway so the operator can see why.
