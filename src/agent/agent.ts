@@ -18,6 +18,7 @@ import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
 import {
+  ARP_ROUTE_PROTOCOL,
   type DesiredState,
   ROUTE_TABLE_ID,
   ROUTE_TABLE_NAME,
@@ -42,6 +43,7 @@ export function planConfig(config: AgentConfig): PlanConfig {
     gatewayDev: config.gatewayDev,
     eipCidr: formatIpv4Net(config.eipCidr),
     arpPoisoning: config.arpPoisoning,
+    cniDev: config.cniDev,
   };
 }
 
@@ -49,6 +51,7 @@ async function kernelSubsystems(
   config: AgentConfig,
   runner: CommandRunner,
   logger: Logger,
+  garp: GratuitousArp,
 ): Promise<Subsystem[]> {
   const mode =
     config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
@@ -58,16 +61,13 @@ async function kernelSubsystems(
   // An EIP whose address this node adds has just arrived here (a bind, a move, a start
   // after the kernel lost its state): announce it. arping sends from the EIP, so this is
   // for the default mode; with --arp-poisoning no address is added.
-  const garp = new GratuitousArp(runner, logger, {
-    device: config.gatewayDev,
-    count: config.garpCount,
-  });
   const route = new RouteManager(runner, {
     table: ROUTE_TABLE_ID,
     priority: RULE_PRIORITY,
+    protocol: ARP_ROUTE_PROTOCOL,
     gatewayDev: config.gatewayDev,
     eipCidr: formatIpv4Net(config.eipCidr),
-    onAddressesAdded: (addresses) => garp.announce(addresses),
+    onEipsArrived: (eips) => garp.announce(eips.filter((eip) => !config.arpPoisoning)),
   });
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
@@ -151,11 +151,15 @@ export async function startAgent(
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const table = await loadBindings(config, store, logger);
+  const garp = new GratuitousArp(runner, logger, {
+    device: config.gatewayDev,
+    count: config.garpCount,
+  });
   const dataplane = new Dataplane({
     table,
     store,
     config: planConfig(config),
-    subsystems: await kernelSubsystems(config, runner, logger),
+    subsystems: await kernelSubsystems(config, runner, logger, garp),
     logger,
     metrics,
   });

@@ -45,6 +45,7 @@ function setup() {
       gatewayDev: "eth1",
       eipCidr: "192.168.18.0/24",
       arpPoisoning: false,
+      cniDev: "cni0",
     },
     subsystems: [recorder],
     logger: pino({ level: "silent" }),

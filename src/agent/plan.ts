@@ -12,7 +12,10 @@
 //   prefix; those addresses are adopted and replaced without a gap);
 // - FORWARD also accepts, through KUBE-EIP-FORWARD, exactly the packets that reach a VMI
 //   because of its EIP (DNAT from that EIP) and the replies to connections it opened, so
-//   that both directions pass on nodes whose FORWARD policy is DROP.
+//   that both directions pass on nodes whose FORWARD policy is DROP;
+// - with --arp-poisoning the kernel answers ARP for the bound EIPs (proxy neighbour entries,
+//   see ArpProxySpec), so the answers outlive the agent process; the seed answered from
+//   the agent process, and nothing answered while it was down.
 
 export const SET_INTERNAL = "k8s_internal_net";
 export const SET_EIP = "kube-eip-eip";
@@ -23,6 +26,8 @@ export const CHAIN_FORWARD = "KUBE-EIP-FORWARD";
 export const ROUTE_TABLE_ID = 1001;
 export const ROUTE_TABLE_NAME = "eip_route";
 export const RULE_PRIORITY = 1001;
+/** Route protocol (`proto 225`) that marks the main table's EIP host routes of --arp-poisoning. */
+export const ARP_ROUTE_PROTOCOL = 225;
 
 /** A validated binding: both addresses in canonical dotted-quad form. */
 export interface Binding {
@@ -37,8 +42,10 @@ export interface PlanConfig {
   readonly gatewayDev: string;
   /** Canonical CIDR of the EIP network. */
   readonly eipCidr: string;
-  /** When set, EIPs are not put on the gateway device. */
+  /** When set, EIPs are not put on the gateway device: the node answers ARP for them. */
   readonly arpPoisoning: boolean;
+  /** The CNI bridge the VMIs are plugged into. */
+  readonly cniDev: string;
 }
 
 export interface IpsetSpec {
@@ -71,6 +78,19 @@ export type RouteSpec =
   | { readonly kind: "link"; readonly dst: string; readonly dev: string }
   | { readonly kind: "throw"; readonly dst: string };
 
+/**
+ * --arp-poisoning: the node answers ARP for these EIPs on the gateway device without holding
+ * them. The kernel answers (a proxy neighbour entry per EIP on the gateway device), so the
+ * answers go on while the agent is down. Its proxy ARP answers only for an address whose
+ * route leaves through another device than the one the request came in on, so each EIP
+ * also gets a host route in the main table through `routeDev`: the CNI bridge, where the
+ * VMI behind the EIP is (inbound traffic is DNATed before routing and never uses it).
+ */
+export interface ArpProxySpec {
+  readonly eips: readonly string[];
+  readonly routeDev: string;
+}
+
 export interface DesiredState {
   readonly ipsets: readonly IpsetSpec[];
   readonly chains: readonly ChainSpec[];
@@ -81,6 +101,8 @@ export interface DesiredState {
   readonly ruleSources: readonly string[];
   /** Addresses (without prefix) to hold as /32 on the gateway device. */
   readonly gatewayAddresses: readonly string[];
+  /** With --arp-poisoning, the EIPs answered by proxy ARP; undefined otherwise. */
+  readonly arpProxy: ArpProxySpec | undefined;
 }
 
 export function dnatRule(b: Binding): string {
@@ -185,5 +207,6 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     ],
     ruleSources: [...vmis].sort(),
     gatewayAddresses: config.arpPoisoning ? [] : eips,
+    arpProxy: config.arpPoisoning ? { eips, routeDev: config.cniDev } : undefined,
   };
 }
