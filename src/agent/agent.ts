@@ -58,16 +58,17 @@ async function kernelSubsystems(
   logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
-  // An EIP whose address this node adds has just arrived here (a bind, a move, a start
-  // after the kernel lost its state): announce it. arping sends from the EIP, so this is
-  // for the default mode; with --arp-poisoning no address is added.
+  // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
+  // move, a start after the kernel lost its state): announce it; one that leaves is no
+  // longer announced.
   const route = new RouteManager(runner, {
     table: ROUTE_TABLE_ID,
     priority: RULE_PRIORITY,
     protocol: ARP_ROUTE_PROTOCOL,
     gatewayDev: config.gatewayDev,
     eipCidr: formatIpv4Net(config.eipCidr),
-    onEipsArrived: (eips) => garp.announce(eips.filter((eip) => !config.arpPoisoning)),
+    onEipsArrived: (eips) => garp.announce(eips),
+    onEipsLeft: (eips) => garp.withdraw(eips),
   });
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
@@ -221,6 +222,7 @@ export async function startAgent(
       await shutdown(server);
       metricsServer?.close();
       await dataplane.stop();
+      garp.stop();
     },
   };
 }
