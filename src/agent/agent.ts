@@ -12,6 +12,7 @@ import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
 import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/iproute.js";
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
+import { SysctlManager } from "../kernel/sysctl.js";
 import { BindingTable } from "./binding-table.js";
 import type { AgentConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
@@ -74,6 +75,7 @@ async function kernelSubsystems(
     subsystem("ipset", ipset, (d) => d.ipsets),
     subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
     subsystem("iproute", route, routeDesired),
+    subsystem("sysctl", new SysctlManager(runner), (d) => d.sysctls),
   ];
 }
 

@@ -50,6 +50,7 @@ test("plans the seed's kernel state for one binding", () => {
   assert.deepEqual(d.ruleSources, ["10.244.1.10"]);
   assert.deepEqual(d.gatewayAddresses, ["192.168.18.100"]);
   assert.equal(d.arpProxy, undefined);
+  assert.deepEqual(d.sysctls, [{ key: "net/ipv4/conf/eth1/arp_ignore", value: "1" }]);
 });
 
 test("with ARP poisoning the EIPs are answered by proxy ARP, not put on the gateway device", () => {
@@ -63,6 +64,10 @@ test("with ARP poisoning the EIPs are answered by proxy ARP, not put on the gate
     eips: [],
     routeDev: "cni0",
   });
+  assert.deepEqual(d.sysctls, [
+    { key: "net/ipv4/conf/eth1/arp_ignore", value: "1" },
+    { key: "net/ipv4/neigh/eth1/proxy_delay", value: "0" },
+  ]);
 });
 
 test("no bindings: empty chains and sets, the table's routes stay", () => {

@@ -91,6 +91,12 @@ export interface ArpProxySpec {
   readonly routeDev: string;
 }
 
+/** A kernel setting held at a value: `key` in sysctl's slash form (device names may have dots). */
+export interface SysctlSpec {
+  readonly key: string;
+  readonly value: string;
+}
+
 export interface DesiredState {
   readonly ipsets: readonly IpsetSpec[];
   readonly chains: readonly ChainSpec[];
@@ -103,6 +109,8 @@ export interface DesiredState {
   readonly gatewayAddresses: readonly string[];
   /** With --arp-poisoning, the EIPs answered by proxy ARP; undefined otherwise. */
   readonly arpProxy: ArpProxySpec | undefined;
+  /** Settings of the gateway device that decide what it answers ARP for. */
+  readonly sysctls: readonly SysctlSpec[];
 }
 
 export function dnatRule(b: Binding): string {
@@ -176,6 +184,20 @@ function byAddress(a: Binding, b: Binding): number {
 }
 
 /**
+ * The gateway device answers ARP only for addresses it holds itself and for its proxy
+ * entries (arp_ignore 1): by default Linux answers on any device for any of the node's
+ * addresses, which would tell the public segment about the node's pod and management
+ * addresses. With --arp-poisoning, proxy answers to broadcast requests go out at once
+ * (proxy_delay 0) instead of after a random delay of up to 0.8 s.
+ */
+export function gatewaySysctls(config: PlanConfig): SysctlSpec[] {
+  const dev = config.gatewayDev;
+  const sysctls = [{ key: `net/ipv4/conf/${dev}/arp_ignore`, value: "1" }];
+  if (config.arpPoisoning) sysctls.push({ key: `net/ipv4/neigh/${dev}/proxy_delay`, value: "0" });
+  return sysctls;
+}
+
+/**
  * The whole desired kernel state. Bindings are sorted first, so the result depends only on
  * the set of bindings, never on the order they arrived in.
  */
@@ -208,5 +230,6 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     ruleSources: [...vmis].sort(),
     gatewayAddresses: config.arpPoisoning ? [] : eips,
     arpProxy: config.arpPoisoning ? { eips, routeDev: config.cniDev } : undefined,
+    sysctls: gatewaySysctls(config),
   };
 }

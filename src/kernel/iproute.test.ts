@@ -12,7 +12,6 @@ import {
   parseAddresses,
   parseArpRoutes,
   parseProxies,
-  parseProxyDelay,
   parseRoutes,
   parseRules,
   routeDesired,
@@ -32,18 +31,15 @@ const ADDRS = `[{"ifindex":3,"link":"eth1-peer","ifname":"eth1","flags":["BROADC
 // Captured the same way: the proxy entries of eth1 (a foreign 10.9.9.9, a stale EIP
 // 192.168.18.102, a wanted 192.168.18.100), the main table's routes with protocol 225 (a
 // /26, EIP host routes through cni0, one through eth0, one with a metric, one via a
-// gateway) and eth1's ARP parameters.
+// gateway).
 const PROXIES = `[{"dst":"10.9.9.9","proxy":null},{"dst":"192.168.18.102","proxy":null},{"dst":"192.168.18.100","proxy":null}]`;
 const ARP_ROUTES = `[{"dst":"192.168.18.64/26","dev":"cni0","scope":"link","flags":[]},{"dst":"192.168.18.100","dev":"cni0","scope":"link","flags":[]},{"dst":"192.168.18.101","dev":"eth0","scope":"link","flags":[]},{"dst":"192.168.18.102","dev":"cni0","scope":"link","metric":100,"flags":[]},{"dst":"192.168.18.103","gateway":"10.244.1.10","dev":"cni0","flags":[]}]`;
-const NTABLE = `[{"family":"inet","name":"arp_cache","dev":"eth1","refcnt":3,"reachable":21928,"base_reachable":30000,"retrans":1000,"gc_stale":60000,"delay_probe":5000,"queue":101,"app_probes":0,"ucast_probes":3,"mcast_probes":3,"anycast_delay":1000,"proxy_delay":800,"proxy_queue":64,"locktime":1000}]`;
 
 const ROUTE_CMD = "ip -json route show table 1001";
 const RULE_CMD = "ip -json -N rule show";
 const ADDR_CMD = "ip -json -4 addr show dev eth1";
 const PROXY_CMD = "ip -4 -json neigh show proxy dev eth1";
 const ARP_ROUTE_CMD = "ip -json route show table main proto 225";
-const NTABLE_CMD = "ip -json ntable show name arp_cache dev eth1";
-/** Every read in default mode (with ARP poisoning, NTABLE_CMD as well). */
 const READS = [ROUTE_CMD, RULE_CMD, ADDR_CMD, PROXY_CMD, ARP_ROUTE_CMD];
 const BATCH_CMD = "ip -force -batch -";
 
@@ -95,7 +91,7 @@ function addrJson(addrs: { local: string; prefixlen: number; secondary?: boolean
 }
 
 describe("iproute parsers", () => {
-  it("reads proxy entries, our main-table routes and proxy_delay", () => {
+  it("reads proxy entries and our main-table routes", () => {
     assert.deepEqual(parseProxies(PROXIES), ["10.9.9.9", "192.168.18.102", "192.168.18.100"]);
     assert.deepEqual(parseArpRoutes(ARP_ROUTES, 225), [
       {
@@ -124,8 +120,6 @@ describe("iproute parsers", () => {
         del: "route del 192.168.18.103/32 table main proto 225",
       },
     ]);
-    assert.equal(parseProxyDelay(NTABLE), 800);
-    assert.equal(parseProxyDelay("[]"), undefined);
   });
 
   it("reads routes with their identity, comparison key and delete line", () => {
@@ -507,16 +501,13 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
   const POISONING: PlanConfig = { ...CONFIG, arpPoisoning: true };
   const NODE_ADDR = addrJson([{ local: "192.168.18.11", prefixlen: 24 }]);
   const arpKernel = (proxies: string, arpRoutes: string) =>
-    kernel("[]", "[]", NODE_ADDR)
-      .on(PROXY_CMD, proxies)
-      .on(ARP_ROUTE_CMD, arpRoutes)
-      .on(NTABLE_CMD, NTABLE);
+    kernel("[]", "[]", NODE_ADDR).on(PROXY_CMD, proxies).on(ARP_ROUTE_CMD, arpRoutes);
   const arpLines = (runner: FakeRunner) =>
     batchInput(runner)
       .split("\n")
-      .filter((l) => /^(neigh|ntable|route (add|del|replace) \S+ (dev \S+ )?table main)/.test(l));
+      .filter((l) => /^(neigh|route (add|del|replace) \S+ (dev \S+ )?table main)/.test(l));
 
-  it("answers for exactly the bound EIPs: proxy entries, host routes, proxy_delay 0", async () => {
+  it("answers for exactly the bound EIPs: a proxy entry and a host route each", async () => {
     const told: string[] = [];
     const runner = arpKernel(PROXIES, ARP_ROUTES);
     const manager = new RouteManager(runner, {
@@ -526,9 +517,8 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
     });
     manager.setDesired(desired(TWO, POISONING));
     await manager.apply({ reread: false });
-    assert.deepEqual(runner.lines(), [...READS, NTABLE_CMD, BATCH_CMD]);
+    assert.deepEqual(runner.lines(), [...READS, BATCH_CMD]);
     assert.deepEqual(arpLines(runner), [
-      "ntable change name arp_cache dev eth1 proxy_delay 0",
       // Ours, through the wrong device: replaced.
       "route replace 192.168.18.101/32 dev cni0 table main proto 225",
       "neigh replace proxy 192.168.18.101 dev eth1",
@@ -562,7 +552,7 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
     assert.deepEqual(told.slice(2), ["arrived 192.168.18.7", "left 192.168.18.100 192.168.18.7"]);
   });
 
-  it("without ARP poisoning removes ours, keeps foreign entries and proxy_delay", async () => {
+  it("without ARP poisoning removes ours and keeps foreign proxy entries", async () => {
     const runner = arpKernel(PROXIES, ARP_ROUTES);
     const manager = new RouteManager(runner, OPTIONS);
     manager.setDesired(desired(TWO));
@@ -599,15 +589,15 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
   it("fails a route that someone else holds at the EIP with Phase.Address", async () => {
     const runner = arpKernel("[]", "[]").on(
       BATCH_CMD,
-      failure(BATCH_CMD, "RTNETLINK answers: File exists\nCommand failed -:7\n"),
+      failure(BATCH_CMD, "RTNETLINK answers: File exists\nCommand failed -:6\n"),
     );
     const manager = new RouteManager(runner, OPTIONS);
     manager.setDesired(desired(TWO.slice(0, 1), POISONING));
-    // Lines: 4 routes of table 1001, a rule, proxy_delay, a host route, a proxy entry.
+    // Lines: 4 routes of table 1001, a rule, a host route, a proxy entry.
     await assert.rejects(manager.apply({ reread: false }), (err: unknown) => {
       assert.ok(err instanceof KernelError);
       assert.equal(err.phase, Phase.Address);
-      assert.match(err.message, /line 7 \(route add 192\.168\.18\.100\/32 dev cni0/);
+      assert.match(err.message, /line 6 \(route add 192\.168\.18\.100\/32 dev cni0/);
       return true;
     });
   });

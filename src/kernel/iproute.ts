@@ -17,15 +17,13 @@
 //   device's MAC, as long as forwarding is on and the route to EIP leaves through another
 //   device); proxy entries for other addresses are never touched;
 // - every route of the main table with protocol `protocol` (225): the host routes
-//   `EIP/32 dev <cni bridge>` that give each proxied EIP such a route;
-// - while ARP answers are wanted, the gateway device's proxy_delay, held at 0: by default the
-//   kernel delays proxy answers to broadcast requests by a random time of up to 0.8 s.
+//   `EIP/32 dev <cni bridge>` that give each proxied EIP such a route.
+// (The gateway device's arp_ignore and proxy_delay are SysctlManager's.)
 //
 // How it reads: `ip -json route show table 1001`, `ip -json -N rule show` (-N: table ids as
 // numbers whatever rt_tables says; "eip_route" is accepted too), `ip -json -4 addr show
-// dev <gatewayDev>`, `ip -4 -json neigh show proxy dev <gatewayDev>`, `ip -json route show
-// table main proto 225` and, while ARP answers are wanted, `ip -json ntable show name
-// arp_cache dev <gatewayDev>`, in parallel. Routes compare by kind/dst/gateway/dev exactly
+// dev <gatewayDev>`, `ip -4 -json neigh show proxy dev <gatewayDev>` and `ip -json route
+// show table main proto 225`, in parallel. Routes compare by kind/dst/gateway/dev exactly
 // (a route with a metric or tos, or of any other type, is never the one we want); the
 // kernel's identity of a route in a table is (dst, tos, metric), which decides between
 // `replace` and `del`. Host routes are printed without "/32"; we add it back.
@@ -35,7 +33,7 @@
 // routes, then throw routes), route deletions, rule additions, rule deletions (rules with
 // extra selectors first: `ip rule del` treats every selector it is not given as a wildcard),
 // address additions (`address replace EIP/32`, idempotent), address deletions, then the ARP
-// answers: proxy_delay, host routes (`route add`: a route of someone else's at that address
+// answers: host routes (`route add`: a route of someone else's at that address
 // is an error, never overwritten), proxy entries, then proxy entry deletions before host
 // route deletions (so an answer never outlives its route). `-force` makes ip run every line
 // even after one fails; it reports `Command failed -:N` for each failed line N, which maps
@@ -379,16 +377,6 @@ export function parseArpRoutes(json: string, protocol: number): ArpRoute[] {
   return routes;
 }
 
-/** Parses `ip -json ntable show name arp_cache dev DEV`: the device's proxy_delay in ms. */
-export function parseProxyDelay(json: string): number | undefined {
-  for (const table of parseJsonArray(json, "ip ntable")) {
-    if (table.family === "inet" && typeof table.proxy_delay === "number") {
-      return table.proxy_delay;
-    }
-  }
-  return undefined;
-}
-
 /** An address of the gateway device, with whether it lies in the EIP network. */
 export interface HeldAddress extends KernelAddress {
   readonly inEipNet: boolean;
@@ -396,8 +384,7 @@ export interface HeldAddress extends KernelAddress {
 
 /**
  * What read() returns: table 1001, our rules, the gateway device's addresses, our proxy
- * entries (those in the EIP network), our main-table routes, and the device's proxy_delay
- * (read only while ARP answers are wanted).
+ * entries (those in the EIP network) and our main-table routes.
  */
 export interface RouteSnapshot {
   readonly routes: readonly KernelRoute[];
@@ -405,7 +392,6 @@ export interface RouteSnapshot {
   readonly addresses: readonly HeldAddress[];
   readonly proxies: readonly string[];
   readonly arpRoutes: readonly ArpRoute[];
-  readonly proxyDelay: number | undefined;
 }
 
 /** A held address in the belief. */
@@ -466,8 +452,6 @@ interface Belief {
   readonly arpRoutes: Map<string, ArpEntry>;
   /** Our other main-table routes (not at a host route's identity): the next write deletes them. */
   otherArpRoutes: readonly ArpRoute[];
-  /** The gateway device's proxy_delay (ms), when read or written. */
-  proxyDelay: number | undefined;
 }
 
 interface BatchLine {
@@ -563,16 +547,12 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   private async readKernel(): Promise<RouteSnapshot> {
     const { table, priority, gatewayDev, protocol } = this.options;
     const ip = (args: string[]) => this.runner.run("ip", args);
-    const noDelay = Promise.resolve({ stdout: "[]", stderr: "" });
-    const [routes, rules, addresses, proxies, arpRoutes, ntable] = await Promise.allSettled([
+    const [routes, rules, addresses, proxies, arpRoutes] = await Promise.allSettled([
       ip(["-json", "route", "show", "table", String(table)]).catch(noTableYet),
       ip(["-json", "-N", "rule", "show"]),
       ip(["-json", "-4", "addr", "show", "dev", gatewayDev]),
       ip(["-4", "-json", "neigh", "show", "proxy", "dev", gatewayDev]),
       ip(["-json", "route", "show", "table", "main", "proto", String(protocol)]),
-      this.desired.arpProxy === undefined
-        ? noDelay
-        : ip(["-json", "ntable", "show", "name", "arp_cache", "dev", gatewayDev]),
     ]);
     const output = (result: PromiseSettledResult<{ stdout: string }>, phase: Phase): string => {
       if (result.status === "fulfilled") return result.value.stdout;
@@ -583,14 +563,12 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     const routesOut = output(routes, Phase.PolicyRouting);
     const rulesOut = output(rules, Phase.PolicyRouting);
     const addressesOut = output(addresses, Phase.Address);
-    const ntableOut = output(ntable, Phase.Address);
     return {
       routes: parseRoutes(routesOut, table),
       rules: parseRules(rulesOut, { table, priority, tableName: this.tableName }),
       addresses: parseAddresses(addressesOut).map((a) => this.held(a)),
       proxies: parseProxies(output(proxies, Phase.Address)).filter((a) => this.inEipNet(a)),
       arpRoutes: parseArpRoutes(output(arpRoutes, Phase.Address), protocol),
-      proxyDelay: this.desired.arpProxy === undefined ? undefined : parseProxyDelay(ntableOut),
     };
   }
 
@@ -642,7 +620,6 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       proxies: new Map(),
       arpRoutes: new Map(),
       otherArpRoutes: [],
-      proxyDelay: snapshot.proxyDelay,
     };
     const sameEip = sameStrings(desired.arpProxy?.eips ?? []);
     for (const address of snapshot.proxies) {
@@ -982,9 +959,6 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       });
     }
     const lines: string[] = [];
-    if (spec !== undefined && belief.proxyDelay !== 0) {
-      lines.push(`ntable change name arp_cache dev ${gatewayDev} proxy_delay 0`);
-    }
     const tail = `dev ${routeDev} table main proto ${protocol}`;
     for (const address of addedRoutes) lines.push(`route add ${address}/32 ${tail}`);
     for (const address of replacedRoutes) lines.push(`route replace ${address}/32 ${tail}`);
@@ -1010,7 +984,6 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
           arpRoutes.set(address, { dev: routeDev, seen: pass });
         }
         belief.otherArpRoutes = [];
-        if (spec !== undefined) belief.proxyDelay = 0;
       },
     };
   }
