@@ -40,6 +40,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentClient, type EipOpRsp } from "../src/common/agent-api.js";
 import {
+  ARP_ROUTE_PROTOCOL,
   type DesiredState,
   type PlanConfig,
   plan,
@@ -801,12 +802,14 @@ async function profileChild(argv: readonly string[]): Promise<void> {
     gatewayDev: GATEWAY_DEV,
     eipCidr: EIP_CIDR,
     arpPoisoning: false,
+    cniDev: "cni0",
   };
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
   const route = new RouteManager(runner, {
     table: ROUTE_TABLE_ID,
     priority: RULE_PRIORITY,
+    protocol: ARP_ROUTE_PROTOCOL,
     gatewayDev: GATEWAY_DEV,
     eipCidr: EIP_CIDR,
   });

@@ -15,12 +15,14 @@ import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
 import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/iproute.js";
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
+import { SysctlManager } from "../kernel/sysctl.js";
 import { BindingTable } from "./binding-table.js";
 import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
 import {
+  ARP_ROUTE_PROTOCOL,
   type DesiredState,
   ROUTE_TABLE_ID,
   ROUTE_TABLE_NAME,
@@ -47,6 +49,7 @@ export function planConfig(config: AgentConfig): PlanConfig {
     gatewayDev: config.gatewayDev,
     eipCidr: formatIpv4Net(config.eipCidr),
     arpPoisoning: config.arpPoisoning,
+    cniDev: config.cniDev,
   };
 }
 
@@ -54,30 +57,30 @@ async function kernelSubsystems(
   config: AgentConfig,
   runner: CommandRunner,
   logger: Logger,
+  garp: GratuitousArp,
 ): Promise<Subsystem[]> {
   const mode =
     config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
   logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
-  // An EIP whose address this node adds has just arrived here (a bind, a move, a start
-  // after the kernel lost its state): announce it. arping sends from the EIP, so this is
-  // for the default mode; with --arp-poisoning no address is added.
-  const garp = new GratuitousArp(runner, logger, {
-    device: config.gatewayDev,
-    count: config.garpCount,
-  });
+  // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
+  // move, a start after the kernel lost its state): announce it; one that leaves is no
+  // longer announced.
   const route = new RouteManager(runner, {
     table: ROUTE_TABLE_ID,
     priority: RULE_PRIORITY,
+    protocol: ARP_ROUTE_PROTOCOL,
     gatewayDev: config.gatewayDev,
     eipCidr: formatIpv4Net(config.eipCidr),
-    onAddressesAdded: (addresses) => garp.announce(addresses),
+    onEipsArrived: (eips) => garp.announce(eips),
+    onEipsLeft: (eips) => garp.withdraw(eips),
   });
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
     subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
     subsystem("iproute", route, routeDesired),
+    subsystem("sysctl", new SysctlManager(runner), (d) => d.sysctls),
   ];
 }
 
@@ -205,7 +208,11 @@ export async function startAgent(
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const table = await loadBindings(config, store, logger);
-  const subsystems = await kernelSubsystems(config, runner, logger);
+  const garp = new GratuitousArp(runner, logger, {
+    device: config.gatewayDev,
+    count: config.garpCount,
+  });
+  const subsystems = await kernelSubsystems(config, runner, logger, garp);
   const bgp = config.bgp
     ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
     : undefined;
@@ -288,6 +295,7 @@ export async function startAgent(
       await bgp?.speaker.stop();
       await dataplane.stop();
       bgp?.client.close();
+      garp.stop();
     },
   };
 }

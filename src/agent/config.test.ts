@@ -57,6 +57,8 @@ test("bad flags are refused with a clear message", () => {
     [[...required, "--iptables-mode", "both"], /Allowed choices are auto, legacy, nft/],
     [[...required, "--tls-cert", "c.pem"], /go together/],
     [[...required, "--internal-net", "10.244.0.1/16"], /not an IPv4 network/],
+    [[...required, "--cni-dev", "cni 0"], /--cni-dev "cni 0" is not a network device name/],
+    [[...required, "--arp-poisoning", "--cni-dev", "eth1"], /needs a --cni-dev other than/],
   ];
   for (const [argv, message] of cases) {
     assert.throws(

@@ -214,7 +214,7 @@ export function agentCommand(): Command {
     )
     .option(
       "--cni-dev <dev>",
-      "the CNI bridge the VMIs are plugged into (checked at start; internal traffic follows the node's own routes)",
+      "the CNI bridge the VMIs are plugged into (checked at start; internal traffic follows the node's own routes; with --arp-poisoning the EIPs' host routes go through it)",
       "cni0",
     )
     .addOption(
@@ -307,6 +307,13 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     throw new ConfigError(
       `--gateway-dev ${JSON.stringify(o.gatewayDev)} is not a network device name`,
     );
+  }
+  if (!/^[\w.:@-]{1,15}$/.test(o.cniDev)) {
+    throw new ConfigError(`--cni-dev ${JSON.stringify(o.cniDev)} is not a network device name`);
+  }
+  if (o.arpPoisoning && o.cniDev === o.gatewayDev) {
+    // Proxy ARP answers only for addresses whose route leaves through another device.
+    throw new ConfigError("--arp-poisoning needs a --cni-dev other than --gateway-dev");
   }
   if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
     throw new ConfigError("--tls-cert and --tls-key go together");

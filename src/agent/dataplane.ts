@@ -5,8 +5,8 @@
 // requests that arrive while an apply runs share the next one, so N concurrent binds cost
 // one state-file write and one batch per subsystem. One apply: save the table (if it
 // changed), plan the desired kernel state, then let each subsystem write its difference,
-// in order ipset -> iptables -> ip rules/routes/addresses (sets exist before rules use
-// them). A failure rejects the waiting requests with the failing phase and the loop retries
+// in order ipset -> iptables -> ip rules/routes/addresses/proxy entries -> sysctls (sets
+// exist before rules use them). A failure rejects the waiting requests with the failing phase and the loop retries
 // by itself with exponential backoff and jitter until the kernel matches again. Every
 // resync interval the kernel is re-read and what drifted is repaired.
 // The subsystems write in order on the first apply, on re-reads and after a failure (our

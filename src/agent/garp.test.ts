@@ -4,41 +4,79 @@ import { pino } from "pino";
 import type { CommandRunner } from "../kernel/runner.js";
 import { GratuitousArp } from "./garp.js";
 
-test("one arping per EIP, at most `concurrency` at once, failures only logged", async () => {
-  const calls: string[] = [];
-  let running = 0;
-  let most = 0;
+const silent = pino({ level: "silent" });
+
+/** Records each arp-scan round as its sorted stdin targets. */
+function recorder(options: { failFirst?: boolean } = {}) {
+  const rounds: string[][] = [];
+  const args: string[][] = [];
   const runner: CommandRunner = {
-    async run(command, args) {
-      calls.push([command, ...args].join(" "));
-      running++;
-      most = Math.max(most, running);
-      await new Promise((r) => setTimeout(r, 5));
-      running--;
-      if (args.includes("192.168.18.13")) throw new Error("arping: boom");
+    async run(command, a, opts) {
+      assert.equal(command, "arp-scan");
+      args.push([...a]);
+      rounds.push((opts?.input ?? "").split("\n").filter(Boolean).sort());
+      await new Promise((r) => setTimeout(r, 2));
+      if (options.failFirst && rounds.length === 1) throw new Error("arp-scan: boom");
       return { stdout: "", stderr: "" };
     },
   };
-  const garp = new GratuitousArp(runner, pino({ level: "silent" }), {
-    device: "eth1",
-    count: 3,
-    concurrency: 2,
-  });
-  garp.announce(["192.168.18.10", "192.168.18.11", "192.168.18.12", "192.168.18.13"]);
+  return { runner, rounds, args };
+}
+
+test("one arp-scan per round for every EIP due, `count` rounds, a failure only logged", async () => {
+  const { runner, rounds, args } = recorder({ failFirst: true });
+  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3, roundMs: 20 });
+  garp.announce(["192.168.18.10", "192.168.18.11"]);
   await garp.idle();
-  assert.equal(most, 2);
-  assert.deepEqual(
-    calls.sort(),
-    [10, 11, 12, 13].map((n) => `arping -U -c 3 -I eth1 192.168.18.${n}`),
-  );
+  assert.deepEqual(rounds, [
+    ["192.168.18.10", "192.168.18.11"],
+    ["192.168.18.10", "192.168.18.11"],
+    ["192.168.18.10", "192.168.18.11"],
+  ]);
+  assert.deepEqual(args[0], [
+    "--interface=eth1",
+    "--arpspa=dest",
+    "--retry=1",
+    "--interval=1",
+    "--timeout=100",
+    "--quiet",
+    "--plain",
+    "--file=-",
+  ]);
+});
+
+test("an EIP that leaves is not announced any more; one that arrives later joins", async () => {
+  const { runner, rounds } = recorder();
+  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3, roundMs: 30 });
+  garp.announce(["192.168.18.10", "192.168.18.11"]);
+  await new Promise((r) => setTimeout(r, 15)); // after the first round
+  garp.withdraw(["192.168.18.11"]);
+  garp.announce(["192.168.18.12"]);
+  await garp.idle();
+  assert.deepEqual(rounds, [
+    ["192.168.18.10", "192.168.18.11"],
+    ["192.168.18.12"],
+    ["192.168.18.10"],
+    ["192.168.18.12"],
+    ["192.168.18.10"],
+    ["192.168.18.12"],
+  ]);
+});
+
+test("withdrawn before the first round: nothing is sent", async () => {
+  const { runner, rounds } = recorder();
+  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3 });
+  garp.announce(["192.168.18.10"]);
+  garp.withdraw(["192.168.18.10"]);
+  await garp.idle();
+  assert.deepEqual(rounds, []);
 });
 
 test("count 0 sends nothing", async () => {
-  const garp = new GratuitousArp(
-    { run: () => assert.fail("no command expected") },
-    pino({ level: "silent" }),
-    { device: "eth1", count: 0 },
-  );
+  const garp = new GratuitousArp({ run: () => assert.fail("no command expected") }, silent, {
+    device: "eth1",
+    count: 0,
+  });
   garp.announce(["192.168.18.10"]);
   await garp.idle();
 });

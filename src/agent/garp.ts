@@ -1,30 +1,46 @@
-// Gratuitous ARP for EIPs that arrive on this node, that is whose address the agent adds to
-// the gateway device (a bind, a binding moved here, a start after the kernel lost its
-// state; not a restart that finds the address still there, since nothing moved): routers
-// and hosts on the public segment update their neighbour entry for the EIP at once instead
-// of when it times out. Each EIP gets `arping -U -c N -I <gateway dev>`
-// (one unsolicited ARP a second, N times), sent in the background: a request's reply never
-// waits for it, and at most `concurrency` (64) arping processes run at a time, so a start
-// with 10,000 EIPs announces them all within about 8 minutes at count 3. A failure is
-// logged and otherwise ignored: the neighbours still learn the EIP when their entry expires.
+// Gratuitous ARP for EIPs that arrive on this node, in both modes: an EIP arrives when the
+// agent adds its address to the gateway device (default mode) or its proxy entry (with
+// --arp-poisoning): a bind, a binding moved here, a start after the kernel lost its state;
+// not a restart that finds the kernel state in place, since nothing moved. Routers and hosts
+// on the public segment that have a neighbour entry for the EIP update it at once instead of
+// when it times out (Linux takes unsolicited ARP only for entries it has, unless
+// arp_accept is set).
 //
-// arping needs the EIP as a local address to send from, so this serves the default mode
-// (EIP on the gateway device); with --arp-poisoning nothing is sent.
+// Each announcement is an ARP request from the gateway device's MAC with the EIP as both
+// sender and target address, broadcast on the gateway device, `count` times one second
+// apart. iputils' arping sends only from an address the node holds, which poisoning mode
+// never does, so the frames are sent by `arp-scan` (raw frames through libpcap, any sender
+// address with --arpspa; it installs beside iputils-arping, while Debian's other arping
+// conflicts with it). Announcements are sent in rounds: one arp-scan process per round for
+// every EIP due, read from its stdin, at most one frame a millisecond (10,000 EIPs take 10 s
+// a round); a round runs a second after the previous one started, or later if that one took
+// longer. An EIP that leaves the node (unbind, moved away) is dropped from the rounds at
+// once, so a node never goes on announcing an EIP that another node now holds. A failure is
+// logged and otherwise ignored: the neighbours still learn the EIP when their entry expires.
 import type { Logger } from "pino";
 import type { CommandRunner } from "../kernel/runner.js";
 
 export interface GratuitousArpOptions {
   readonly device: string;
-  /** Unsolicited ARPs per EIP, one a second. */
+  /** Announcements per EIP, one a round. */
   readonly count: number;
-  readonly concurrency?: number;
+  /** Time between the starts of two rounds, default 1000 ms. */
+  readonly roundMs?: number;
+}
+
+interface Pending {
+  /** Announcements still to send. */
+  left: number;
+  /** When the next one is due (ms, Date.now() clock). */
+  due: number;
 }
 
 export class GratuitousArp {
-  private readonly queue: string[] = [];
-  private active = 0;
+  private readonly pending = new Map<string, Pending>();
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private running = false;
   private idleWaiters: (() => void)[] = [];
-  private pending: NodeJS.Immediate | undefined;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -33,46 +49,106 @@ export class GratuitousArp {
   ) {}
 
   /**
-   * Queues the EIPs and returns at once; the processes start on a later turn of the event
-   * loop, so starting them never delays the replies of the apply that brought the EIPs.
+   * Announces the EIPs `count` times from now on; returns at once. The first round starts on
+   * a later turn of the event loop, so it never delays the replies of the apply that brought
+   * the EIPs.
    */
   announce(eips: readonly string[]): void {
     if (this.opts.count <= 0 || eips.length === 0) return;
-    for (const eip of eips) this.queue.push(eip);
-    this.pending ??= setImmediate(() => {
-      this.pending = undefined;
-      this.pump();
-    });
+    const now = Date.now();
+    for (const eip of eips) this.pending.set(eip, { left: this.opts.count, due: now });
+    this.schedule();
   }
 
-  /** Resolves when nothing is queued or running (for tests and shutdown). */
+  /** Stops announcing the EIPs (they left this node). */
+  withdraw(eips: readonly string[]): void {
+    for (const eip of eips) this.pending.delete(eip);
+    if (this.pending.size === 0 && !this.running) this.stopTimer();
+  }
+
+  /** Resolves when nothing is pending or running (for tests and shutdown). */
   idle(): Promise<void> {
-    if (this.active === 0 && this.queue.length === 0 && !this.pending) return Promise.resolve();
+    if (this.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private pump(): void {
-    const limit = this.opts.concurrency ?? 64;
-    while (this.active < limit && this.queue.length > 0) {
-      const eip = this.queue.shift() as string;
-      this.active++;
-      this.send(eip).finally(() => {
-        this.active--;
-        this.pump();
-        if (this.active === 0 && this.queue.length === 0) {
-          for (const resolve of this.idleWaiters.splice(0)) resolve();
-        }
-      });
+  /** Drops everything pending (the agent stops). */
+  stop(): void {
+    this.pending.clear();
+    if (!this.running) this.stopTimer();
+  }
+
+  private isIdle(): boolean {
+    return this.pending.size === 0 && !this.running && this.timer === undefined;
+  }
+
+  private stopTimer(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  /** Sets the timer for the earliest due EIP, unless a round is running (it reschedules). */
+  private schedule(): void {
+    if (this.running) return;
+    let next = Infinity;
+    for (const p of this.pending.values()) if (p.due < next) next = p.due;
+    if (next === Infinity) {
+      this.stopTimer();
+      return;
+    }
+    if (this.timer !== undefined && this.timerAt <= next) return;
+    clearTimeout(this.timer);
+    this.timerAt = next;
+    this.timer = setTimeout(() => void this.round(), Math.max(0, next - Date.now()));
+  }
+
+  private async round(): Promise<void> {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const start = Date.now();
+    const due: string[] = [];
+    for (const [eip, p] of this.pending) {
+      if (p.due > start) continue;
+      due.push(eip);
+      p.left--;
+      p.due = start + (this.opts.roundMs ?? 1000);
+      if (p.left <= 0) this.pending.delete(eip);
+    }
+    this.running = true;
+    try {
+      if (due.length > 0) await this.send(due);
+    } finally {
+      this.running = false;
+      this.schedule();
     }
   }
 
-  private async send(eip: string): Promise<void> {
-    const { device, count } = this.opts;
+  private async send(eips: readonly string[]): Promise<void> {
+    const { device } = this.opts;
     try {
-      await this.runner.run("arping", ["-U", "-c", String(count), "-I", device, eip]);
-      this.logger.debug({ eip, device, count }, "gratuitous ARP sent");
+      await this.runner.run(
+        "arp-scan",
+        [
+          `--interface=${device}`,
+          // Each frame's sender address is its target address: the EIP.
+          "--arpspa=dest",
+          "--retry=1",
+          "--interval=1",
+          "--timeout=100",
+          "--quiet",
+          "--plain",
+          "--file=-",
+        ],
+        { input: eips.join("\n") + "\n" },
+      );
+      this.logger.debug({ eips: eips.length, device }, "gratuitous ARP sent");
     } catch (err) {
-      this.logger.warn({ eip, device, err: (err as Error).message }, "gratuitous ARP failed");
+      this.logger.warn(
+        { eips: eips.length, device, err: (err as Error).message },
+        "gratuitous ARP failed",
+      );
     }
   }
 }

@@ -9,6 +9,7 @@ const config: PlanConfig = {
   gatewayDev: "eth1",
   eipCidr: "192.168.18.0/24",
   arpPoisoning: false,
+  cniDev: "cni0",
 };
 
 test("plans the seed's kernel state for one binding", () => {
@@ -48,13 +49,25 @@ test("plans the seed's kernel state for one binding", () => {
   ]);
   assert.deepEqual(d.ruleSources, ["10.244.1.10"]);
   assert.deepEqual(d.gatewayAddresses, ["192.168.18.100"]);
+  assert.equal(d.arpProxy, undefined);
+  assert.deepEqual(d.sysctls, [{ key: "net/ipv4/conf/eth1/arp_ignore", value: "1" }]);
 });
 
-test("with ARP poisoning no EIP goes on the gateway device", () => {
+test("with ARP poisoning the EIPs are answered by proxy ARP, not put on the gateway device", () => {
   const d = plan({ ...config, arpPoisoning: true }, [
+    { eip: "192.168.18.101", vmi: "10.244.1.11" },
     { eip: "192.168.18.100", vmi: "10.244.1.10" },
   ]);
   assert.deepEqual(d.gatewayAddresses, []);
+  assert.deepEqual(d.arpProxy, { eips: ["192.168.18.100", "192.168.18.101"], routeDev: "cni0" });
+  assert.deepEqual(plan({ ...config, arpPoisoning: true }, []).arpProxy, {
+    eips: [],
+    routeDev: "cni0",
+  });
+  assert.deepEqual(d.sysctls, [
+    { key: "net/ipv4/conf/eth1/arp_ignore", value: "1" },
+    { key: "net/ipv4/neigh/eth1/proxy_delay", value: "0" },
+  ]);
 });
 
 test("no bindings: empty chains and sets, the table's routes stay", () => {

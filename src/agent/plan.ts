@@ -12,7 +12,10 @@
 //   prefix; those addresses are adopted and replaced without a gap);
 // - FORWARD also accepts, through KUBE-EIP-FORWARD, exactly the packets that reach a VMI
 //   because of its EIP (DNAT from that EIP) and the replies to connections it opened, so
-//   that both directions pass on nodes whose FORWARD policy is DROP.
+//   that both directions pass on nodes whose FORWARD policy is DROP;
+// - with --arp-poisoning the kernel answers ARP for the bound EIPs (proxy neighbour entries,
+//   see ArpProxySpec), so the answers outlive the agent process; the seed answered from
+//   the agent process, and nothing answered while it was down.
 
 export const SET_INTERNAL = "k8s_internal_net";
 export const SET_EIP = "kube-eip-eip";
@@ -23,6 +26,8 @@ export const CHAIN_FORWARD = "KUBE-EIP-FORWARD";
 export const ROUTE_TABLE_ID = 1001;
 export const ROUTE_TABLE_NAME = "eip_route";
 export const RULE_PRIORITY = 1001;
+/** Route protocol (`proto 225`) that marks the main table's EIP host routes of --arp-poisoning. */
+export const ARP_ROUTE_PROTOCOL = 225;
 
 /** A validated binding: both addresses in canonical dotted-quad form. */
 export interface Binding {
@@ -37,8 +42,10 @@ export interface PlanConfig {
   readonly gatewayDev: string;
   /** Canonical CIDR of the EIP network. */
   readonly eipCidr: string;
-  /** When set, EIPs are not put on the gateway device. */
+  /** When set, EIPs are not put on the gateway device: the node answers ARP for them. */
   readonly arpPoisoning: boolean;
+  /** The CNI bridge the VMIs are plugged into. */
+  readonly cniDev: string;
 }
 
 export interface IpsetSpec {
@@ -71,6 +78,25 @@ export type RouteSpec =
   | { readonly kind: "link"; readonly dst: string; readonly dev: string }
   | { readonly kind: "throw"; readonly dst: string };
 
+/**
+ * --arp-poisoning: the node answers ARP for these EIPs on the gateway device without holding
+ * them. The kernel answers (a proxy neighbour entry per EIP on the gateway device), so the
+ * answers go on while the agent is down. Its proxy ARP answers only for an address whose
+ * route leaves through another device than the one the request came in on, so each EIP
+ * also gets a host route in the main table through `routeDev`: the CNI bridge, where the
+ * VMI behind the EIP is (inbound traffic is DNATed before routing and never uses it).
+ */
+export interface ArpProxySpec {
+  readonly eips: readonly string[];
+  readonly routeDev: string;
+}
+
+/** A kernel setting held at a value: `key` in sysctl's slash form (device names may have dots). */
+export interface SysctlSpec {
+  readonly key: string;
+  readonly value: string;
+}
+
 export interface DesiredState {
   readonly ipsets: readonly IpsetSpec[];
   readonly chains: readonly ChainSpec[];
@@ -83,6 +109,10 @@ export interface DesiredState {
   readonly gatewayAddresses: readonly string[];
   /** EIPs (without prefix) to announce by BGP, when it is on. */
   readonly announced: readonly string[];
+  /** With --arp-poisoning, the EIPs answered by proxy ARP; undefined otherwise. */
+  readonly arpProxy: ArpProxySpec | undefined;
+  /** Settings of the gateway device that decide what it answers ARP for. */
+  readonly sysctls: readonly SysctlSpec[];
 }
 
 export function dnatRule(b: Binding): string {
@@ -156,6 +186,20 @@ function byAddress(a: Binding, b: Binding): number {
 }
 
 /**
+ * The gateway device answers ARP only for addresses it holds itself and for its proxy
+ * entries (arp_ignore 1): by default Linux answers on any device for any of the node's
+ * addresses, which would tell the public segment about the node's pod and management
+ * addresses. With --arp-poisoning, proxy answers to broadcast requests go out at once
+ * (proxy_delay 0) instead of after a random delay of up to 0.8 s.
+ */
+export function gatewaySysctls(config: PlanConfig): SysctlSpec[] {
+  const dev = config.gatewayDev;
+  const sysctls = [{ key: `net/ipv4/conf/${dev}/arp_ignore`, value: "1" }];
+  if (config.arpPoisoning) sysctls.push({ key: `net/ipv4/neigh/${dev}/proxy_delay`, value: "0" });
+  return sysctls;
+}
+
+/**
  * The whole desired kernel state. Bindings are sorted first, so the result depends only on
  * the set of bindings, never on the order they arrived in.
  */
@@ -188,5 +232,7 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     ruleSources: [...vmis].sort(),
     gatewayAddresses: config.arpPoisoning ? [] : eips,
     announced: eips,
+    arpProxy: config.arpPoisoning ? { eips, routeDev: config.cniDev } : undefined,
+    sysctls: gatewaySysctls(config),
   };
 }

@@ -101,6 +101,7 @@ before(async () => {
       gatewayDev: "eth1",
       eipCidr: "192.168.18.0/24",
       arpPoisoning: false,
+      cniDev: "cni0",
     },
     subsystems: [],
     logger,

@@ -18,9 +18,16 @@ const CONFIG: PlanConfig = {
   gatewayDev: "eth1",
   eipCidr: "192.168.18.0/24",
   arpPoisoning: false,
+  cniDev: "cni0",
 };
 
-const OPTIONS = { table: 1001, priority: 1001, gatewayDev: "eth1", eipCidr: "192.168.18.0/24" };
+const OPTIONS = {
+  table: 1001,
+  priority: 1001,
+  protocol: 225,
+  gatewayDev: "eth1",
+  eipCidr: "192.168.18.0/24",
+};
 
 const PAIR: Binding[] = [
   { eip: "192.168.18.100", vmi: "10.0.0.1" },
@@ -119,6 +126,8 @@ describe("RouteManager in a network namespace", { skip: notRoot ? "needs root" :
       "ip -json route show table 1001",
       "ip -json -N rule show",
       "ip -json -4 addr show dev eth1",
+      "ip -4 -json neigh show proxy dev eth1",
+      "ip -json route show table main proto 225",
       "ip -force -batch -",
     ]);
     await assertExactly(PAIR, ["192.168.18.11/24", "10.10.0.5/16"]);
@@ -281,6 +290,84 @@ describe(
       const fresh = new RouteManager(ns, OPTIONS);
       fresh.setDesired(desired(PAIR));
       assert.equal(await fresh.apply({ reread: true }), 0);
+    });
+  },
+);
+
+describe(
+  "RouteManager answering ARP (--arp-poisoning)",
+  { skip: notRoot ? "needs root" : false },
+  () => {
+    const host = new ExecRunner();
+    const POISONING: PlanConfig = { ...CONFIG, arpPoisoning: true };
+    let ns: NetnsRunner;
+
+    before(async () => {
+      ns = await setUp(host);
+      await addStandInDevice(host, ns.netns, "cni0");
+      await ns.run("ip", ["addr", "add", "10.244.1.1/24", "dev", "cni0"]);
+      // Not ours: a proxy entry outside the EIP network, a route with another protocol.
+      await ns.run("ip", ["neigh", "add", "proxy", "10.9.9.9", "dev", "eth1"]);
+      await ns.run("ip", ["route", "add", "192.168.18.50/32", "dev", "cni0", "proto", "static"]);
+    });
+
+    after(async () => {
+      if (ns !== undefined) await deleteNetns(host, ns.netns);
+    });
+
+    const proxies = () => lines(ns, ["neigh", "show", "proxy", "dev", "eth1"]);
+    const arpRoutes = () => lines(ns, ["route", "show", "table", "main", "proto", "225"]);
+
+    it("holds a proxy entry and a host route per EIP, and repairs drift", async () => {
+      const m = new RouteManager(ns, OPTIONS);
+      m.setDesired(desired(PAIR, POISONING));
+      assert.ok((await m.apply({ reread: false })) > 0);
+      assert.deepEqual(await addresses(ns), []);
+      assert.deepEqual((await proxies()).sort(), [
+        "10.9.9.9 proxy",
+        "192.168.18.100 proxy",
+        "192.168.18.101 proxy",
+      ]);
+      assert.deepEqual(await arpRoutes(), [
+        "192.168.18.100 dev cni0 scope link",
+        "192.168.18.101 dev cni0 scope link",
+      ]);
+      assert.equal(await m.apply({ reread: true }), 0, "a re-read finds nothing to do");
+
+      // Drift: an entry and a route lost, a route of ours moved.
+      await ns.run("ip", ["neigh", "del", "proxy", "192.168.18.100", "dev", "eth1"]);
+      await ns.run("ip", ["route", "del", "192.168.18.101/32", "proto", "225"]);
+      await ns.run("ip", ["route", "add", "192.168.18.101/32", "dev", "eth1", "proto", "225"]);
+      assert.equal(await m.apply({ reread: true }), 2);
+      assert.equal((await proxies()).length, 3);
+      assert.deepEqual(await arpRoutes(), [
+        "192.168.18.100 dev cni0 scope link",
+        "192.168.18.101 dev cni0 scope link",
+      ]);
+    });
+
+    it("refuses to take over someone else's route to an EIP", async () => {
+      const m = new RouteManager(ns, OPTIONS);
+      m.setDesired(desired([...PAIR, { eip: "192.168.18.50", vmi: "10.0.0.50" }], POISONING));
+      await assert.rejects(m.apply({ reread: true }), {
+        name: "KernelError",
+        phase: Phase.Address,
+      });
+      assert.deepEqual(await lines(ns, ["route", "show", "192.168.18.50/32"]), [
+        "192.168.18.50 dev cni0 proto static scope link",
+      ]);
+    });
+
+    it("without ARP poisoning removes only its own entries and routes", async () => {
+      const m = new RouteManager(ns, OPTIONS);
+      m.setDesired(desired(PAIR));
+      assert.ok((await m.apply({ reread: true })) > 0);
+      assert.deepEqual(await proxies(), ["10.9.9.9 proxy"]);
+      assert.deepEqual(await arpRoutes(), []);
+      assert.deepEqual(await addresses(ns), ["192.168.18.100/32", "192.168.18.101/32"]);
+      assert.deepEqual(await lines(ns, ["route", "show", "192.168.18.50/32"]), [
+        "192.168.18.50 dev cni0 proto static scope link",
+      ]);
     });
   },
 );

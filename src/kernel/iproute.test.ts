@@ -4,12 +4,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
-import { FakeRunner, failure } from "./fake-runner.js";
+import { FakeRunner, commandLine, failure } from "./fake-runner.js";
 import {
   RouteManager,
   ensureRouteTableName,
   failedBatchLines,
   parseAddresses,
+  parseArpRoutes,
+  parseProxies,
   parseRoutes,
   parseRules,
   routeDesired,
@@ -26,10 +28,19 @@ import { KernelError, Phase } from "./manager.js";
 const ROUTES = `[{"dst":"default","gateway":"192.168.18.1","dev":"eth1","flags":[]},{"type":"throw","dst":"10.1.2.3","flags":[]},{"dst":"10.5.0.0/16","tos":"0x10","dev":"eth1","scope":"link","flags":[]},{"dst":"10.7.0.0/16","gateway":"192.168.18.1","dev":"eth1","metric":100,"flags":[]},{"type":"unreachable","dst":"10.8.0.0/16","flags":[]},{"type":"throw","dst":"10.96.0.0/12","flags":[]},{"type":"throw","dst":"10.244.0.0/16","flags":[]},{"dst":"192.168.18.0/24","dev":"eth1","scope":"link","flags":[]}]`;
 const RULES = `[{"priority":0,"src":"all","table":"255"},{"priority":500,"src":"10.0.0.0","srclen":8,"table":"254"},{"priority":1001,"src":"10.0.0.1","table":"1001"},{"priority":1001,"src":"10.0.0.11","table":"1001"},{"priority":1001,"src":"10.0.0.12","table":"1001"},{"priority":1001,"src":"10.0.0.1","iif":"eth1","table":"1001"},{"priority":1001,"src":"10.0.0.13","table":"1002"},{"priority":32766,"src":"all","table":"254"},{"priority":32767,"src":"all","table":"253"}]`;
 const ADDRS = `[{"ifindex":3,"link":"eth1-peer","ifname":"eth1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,"qdisc":"noqueue","operstate":"UP","group":"default","txqlen":1000,"addr_info":[{"family":"inet","local":"192.168.18.11","prefixlen":24,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.100","prefixlen":32,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.102","prefixlen":32,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"10.10.0.5","prefixlen":16,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.101","prefixlen":24,"scope":"global","secondary":true,"label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295}]}]`;
+// Captured the same way: the proxy entries of eth1 (a foreign 10.9.9.9, a stale EIP
+// 192.168.18.102, a wanted 192.168.18.100), the main table's routes with protocol 225 (a
+// /26, EIP host routes through cni0, one through eth0, one with a metric, one via a
+// gateway).
+const PROXIES = `[{"dst":"10.9.9.9","proxy":null},{"dst":"192.168.18.102","proxy":null},{"dst":"192.168.18.100","proxy":null}]`;
+const ARP_ROUTES = `[{"dst":"192.168.18.64/26","dev":"cni0","scope":"link","flags":[]},{"dst":"192.168.18.100","dev":"cni0","scope":"link","flags":[]},{"dst":"192.168.18.101","dev":"eth0","scope":"link","flags":[]},{"dst":"192.168.18.102","dev":"cni0","scope":"link","metric":100,"flags":[]},{"dst":"192.168.18.103","gateway":"10.244.1.10","dev":"cni0","flags":[]}]`;
 
 const ROUTE_CMD = "ip -json route show table 1001";
 const RULE_CMD = "ip -json -N rule show";
 const ADDR_CMD = "ip -json -4 addr show dev eth1";
+const PROXY_CMD = "ip -4 -json neigh show proxy dev eth1";
+const ARP_ROUTE_CMD = "ip -json route show table main proto 225";
+const READS = [ROUTE_CMD, RULE_CMD, ADDR_CMD, PROXY_CMD, ARP_ROUTE_CMD];
 const BATCH_CMD = "ip -force -batch -";
 
 const CONFIG: PlanConfig = {
@@ -38,9 +49,16 @@ const CONFIG: PlanConfig = {
   gatewayDev: "eth1",
   eipCidr: "192.168.18.0/24",
   arpPoisoning: false,
+  cniDev: "cni0",
 };
 
-const OPTIONS = { table: 1001, priority: 1001, gatewayDev: "eth1", eipCidr: "192.168.18.0/24" };
+const OPTIONS = {
+  table: 1001,
+  priority: 1001,
+  protocol: 225,
+  gatewayDev: "eth1",
+  eipCidr: "192.168.18.0/24",
+};
 
 const TWO: Binding[] = [
   { eip: "192.168.18.100", vmi: "10.0.0.1" },
@@ -55,6 +73,12 @@ function kernel(routes: string, rules: string, addrs: string): FakeRunner {
   return new FakeRunner().on(ROUTE_CMD, routes).on(RULE_CMD, rules).on(ADDR_CMD, addrs);
 }
 
+/** The stdin of the (last) batch call. */
+function batchInput(runner: FakeRunner): string {
+  const batches = runner.calls.filter((c) => commandLine(c) === BATCH_CMD);
+  return batches.at(-1)?.input ?? "";
+}
+
 /** An `ip -json -4 addr show` answer for eth1 with these addresses. */
 function addrJson(addrs: { local: string; prefixlen: number; secondary?: boolean }[]): string {
   return JSON.stringify([
@@ -67,6 +91,37 @@ function addrJson(addrs: { local: string; prefixlen: number; secondary?: boolean
 }
 
 describe("iproute parsers", () => {
+  it("reads proxy entries and our main-table routes", () => {
+    assert.deepEqual(parseProxies(PROXIES), ["10.9.9.9", "192.168.18.102", "192.168.18.100"]);
+    assert.deepEqual(parseArpRoutes(ARP_ROUTES, 225), [
+      {
+        address: undefined,
+        dev: undefined,
+        del: "route del 192.168.18.64/26 table main proto 225",
+      },
+      {
+        address: "192.168.18.100",
+        dev: "cni0",
+        del: "route del 192.168.18.100/32 table main proto 225",
+      },
+      {
+        address: "192.168.18.101",
+        dev: "eth0",
+        del: "route del 192.168.18.101/32 table main proto 225",
+      },
+      {
+        address: undefined,
+        dev: undefined,
+        del: "route del 192.168.18.102/32 table main metric 100 proto 225",
+      },
+      {
+        address: "192.168.18.103",
+        dev: undefined,
+        del: "route del 192.168.18.103/32 table main proto 225",
+      },
+    ]);
+  });
+
   it("reads routes with their identity, comparison key and delete line", () => {
     const routes = parseRoutes(ROUTES, 1001);
     assert.deepEqual(
@@ -161,9 +216,9 @@ describe("RouteManager", () => {
     const manager = new RouteManager(runner, OPTIONS);
     manager.setDesired(desired(TWO));
     assert.equal(await manager.apply({ reread: false }), 9);
-    assert.deepEqual(runner.lines(), [ROUTE_CMD, RULE_CMD, ADDR_CMD, BATCH_CMD]);
+    assert.deepEqual(runner.lines(), [...READS, BATCH_CMD]);
     assert.equal(
-      runner.calls[3]?.input,
+      batchInput(runner),
       [
         "route del 10.1.2.3/32 table 1001",
         "route del 10.5.0.0/16 table 1001 tos 0x10",
@@ -181,21 +236,25 @@ describe("RouteManager", () => {
     );
   });
 
-  it("tells which EIP addresses a successful write added, and only those", async () => {
-    const added: string[][] = [];
+  it("tells which EIP addresses a successful write added or removed, and only those", async () => {
+    const told: string[] = [];
     const runner = kernel("[]", "[]", addrJson([{ local: "192.168.18.100", prefixlen: 32 }])).on(
       BATCH_CMD,
       "",
     );
     const manager = new RouteManager(runner, {
       ...OPTIONS,
-      onAddressesAdded: (a) => added.push([...a]),
+      onEipsArrived: (a) => told.push(`arrived ${a.join(" ")}`),
+      onEipsLeft: (a) => told.push(`left ${a.join(" ")}`),
     });
     manager.setDesired(desired(TWO));
     await manager.apply({ reread: false });
-    assert.deepEqual(added, [["192.168.18.101"]], "192.168.18.100 was already there");
+    assert.deepEqual(told, ["arrived 192.168.18.101"], "192.168.18.100 was already there");
     await manager.apply({ reread: false });
-    assert.equal(added.length, 1, "nothing new: nothing told");
+    assert.equal(told.length, 1, "nothing new: nothing told");
+    manager.setDesired(desired(TWO.slice(1)));
+    await manager.apply({ reread: false });
+    assert.deepEqual(told.slice(1), ["left 192.168.18.100"]);
   });
 
   it("builds a fresh node: link route before the default route", async () => {
@@ -210,7 +269,7 @@ describe("RouteManager", () => {
     manager.setDesired(desired(TWO));
     assert.equal(await manager.apply({ reread: false }), 8);
     assert.equal(
-      runner.calls[3]?.input,
+      batchInput(runner),
       [
         "route replace 192.168.18.0/24 dev eth1 scope link table 1001",
         "route replace default via 192.168.18.1 dev eth1 table 1001",
@@ -258,7 +317,7 @@ describe("RouteManager", () => {
     const manager = new RouteManager(runner, OPTIONS);
     manager.setDesired(desired([{ eip: "192.168.18.101", vmi: "10.0.0.11" }]));
     await manager.apply({ reread: false });
-    const input = runner.calls[3]?.input ?? "";
+    const input = batchInput(runner);
     assert.match(input, /^rule del from 10\.0\.0\.1\/32 lookup 1001 priority 1001$/m);
     assert.doesNotMatch(input, /10\.0\.0\.11/);
     assert.match(input, /^address del 192\.168\.18\.100\/32 dev eth1$/m);
@@ -269,7 +328,7 @@ describe("RouteManager", () => {
     const manager = new RouteManager(runner, OPTIONS);
     manager.setDesired(desired([]));
     await manager.apply({ reread: false });
-    const input = runner.calls[3]?.input ?? "";
+    const input = batchInput(runner);
     assert.doesNotMatch(input, /192\.168\.18\.11\/|10\.10\.0\.5|192\.168\.18\.101\/24/);
     assert.doesNotMatch(input, /priority 500|lookup 1002/);
   });
@@ -279,7 +338,7 @@ describe("RouteManager", () => {
     const manager = new RouteManager(runner, OPTIONS);
     manager.setDesired(desired(TWO, { ...CONFIG, arpPoisoning: true }));
     await manager.apply({ reread: false });
-    const input = runner.calls[3]?.input ?? "";
+    const input = batchInput(runner);
     assert.deepEqual(
       input.split("\n").filter((l) => l.startsWith("address")),
       ["address del 192.168.18.100/32 dev eth1", "address del 192.168.18.102/32 dev eth1"],
@@ -296,20 +355,25 @@ describe("RouteManager", () => {
       ]),
     );
     const manager = new RouteManager(runner, OPTIONS);
-    manager.setDesired({ routes: [], ruleSources: [], gatewayAddresses: ["192.168.18.100"] });
+    manager.setDesired({
+      routes: [],
+      ruleSources: [],
+      gatewayAddresses: ["192.168.18.100"],
+      arpProxy: undefined,
+    });
     assert.equal(await manager.apply({ reread: false }), 2);
-    assert.deepEqual(runner.lines().slice(3), [
+    assert.deepEqual(runner.lines().slice(READS.length), [
       "sysctl -w net/ipv4/conf/eth1/promote_secondaries=1",
       BATCH_CMD,
     ]);
     assert.equal(
-      runner.calls[4]?.input,
+      batchInput(runner),
       "address replace 192.168.18.100/32 dev eth1\naddress del 192.168.18.100/24 dev eth1\n",
     );
     // Secondaries may have been promoted: the next apply reads again.
     runner.clear();
     await manager.apply({ reread: false });
-    assert.deepEqual(runner.lines().slice(0, 3), [ROUTE_CMD, RULE_CMD, ADDR_CMD]);
+    assert.deepEqual(runner.lines().slice(0, READS.length), READS);
   });
 
   it("maps failed batch lines to the lowest failing phase", async () => {
@@ -346,7 +410,7 @@ describe("RouteManager", () => {
     runner.on(BATCH_CMD, "");
     runner.clear();
     await manager.apply({ reread: false });
-    assert.deepEqual(runner.lines(), [ROUTE_CMD, RULE_CMD, ADDR_CMD, BATCH_CMD]);
+    assert.deepEqual(runner.lines(), [...READS, BATCH_CMD]);
   });
 
   it("fails a read of a missing gateway device with Phase.Address", async () => {
@@ -390,9 +454,10 @@ describe("RouteManager", () => {
       routes: [{ kind: "throw", dst: "10.244.0.0/16" }],
       ruleSources: [],
       gatewayAddresses: [],
+      arpProxy: undefined,
     });
     assert.equal(await manager.apply({ reread: false }), 1);
-    assert.equal(runner.calls[3]?.input, "route replace throw 10.244.0.0/16 table 1001\n");
+    assert.equal(batchInput(runner), "route replace throw 10.244.0.0/16 table 1001\n");
   });
 });
 
@@ -432,6 +497,112 @@ describe("ensureRouteTableName", () => {
   });
 });
 
+describe("RouteManager: ARP answers (--arp-poisoning)", () => {
+  const POISONING: PlanConfig = { ...CONFIG, arpPoisoning: true };
+  const NODE_ADDR = addrJson([{ local: "192.168.18.11", prefixlen: 24 }]);
+  const arpKernel = (proxies: string, arpRoutes: string) =>
+    kernel("[]", "[]", NODE_ADDR).on(PROXY_CMD, proxies).on(ARP_ROUTE_CMD, arpRoutes);
+  const arpLines = (runner: FakeRunner) =>
+    batchInput(runner)
+      .split("\n")
+      .filter((l) => /^(neigh|route (add|del|replace) \S+ (dev \S+ )?table main)/.test(l));
+
+  it("answers for exactly the bound EIPs: a proxy entry and a host route each", async () => {
+    const told: string[] = [];
+    const runner = arpKernel(PROXIES, ARP_ROUTES);
+    const manager = new RouteManager(runner, {
+      ...OPTIONS,
+      onEipsArrived: (a) => told.push(`arrived ${a.join(" ")}`),
+      onEipsLeft: (a) => told.push(`left ${a.join(" ")}`),
+    });
+    manager.setDesired(desired(TWO, POISONING));
+    await manager.apply({ reread: false });
+    assert.deepEqual(runner.lines(), [...READS, BATCH_CMD]);
+    assert.deepEqual(arpLines(runner), [
+      // Ours, through the wrong device: replaced.
+      "route replace 192.168.18.101/32 dev cni0 table main proto 225",
+      "neigh replace proxy 192.168.18.101 dev eth1",
+      // Stale entries go, the proxy entry before its route; 10.9.9.9 is not ours.
+      "neigh del proxy 192.168.18.102 dev eth1",
+      "route del 192.168.18.103/32 table main proto 225",
+      "route del 192.168.18.64/26 table main proto 225",
+      "route del 192.168.18.102/32 table main metric 100 proto 225",
+    ]);
+    assert.deepEqual(told, ["left 192.168.18.102", "arrived 192.168.18.101"]);
+
+    // The belief holds: nothing to do; a bind adds a route and a proxy entry, an unbind
+    // deletes them, proxy entry first.
+    runner.clear();
+    assert.equal(await manager.apply({ reread: false }), 0);
+    manager.setDesired(desired([...TWO, { eip: "192.168.18.7", vmi: "10.0.0.7" }], POISONING));
+    await manager.apply({ reread: false });
+    assert.deepEqual(arpLines(runner), [
+      "route add 192.168.18.7/32 dev cni0 table main proto 225",
+      "neigh replace proxy 192.168.18.7 dev eth1",
+    ]);
+    runner.clear();
+    manager.setDesired(desired(TWO.slice(1), POISONING));
+    await manager.apply({ reread: false });
+    assert.deepEqual(arpLines(runner), [
+      "neigh del proxy 192.168.18.100 dev eth1",
+      "neigh del proxy 192.168.18.7 dev eth1",
+      "route del 192.168.18.100/32 table main proto 225",
+      "route del 192.168.18.7/32 table main proto 225",
+    ]);
+    assert.deepEqual(told.slice(2), ["arrived 192.168.18.7", "left 192.168.18.100 192.168.18.7"]);
+  });
+
+  it("without ARP poisoning removes ours and keeps foreign proxy entries", async () => {
+    const runner = arpKernel(PROXIES, ARP_ROUTES);
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO));
+    await manager.apply({ reread: false });
+    assert.deepEqual(runner.lines(), [...READS, BATCH_CMD]);
+    assert.deepEqual(arpLines(runner), [
+      "neigh del proxy 192.168.18.102 dev eth1",
+      "neigh del proxy 192.168.18.100 dev eth1",
+      "route del 192.168.18.100/32 table main proto 225",
+      "route del 192.168.18.101/32 table main proto 225",
+      "route del 192.168.18.103/32 table main proto 225",
+      "route del 192.168.18.64/26 table main proto 225",
+      "route del 192.168.18.102/32 table main metric 100 proto 225",
+    ]);
+  });
+
+  it("refuses an EIP outside the EIP network or a bad route device, writing nothing", async () => {
+    for (const arpProxy of [
+      { eips: ["192.168.19.5"], routeDev: "cni0" },
+      { eips: ["192.168.18.5"], routeDev: "eth1" },
+      { eips: ["192.168.18.5"], routeDev: "cni0 x" },
+    ]) {
+      const runner = arpKernel("[]", "[]");
+      const manager = new RouteManager(runner, OPTIONS);
+      manager.setDesired({ ...desired([], POISONING), arpProxy });
+      await assert.rejects(manager.apply({ reread: false }), {
+        name: "KernelError",
+        phase: Phase.Address,
+      });
+      assert.ok(!runner.lines().includes(BATCH_CMD));
+    }
+  });
+
+  it("fails a route that someone else holds at the EIP with Phase.Address", async () => {
+    const runner = arpKernel("[]", "[]").on(
+      BATCH_CMD,
+      failure(BATCH_CMD, "RTNETLINK answers: File exists\nCommand failed -:6\n"),
+    );
+    const manager = new RouteManager(runner, OPTIONS);
+    manager.setDesired(desired(TWO.slice(0, 1), POISONING));
+    // Lines: 4 routes of table 1001, a rule, a host route, a proxy entry.
+    await assert.rejects(manager.apply({ reread: false }), (err: unknown) => {
+      assert.ok(err instanceof KernelError);
+      assert.equal(err.phase, Phase.Address);
+      assert.match(err.message, /line 6 \(route add 192\.168\.18\.100\/32 dev cni0/);
+      return true;
+    });
+  });
+});
+
 describe("RouteManager read/adopt", () => {
   /** Table 1001, the rules and the addresses once TWO is applied. */
   const APPLIED_ROUTES = JSON.stringify([
@@ -460,7 +631,7 @@ describe("RouteManager read/adopt", () => {
     rules = ruleJson(["10.0.0.1", "10.0.0.9", "10.0.0.11"]);
     runner.clear();
     const snapshot = await manager.read();
-    assert.deepEqual(runner.lines(), [ROUTE_CMD, RULE_CMD, ADDR_CMD]);
+    assert.deepEqual(runner.lines(), READS);
     assert.equal(snapshot.rules.length, 3);
     assert.equal(await manager.apply({ reread: false }), 0, "the belief is untouched");
     manager.adopt(snapshot);

@@ -1,5 +1,6 @@
 // RouteManager: the policy routing of bound VMIs (routes of table eip_route, `from VMI`
-// rules) and the EIPs held as addresses on the gateway device.
+// rules), the EIPs held as addresses on the gateway device, and, with --arp-poisoning, the
+// kernel's ARP answers for EIPs the node does not hold (proxy neighbour entries).
 //
 // What it owns:
 // - every route of table 1001: the table holds exactly the desired routes (link route to the
@@ -10,23 +11,34 @@
 //   with another prefix only while it equals a desired EIP: the previous version put EIPs
 //   there with the EIP network's prefix (e.g. /24), and those are replaced by a /32 without a
 //   gap (the /32 is added before the old one is deleted). Any other address is never touched:
-//   the node may have its own address in that network with a /24.
+//   the node may have its own address in that network with a /24;
+// - on the gateway device, the proxy neighbour entries for addresses inside the EIP network
+//   (`ip neigh add proxy EIP dev <gatewayDev>`: the kernel answers ARP for EIP there with the
+//   device's MAC, as long as forwarding is on and the route to EIP leaves through another
+//   device); proxy entries for other addresses are never touched;
+// - every route of the main table with protocol `protocol` (225): the host routes
+//   `EIP/32 dev <cni bridge>` that give each proxied EIP such a route.
+// (The gateway device's arp_ignore and proxy_delay are SysctlManager's.)
 //
 // How it reads: `ip -json route show table 1001`, `ip -json -N rule show` (-N: table ids as
-// numbers whatever rt_tables says; "eip_route" is accepted too) and `ip -json -4 addr show
-// dev <gatewayDev>`, in parallel. Routes compare by kind/dst/gateway/dev exactly (a route
-// with a metric or tos, or of any other type, is never the one we want); the kernel's
-// identity of a route in a table is (dst, tos, metric), which decides between `replace` and
-// `del`. Host routes are printed without "/32"; we add it back.
+// numbers whatever rt_tables says; "eip_route" is accepted too), `ip -json -4 addr show
+// dev <gatewayDev>`, `ip -4 -json neigh show proxy dev <gatewayDev>` and `ip -json route
+// show table main proto 225`, in parallel. Routes compare by kind/dst/gateway/dev exactly
+// (a route with a metric or tos, or of any other type, is never the one we want); the
+// kernel's identity of a route in a table is (dst, tos, metric), which decides between
+// `replace` and `del`. Host routes are printed without "/32"; we add it back.
 //
 // How it writes: one `ip -force -batch -` call whose stdin holds, in this order: route
 // replaces (link routes first, so the gateway of the default route is reachable, then via
 // routes, then throw routes), route deletions, rule additions, rule deletions (rules with
 // extra selectors first: `ip rule del` treats every selector it is not given as a wildcard),
-// address additions (`address replace EIP/32`, idempotent), address deletions. `-force` makes
-// ip run every line even after one fails; it reports `Command failed -:N` for each failed
-// line N, which maps back to the phase of that line (routes and rules: PolicyRouting;
-// addresses: Address); the lowest failing phase wins. A line ip cannot parse is different: ip
+// address additions (`address replace EIP/32`, idempotent), address deletions, then the ARP
+// answers: host routes (`route add`: a route of someone else's at that address
+// is an error, never overwritten), proxy entries, then proxy entry deletions before host
+// route deletions (so an answer never outlives its route). `-force` makes ip run every line
+// even after one fails; it reports `Command failed -:N` for each failed line N, which maps
+// back to the phase of that line (routes and rules: PolicyRouting; addresses and ARP
+// answers: Address); the lowest failing phase wins. A line ip cannot parse is different: ip
 // exits at once, skipping the rest of the batch, without a `Command failed` line; so every
 // desired address, route and device name is validated before anything is written.
 //
@@ -44,12 +56,15 @@
 // and address it already holds, validates only the others, and walks the belief only when
 // something must go or, once per write, to renumber the rules' order; so its cost follows
 // the change, not the number of bindings. (Rules that are not plain /32 ones, or copies, are
-// kept in kernel order until the next write deletes them.) read() and adopt() let the caller
-// do the slow `ip -json ... show` apart from apply().
+// kept in kernel order until the next write deletes them.) The ARP answers are kept the same
+// way, in maps by EIP. After a write the manager tells its owner which EIPs arrived on the
+// node (an address or proxy entry added) and which left, for gratuitous ARP. read() and
+// adopt() let the caller do the slow `ip -json ... show` apart from apply().
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { randomBytes } from "node:crypto";
 import {
+  type ArpProxySpec,
   type DesiredState,
   ROUTE_TABLE_ID,
   ROUTE_TABLE_NAME,
@@ -72,6 +87,7 @@ export interface RouteDesired {
   readonly routes: readonly RouteSpec[];
   readonly ruleSources: readonly string[];
   readonly gatewayAddresses: readonly string[];
+  readonly arpProxy: ArpProxySpec | undefined;
 }
 
 /** The part of the node's desired state this manager owns. */
@@ -80,6 +96,7 @@ export function routeDesired(state: DesiredState): RouteDesired {
     routes: state.routes,
     ruleSources: state.ruleSources,
     gatewayAddresses: state.gatewayAddresses,
+    arpProxy: state.arpProxy,
   };
 }
 
@@ -91,10 +108,17 @@ export interface RouteManagerOptions {
   readonly gatewayDev: string;
   /** Canonical CIDR of the EIP network. */
   readonly eipCidr: string;
+  /** Route protocol of our host routes in the main table (ARP_ROUTE_PROTOCOL). */
+  readonly protocol: number;
   /** Name the table may be shown with (rt_tables); defaults to "eip_route". */
   readonly tableName?: string;
-  /** Told the EIPs a successful write added to the gateway device (for gratuitous ARP). */
-  readonly onAddressesAdded?: (addresses: readonly string[]) => void;
+  /**
+   * Told the EIPs a successful write made this node answer ARP for (an address added to the
+   * gateway device, or a proxy entry added): they have just arrived here.
+   */
+  readonly onEipsArrived?: (eips: readonly string[]) => void;
+  /** Told the EIPs a successful write stopped answering ARP for (told before any arrivals). */
+  readonly onEipsLeft?: (eips: readonly string[]) => void;
 }
 
 /** A route of our table as the kernel holds it. */
@@ -173,7 +197,7 @@ function identityOf(dst: string, tos: string, metric: number): string {
   return `${dst} tos ${tos} metric ${metric}`;
 }
 
-function routeDelLine(dst: string, tos: string, metric: number, table: number): string {
+function routeDelLine(dst: string, tos: string, metric: number, table: number | "main"): string {
   let line = `route del ${dst} table ${table}`;
   if (tos !== "0") line += ` tos ${tos}`;
   if (metric !== 0) line += ` metric ${metric}`;
@@ -306,16 +330,68 @@ export function parseAddresses(json: string): KernelAddress[] {
   return result;
 }
 
+/** Parses `ip -4 -json neigh show proxy dev DEV`: the addresses proxied on the device. */
+export function parseProxies(json: string): string[] {
+  const result: string[] = [];
+  for (const entry of parseJsonArray(json, "ip neigh")) {
+    const dst = str(entry, "dst");
+    const address = dst === undefined ? undefined : canonicalIpv4(dst);
+    if (address !== undefined) result.push(address);
+  }
+  return result;
+}
+
+/** A route of the main table with our protocol. */
+export interface ArpRoute {
+  /** The address of a host route (/32, tos 0, metric 0: the identity of ours); else undefined. */
+  readonly address: string | undefined;
+  /** The device of a host route that is a plain `dev D scope link` route; else undefined. */
+  readonly dev: string | undefined;
+  /** The batch line that deletes it. */
+  readonly del: string;
+}
+
+/** Parses `ip -json route show table main proto P` (ip leaves the protocol out). */
+export function parseArpRoutes(json: string, protocol: number): ArpRoute[] {
+  const routes: ArpRoute[] = [];
+  for (const r of parseJsonArray(json, "ip route")) {
+    const rawDst = str(r, "dst");
+    if (rawDst === undefined) continue;
+    const dst = canonicalDst(rawDst);
+    const tosText = str(r, "tos") ?? str(r, "dsfield") ?? "0";
+    const tos = tosText === "0x00" || tosText === "0x0" ? "0" : tosText;
+    const metric = Number(str(r, "metric") ?? "0") || 0;
+    const host = dst.endsWith("/32") && tos === "0" && metric === 0;
+    const dev = str(r, "dev");
+    const plain =
+      (str(r, "type") ?? "unicast") === "unicast" &&
+      r.nexthops === undefined &&
+      str(r, "gateway") === undefined &&
+      str(r, "scope") === "link";
+    routes.push({
+      address: host ? dst.slice(0, -3) : undefined,
+      dev: host && plain ? dev : undefined,
+      del: `${routeDelLine(dst, tos, metric, "main")} proto ${protocol}`,
+    });
+  }
+  return routes;
+}
+
 /** An address of the gateway device, with whether it lies in the EIP network. */
 export interface HeldAddress extends KernelAddress {
   readonly inEipNet: boolean;
 }
 
-/** What read() returns: table 1001, our rules and the gateway device's addresses. */
+/**
+ * What read() returns: table 1001, our rules, the gateway device's addresses, our proxy
+ * entries (those in the EIP network) and our main-table routes.
+ */
 export interface RouteSnapshot {
   readonly routes: readonly KernelRoute[];
   readonly rules: readonly KernelRule[];
   readonly addresses: readonly HeldAddress[];
+  readonly proxies: readonly string[];
+  readonly arpRoutes: readonly ArpRoute[];
 }
 
 /** A held address in the belief. */
@@ -345,6 +421,13 @@ interface SourceEntry {
   order: number;
 }
 
+/** A proxy entry, or a host route with its device (undefined: not a plain `dev D` route). */
+interface ArpEntry {
+  readonly dev: string | undefined;
+  /** The last plan pass that wanted it. */
+  seen: number;
+}
+
 interface Belief {
   /** The routes of our table (a handful). */
   routes: readonly KernelRoute[];
@@ -363,6 +446,12 @@ interface Belief {
   /** Those of `others` that lie in the EIP network, by address. */
   othersInEipNet: Map<string, AddressEntry[]>;
   nextSeq: number;
+  /** Our proxy entries on the gateway device, by EIP. */
+  readonly proxies: Map<string, ArpEntry>;
+  /** Our host routes in the main table, by EIP. */
+  readonly arpRoutes: Map<string, ArpEntry>;
+  /** Our other main-table routes (not at a host route's identity): the next write deletes them. */
+  otherArpRoutes: readonly ArpRoute[];
 }
 
 interface BatchLine {
@@ -378,12 +467,19 @@ interface WritePlan {
   readonly rereadAfter: boolean;
   /** Updates the belief to what the kernel holds once the lines succeeded. */
   commit(): void;
-  /** Addresses the lines add to the gateway device. */
-  readonly addedAddresses: readonly string[];
+  /** EIPs the lines add as an address or a proxy entry. */
+  readonly arrived: readonly string[];
+  /** EIPs whose address (not wanted any more) or proxy entry the lines delete. */
+  readonly left: readonly string[];
 }
 
 export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> {
-  private desired: RouteDesired = { routes: [], ruleSources: [], gatewayAddresses: [] };
+  private desired: RouteDesired = {
+    routes: [],
+    ruleSources: [],
+    gatewayAddresses: [],
+    arpProxy: undefined,
+  };
   private belief: Belief | undefined;
   private readonly eipNet: Ipv4Net;
   private readonly tableName: string;
@@ -421,7 +517,8 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       this.belief = undefined;
       if (plan.promoteSecondaries) await this.promoteSecondaries();
       await this.runBatch(plan.lines);
-      if (plan.addedAddresses.length > 0) this.options.onAddressesAdded?.(plan.addedAddresses);
+      if (plan.left.length > 0) this.options.onEipsLeft?.(plan.left);
+      if (plan.arrived.length > 0) this.options.onEipsArrived?.(plan.arrived);
       if (!plan.rereadAfter) {
         plan.commit();
         this.belief = belief;
@@ -448,36 +545,40 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   }
 
   private async readKernel(): Promise<RouteSnapshot> {
-    const { table, priority, gatewayDev } = this.options;
-    const [routes, rules, addresses] = await Promise.allSettled([
-      this.runner.run("ip", ["-json", "route", "show", "table", String(table)]).catch(noTableYet),
-      this.runner.run("ip", ["-json", "-N", "rule", "show"]),
-      this.runner.run("ip", ["-json", "-4", "addr", "show", "dev", gatewayDev]),
+    const { table, priority, gatewayDev, protocol } = this.options;
+    const ip = (args: string[]) => this.runner.run("ip", args);
+    const [routes, rules, addresses, proxies, arpRoutes] = await Promise.allSettled([
+      ip(["-json", "route", "show", "table", String(table)]).catch(noTableYet),
+      ip(["-json", "-N", "rule", "show"]),
+      ip(["-json", "-4", "addr", "show", "dev", gatewayDev]),
+      ip(["-4", "-json", "neigh", "show", "proxy", "dev", gatewayDev]),
+      ip(["-json", "route", "show", "table", "main", "proto", String(protocol)]),
     ]);
-    for (const result of [routes, rules]) {
-      if (result.status === "rejected") {
-        throw new KernelError(Phase.PolicyRouting, `ip: ${errorMessage(result.reason)}`, {
-          cause: result.reason,
-        });
-      }
-    }
-    if (addresses.status === "rejected") {
-      throw new KernelError(Phase.Address, `ip: ${errorMessage(addresses.reason)}`, {
-        cause: addresses.reason,
+    const output = (result: PromiseSettledResult<{ stdout: string }>, phase: Phase): string => {
+      if (result.status === "fulfilled") return result.value.stdout;
+      throw new KernelError(phase, `ip: ${errorMessage(result.reason)}`, {
+        cause: result.reason,
       });
-    }
-    if (routes.status !== "fulfilled" || rules.status !== "fulfilled")
-      throw new Error("unreachable");
+    };
+    const routesOut = output(routes, Phase.PolicyRouting);
+    const rulesOut = output(rules, Phase.PolicyRouting);
+    const addressesOut = output(addresses, Phase.Address);
     return {
-      routes: parseRoutes(routes.value.stdout, table),
-      rules: parseRules(rules.value.stdout, { table, priority, tableName: this.tableName }),
-      addresses: parseAddresses(addresses.value.stdout).map((a) => this.held(a)),
+      routes: parseRoutes(routesOut, table),
+      rules: parseRules(rulesOut, { table, priority, tableName: this.tableName }),
+      addresses: parseAddresses(addressesOut).map((a) => this.held(a)),
+      proxies: parseProxies(output(proxies, Phase.Address)).filter((a) => this.inEipNet(a)),
+      arpRoutes: parseArpRoutes(output(arpRoutes, Phase.Address), protocol),
     };
   }
 
+  private inEipNet(address: string): boolean {
+    const value = parseIpv4(address);
+    return value !== undefined && netContains(this.eipNet, value);
+  }
+
   private held(a: KernelAddress): HeldAddress {
-    const value = parseIpv4(a.address);
-    return { ...a, inEipNet: value !== undefined && netContains(this.eipNet, value) };
+    return { ...a, inEipNet: this.inEipNet(a.address) };
   }
 
   /**
@@ -516,7 +617,24 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       others: [],
       othersInEipNet: new Map(),
       nextSeq: 0,
+      proxies: new Map(),
+      arpRoutes: new Map(),
+      otherArpRoutes: [],
     };
+    const sameEip = sameStrings(desired.arpProxy?.eips ?? []);
+    for (const address of snapshot.proxies) {
+      belief.proxies.set(sameEip.get(address) ?? address, { dev: undefined, seen: 0 });
+    }
+    const otherArpRoutes: ArpRoute[] = [];
+    for (const route of snapshot.arpRoutes) {
+      const address = route.address;
+      if (address === undefined || belief.arpRoutes.has(address)) {
+        otherArpRoutes.push(route);
+        continue;
+      }
+      belief.arpRoutes.set(sameEip.get(address) ?? address, { dev: route.dev, seen: 0 });
+    }
+    belief.otherArpRoutes = otherArpRoutes;
     const sameAddress = sameStrings(desired.gatewayAddresses);
     for (const a of snapshot.addresses) {
       const entry: AddressEntry = {
@@ -719,6 +837,9 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       }
     }
 
+    const arp = this.planArpAnswers(desired.arpProxy, belief, pass);
+    for (const line of arp.lines) lines.push({ text: line, phase: Phase.Address });
+
     const commit = (): void => {
       belief.routes = [...wantedRoutes].map(([identity, route]): KernelRoute => {
         const dst = canonicalDst(route.dst);
@@ -757,9 +878,114 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
         const held = this.held({ address, prefix: 32, secondary: false });
         fileAddress(belief, { ...held, seq: belief.nextSeq++, seen: pass }, true);
       }
+      arp.commit();
     };
 
-    return { lines, promoteSecondaries, rereadAfter, commit, addedAddresses };
+    const left = deleted.filter((a) => a.seen !== pass).map((a) => a.address);
+    return {
+      lines,
+      promoteSecondaries,
+      rereadAfter,
+      commit,
+      arrived: [...addedAddresses, ...arp.addedProxies],
+      left: [...left, ...arp.removedProxies],
+    };
+  }
+
+  /**
+   * The batch lines of the ARP answers (see the header for their order), with a commit that
+   * updates the belief. Costs a lookup per wanted EIP held already, like the addresses.
+   */
+  private planArpAnswers(
+    spec: ArpProxySpec | undefined,
+    belief: Belief,
+    pass: number,
+  ): { lines: string[]; addedProxies: string[]; removedProxies: string[]; commit(): void } {
+    const { gatewayDev, protocol } = this.options;
+    const { proxies, arpRoutes } = belief;
+    const eips = spec?.eips ?? [];
+    const routeDev = spec?.routeDev ?? "";
+    if (spec !== undefined && (!isDeviceName(routeDev) || routeDev === gatewayDev)) {
+      throw new KernelError(Phase.Address, `invalid route device ${JSON.stringify(routeDev)}`);
+    }
+    let proxyHits = 0;
+    let routeHits = 0;
+    const addedProxies: string[] = [];
+    const addedRoutes: string[] = [];
+    const replacedRoutes: string[] = [];
+    let adding: Set<string> | undefined;
+    for (let i = 0; i < eips.length; i++) {
+      const text = eips[i] as string;
+      let address = text;
+      let proxy = proxies.get(text);
+      let route = arpRoutes.get(text);
+      if (proxy === undefined || route === undefined) {
+        const canonical = canonicalAddress(text);
+        if (canonical === undefined || !this.inEipNet(canonical)) {
+          throw new KernelError(Phase.Address, `invalid EIP ${JSON.stringify(text)}`);
+        }
+        address = canonical;
+        if (canonical !== text) {
+          proxy = proxies.get(canonical);
+          route = arpRoutes.get(canonical);
+        }
+      }
+      if (proxy !== undefined && proxy.seen !== pass) {
+        proxy.seen = pass;
+        proxyHits++;
+      }
+      if (route !== undefined && route.seen !== pass) {
+        route.seen = pass;
+        routeHits++;
+        if (route.dev !== routeDev) replacedRoutes.push(address);
+      }
+      if (proxy !== undefined && route !== undefined) continue;
+      adding ??= new Set();
+      if (adding.has(address)) continue;
+      adding.add(address);
+      if (proxy === undefined) addedProxies.push(address);
+      if (route === undefined) addedRoutes.push(address);
+    }
+    const removedProxies: string[] = [];
+    if (proxyHits < proxies.size) {
+      proxies.forEach((entry, address) => {
+        if (entry.seen !== pass) removedProxies.push(address);
+      });
+    }
+    const removedRoutes: string[] = [];
+    if (routeHits < arpRoutes.size) {
+      arpRoutes.forEach((entry, address) => {
+        if (entry.seen !== pass) removedRoutes.push(address);
+      });
+    }
+    const lines: string[] = [];
+    const tail = `dev ${routeDev} table main proto ${protocol}`;
+    for (const address of addedRoutes) lines.push(`route add ${address}/32 ${tail}`);
+    for (const address of replacedRoutes) lines.push(`route replace ${address}/32 ${tail}`);
+    for (const address of addedProxies) {
+      lines.push(`neigh replace proxy ${address} dev ${gatewayDev}`);
+    }
+    for (const address of removedProxies) {
+      lines.push(`neigh del proxy ${address} dev ${gatewayDev}`);
+    }
+    for (const address of removedRoutes) {
+      lines.push(`route del ${address}/32 table main proto ${protocol}`);
+    }
+    for (const route of belief.otherArpRoutes) lines.push(route.del);
+    return {
+      lines,
+      addedProxies,
+      removedProxies,
+      commit() {
+        for (const address of removedProxies) proxies.delete(address);
+        for (const address of removedRoutes) arpRoutes.delete(address);
+        for (const address of addedProxies) proxies.set(address, { dev: undefined, seen: pass });
+        for (const address of [...addedRoutes, ...replacedRoutes]) {
+          arpRoutes.set(address, { dev: routeDev, seen: pass });
+        }
+        belief.otherArpRoutes = [];
+      },
+    };
   }
 
   /** Whether deleting primary `a` would also delete a secondary we are not deleting. */

@@ -22,6 +22,7 @@ const CONFIG: PlanConfig = {
   gatewayDev: "eth1",
   eipCidr: "192.168.18.0/24",
   arpPoisoning: false,
+  cniDev: "cni0",
 };
 
 const PAIR: Binding[] = [

@@ -131,6 +131,7 @@ const CONFIG: PlanConfig = {
   gatewayDev: "eth1",
   eipCidr: "192.168.18.0/24",
   arpPoisoning: false,
+  cniDev: "cni0",
 };
 
 function desired(bindings: Binding[]): IptablesDesired {

@@ -866,6 +866,31 @@ export class Lab {
     }
   }
 
+  /**
+   * Asks who has `address` with broadcast ARP requests (iputils arping) from a device of a
+   * lab namespace, for `timeoutSec` (default 1) seconds; `source` is the sender address
+   * (needed for targets the namespace has no route to). Resolves to the MAC addresses that
+   * answered, lowercase, each once, in order; [] when nothing answered.
+   */
+  async arping(
+    fromNs: string,
+    device: string,
+    address: string,
+    options: { source: string; timeoutSec?: number },
+  ): Promise<string[]> {
+    const timeout = String(options.timeoutSec ?? 1);
+    const args = ["arping", "-b", "-w", timeout, "-I", device, "-s", options.source, address];
+    try {
+      const { stdout } = await this.exec(fromNs, args);
+      const macs = [...stdout.matchAll(/reply from \S+ \[([0-9A-Fa-f:]{17})\]/g)];
+      return [...new Set(macs.map((m) => (m[1] ?? "").toLowerCase()))];
+    } catch (err) {
+      // Exit 1: nothing answered.
+      if (err instanceof CommandError && err.exitCode === 1) return [];
+      throw err;
+    }
+  }
+
   /** Starts the who-are-you server (TCP and UDP) on 0.0.0.0:port in a lab namespace. */
   startTcpServer(ns: string, port: number, options: { name?: string } = {}): Promise<LabProcess> {
     return this.spawnIn(ns, [process.execPath, WHOAMI_SCRIPT, "serve", String(port)], {

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { FakeRunner, failure } from "./fake-runner.js";
+import { Phase } from "./manager.js";
+import { SysctlManager } from "./sysctl.js";
+
+const ARP_IGNORE = "net/ipv4/conf/eth1/arp_ignore";
+const PROXY_DELAY = "net/ipv4/neigh/eth1/proxy_delay";
+const READ = `sysctl -n ${ARP_IGNORE} ${PROXY_DELAY}`;
+const BOTH = [
+  { key: ARP_IGNORE, value: "1" },
+  { key: PROXY_DELAY, value: "0" },
+];
+
+describe("SysctlManager", () => {
+  it("reads the named settings in one call and writes those that differ in one call", async () => {
+    const runner = new FakeRunner().on(READ, "1\n80\n");
+    const m = new SysctlManager(runner);
+    m.setDesired(BOTH);
+    assert.equal(await m.apply({ reread: false }), 1);
+    assert.deepEqual(runner.lines(), [READ, `sysctl -w ${PROXY_DELAY}=0`]);
+    runner.clear();
+    assert.equal(await m.apply({ reread: false }), 0, "the belief holds");
+    assert.deepEqual(runner.lines(), []);
+    // Drift, seen by a re-read.
+    runner.on(READ, "0\n0\n");
+    assert.equal(await m.apply({ reread: true }), 1);
+    assert.deepEqual(runner.lines(), [READ, `sysctl -w ${ARP_IGNORE}=1`]);
+  });
+
+  it("reads again when a setting it never read is named", async () => {
+    const runner = new FakeRunner().on(`sysctl -n ${ARP_IGNORE}`, "1\n").on(READ, "1\n0\n");
+    const m = new SysctlManager(runner);
+    m.setDesired(BOTH.slice(0, 1));
+    assert.equal(await m.apply({ reread: false }), 0);
+    m.setDesired(BOTH);
+    assert.equal(await m.apply({ reread: false }), 0);
+    assert.deepEqual(runner.lines(), [`sysctl -n ${ARP_IGNORE}`, READ]);
+  });
+
+  it("fails with Phase.Address, forgets its belief, and refuses bad keys before running", async () => {
+    const runner = new FakeRunner()
+      .on(READ, "0\n80\n")
+      .on(`sysctl -w ${ARP_IGNORE}=1 ${PROXY_DELAY}=0`, failure("sysctl -w", "permission denied"));
+    const m = new SysctlManager(runner);
+    m.setDesired(BOTH);
+    await assert.rejects(m.apply({ reread: false }), { name: "KernelError", phase: Phase.Address });
+    runner.clear();
+    await assert.rejects(m.apply({ reread: false }));
+    assert.equal(runner.lines()[0], READ, "read again after the failure");
+
+    const bad = new SysctlManager({ run: () => assert.fail("nothing may run") });
+    for (const spec of [
+      { key: "net/ipv4/conf/eth1/arp_ignore 1", value: "1" },
+      { key: "kernel.panic", value: "1" },
+      { key: ARP_IGNORE, value: "1 2" },
+    ]) {
+      bad.setDesired([spec]);
+      await assert.rejects(bad.apply({ reread: false }), { phase: Phase.Address });
+    }
+  });
+
+  it("read() leaves the belief alone; adopt() makes the next apply diff against it", async () => {
+    const runner = new FakeRunner().on(READ, "1\n0\n");
+    const m = new SysctlManager(runner);
+    m.setDesired(BOTH);
+    assert.equal(await m.apply({ reread: false }), 0);
+    runner.on(READ, "1\n80\n");
+    const snapshot = await m.read();
+    runner.clear();
+    assert.equal(await m.apply({ reread: false }), 0, "the belief is untouched");
+    m.adopt(snapshot);
+    assert.equal(await m.apply({ reread: false }), 1);
+    assert.deepEqual(runner.lines(), [`sysctl -w ${PROXY_DELAY}=0`]);
+  });
+});

@@ -1,0 +1,82 @@
+// SysctlManager: the kernel settings named in the desired state (the gateway device's
+// arp_ignore and, with --arp-poisoning, proxy_delay; see gatewaySysctls in plan.ts).
+//
+// What it owns: the value of each named setting, nothing else; it never puts back the value
+// a setting had before. A setting that is not named is never read or written.
+//
+// How it reads: one `sysctl -n KEY...` call (values come back one a line, in order). How it
+// writes: one `sysctl -w KEY=VALUE...` call with the settings that differ. Both run through
+// the CommandRunner, so they act in the network namespace the agent runs in (in the lab and
+// the tests, the node's namespace; never the host's). Keys are in the slash form, where a
+// device name may contain dots.
+//
+// Belief: after a successful write the manager believes the settings hold their values and
+// reads again only when asked (reread), when a setting it never read is named, or after a
+// failure. A handful of settings: no incremental bookkeeping is needed.
+import type { SysctlSpec } from "../agent/plan.js";
+import { KernelError, Phase, type KernelManager } from "./manager.js";
+import type { CommandRunner } from "./runner.js";
+
+/** The values read, by key. */
+export type SysctlSnapshot = ReadonlyMap<string, string>;
+
+const KEY = /^[a-z0-9_]+(\/[A-Za-z0-9_.:@-]+)+$/;
+const VALUE = /^[^\s=]+$/;
+
+export class SysctlManager implements KernelManager<readonly SysctlSpec[], SysctlSnapshot> {
+  private desired: readonly SysctlSpec[] = [];
+  private belief: Map<string, string> | undefined;
+
+  constructor(private readonly runner: CommandRunner) {}
+
+  setDesired(desired: readonly SysctlSpec[]): void {
+    this.desired = desired;
+  }
+
+  async apply(options: { reread: boolean }): Promise<number> {
+    const desired = this.desired;
+    for (const { key, value } of desired) {
+      if (!KEY.test(key) || !VALUE.test(value)) {
+        throw new KernelError(Phase.Address, `invalid sysctl ${JSON.stringify(`${key}=${value}`)}`);
+      }
+    }
+    let belief = this.belief;
+    // Forgotten until the end: a failed read or write leaves the kernel's values unknown.
+    this.belief = undefined;
+    if (options.reread || belief === undefined || desired.some((s) => !belief?.has(s.key))) {
+      belief = new Map(await this.read());
+    }
+    const changes = desired.filter((s) => belief.get(s.key) !== s.value);
+    if (changes.length > 0) {
+      try {
+        await this.runner.run("sysctl", ["-w", ...changes.map((s) => `${s.key}=${s.value}`)]);
+      } catch (err) {
+        throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
+      }
+      for (const s of changes) belief.set(s.key, s.value);
+    }
+    this.belief = belief;
+    return changes.length;
+  }
+
+  async read(): Promise<SysctlSnapshot> {
+    const keys = this.desired.map((s) => s.key).filter((key) => KEY.test(key));
+    if (keys.length === 0) return new Map();
+    let stdout: string;
+    try {
+      ({ stdout } = await this.runner.run("sysctl", ["-n", ...keys]));
+    } catch (err) {
+      throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
+    }
+    const values = stdout.split("\n").map((line) => line.trim());
+    return new Map(keys.map((key, i) => [key, values[i] ?? ""]));
+  }
+
+  adopt(snapshot: SysctlSnapshot): void {
+    this.belief = new Map(snapshot);
+  }
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
