@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything kube-eip's demo, tests and benchmarks need on a fresh Debian machine
-# (run as root), then builds the project. Safe to run again: it skips what is there.
+# (run as root), then builds the project and the tests' Kubernetes binaries. Safe to run
+# again: it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 rm -rf dist
 npx tsc -p tsconfig.json
+# The tests' real kube-apiserver, kubectl and etcd, cached outside the clone (README.md).
+scripts/kube-build.sh

@@ -1,6 +1,7 @@
-// Long-running processes inside lab namespaces (agents, servers, captures). A CommandRunner
-// runs a command to completion; these must outlive the call, so they are spawned here, still
-// as argument arrays and never through a shell, tracked by PID and stopped by PID.
+// Long-running processes inside lab namespaces (agents, servers, captures), or in this
+// process's own namespace (the Kubernetes control plane of src/kube-lab by default). A
+// CommandRunner runs a command to completion; these must outlive the call, so they are spawned
+// here, still as argument arrays and never through a shell, tracked by PID and stopped by PID.
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, type WriteStream } from "node:fs";
@@ -14,11 +15,14 @@ export interface ProcessExit {
   readonly signal: NodeJS.Signals | null;
 }
 
-export interface LabProcess {
+/** A network namespace by name; `undefined` (where the type allows it) is this process's own. */
+type Netns = string | undefined;
+
+export interface LabProcess<Ns extends Netns = string> {
   /** Unique name within the lab; also the log file's name. */
   readonly name: string;
   /** Namespace the process runs in. */
-  readonly ns: string;
+  readonly ns: Ns;
   readonly argv: readonly string[];
   readonly pid: number;
   readonly child: ChildProcess;
@@ -35,18 +39,18 @@ export interface LabProcess {
   stop(graceMs?: number): Promise<ProcessExit>;
 }
 
-export interface SpawnSpec {
+export interface SpawnSpec<Ns extends Netns = string> {
   readonly name: string;
-  readonly ns: string;
+  readonly ns: Ns;
   readonly argv: readonly string[];
   readonly logFile: string;
   readonly env?: Readonly<Record<string, string>>;
   readonly cwd?: string;
 }
 
-class TrackedProcess implements LabProcess {
+class TrackedProcess<Ns extends Netns> implements LabProcess<Ns> {
   readonly name: string;
-  readonly ns: string;
+  readonly ns: Ns;
   readonly argv: readonly string[];
   readonly pid: number;
   readonly child: ChildProcess;
@@ -57,7 +61,7 @@ class TrackedProcess implements LabProcess {
   private readonly log: WriteStream;
   private readonly waiters = new Set<() => void>();
 
-  constructor(spec: SpawnSpec) {
+  constructor(spec: SpawnSpec<Ns>) {
     this.name = spec.name;
     this.ns = spec.ns;
     this.argv = spec.argv;
@@ -65,7 +69,9 @@ class TrackedProcess implements LabProcess {
     this.log = createWriteStream(spec.logFile, { flags: "a" });
     this.log.on("error", () => {});
     // `ip netns exec` execs the program, so the child's PID is the program's own.
-    this.child = spawn("ip", ["netns", "exec", spec.ns, ...spec.argv], {
+    const [command = "", ...args] =
+      spec.ns === undefined ? spec.argv : ["ip", "netns", "exec", spec.ns, ...spec.argv];
+    this.child = spawn(command, args, {
       stdio: ["ignore", "pipe", "pipe"],
       env: spec.env ? { ...process.env, ...spec.env } : process.env,
       cwd: spec.cwd,
@@ -108,6 +114,10 @@ class TrackedProcess implements LabProcess {
     return this.tail;
   }
 
+  private where(): string {
+    return this.ns ?? "this namespace";
+  }
+
   waitFor(pattern: RegExp | string, timeoutMs = 10_000): Promise<void> {
     const matches = () =>
       typeof pattern === "string" ? this.tail.includes(pattern) : pattern.test(this.tail);
@@ -123,7 +133,7 @@ class TrackedProcess implements LabProcess {
         else if (this.exit) {
           done(
             new Error(
-              `${this.name} (${this.argv.join(" ")}) in ${this.ns} exited (code ${this.exit.code}, signal ${this.exit.signal}) before printing ${String(pattern)}; output:\n${this.tail.slice(-2000)}`,
+              `${this.name} (${this.argv.join(" ")}) in ${this.where()} exited (code ${this.exit.code}, signal ${this.exit.signal}) before printing ${String(pattern)}; output:\n${this.tail.slice(-2000)}`,
             ),
           );
         }
@@ -132,7 +142,7 @@ class TrackedProcess implements LabProcess {
         () =>
           done(
             new Error(
-              `${this.name} in ${this.ns} did not print ${String(pattern)} within ${timeoutMs} ms; output:\n${this.tail.slice(-2000)}`,
+              `${this.name} in ${this.where()} did not print ${String(pattern)} within ${timeoutMs} ms; output:\n${this.tail.slice(-2000)}`,
             ),
           ),
         timeoutMs,
@@ -159,6 +169,8 @@ class TrackedProcess implements LabProcess {
   }
 }
 
-export function spawnTracked(spec: SpawnSpec): LabProcess & { killNow(): void } {
+export function spawnTracked<Ns extends Netns = string>(
+  spec: SpawnSpec<Ns>,
+): LabProcess<Ns> & { killNow(): void } {
   return new TrackedProcess(spec);
 }
