@@ -1,0 +1,282 @@
+// The reconciler against fake caches, agents and API writes: the order of agent calls on a
+// move, what the status says after each outcome, finalizers, conflicts and failures.
+import { beforeEach, test } from "node:test";
+import assert from "node:assert/strict";
+import { pino } from "pino";
+import {
+  type AgentResult,
+  type BindingWriter,
+  type Caches,
+  Reconciler,
+  RetryLater,
+} from "./reconciler.js";
+import {
+  type EipBinding,
+  type EipBindingStatus,
+  FINALIZER,
+  type KubeNode,
+  SEED_FINALIZER,
+  type Vmi,
+  keyOf,
+} from "./types.js";
+
+class World implements Caches, BindingWriter {
+  readonly bindings = new Map<string, EipBinding>();
+  readonly vmis = new Map<string, Vmi>();
+  readonly nodes = new Map<string, KubeNode>();
+  /** What each agent (by node address) holds: eip -> vmi. */
+  readonly agents = new Map<string, Map<string, string>>();
+  readonly down = new Set<string>();
+  readonly calls: string[] = [];
+  readonly events: string[] = [];
+
+  binding(key: string) {
+    return this.bindings.get(key);
+  }
+  bindingsNamingEip(eip: string) {
+    return [...this.bindings.values()].filter((b) => b.spec.eipAddr === eip);
+  }
+  vmi(ns: string, name: string) {
+    return this.vmis.get(`${ns}/${name}`);
+  }
+  node(name: string) {
+    return this.nodes.get(name);
+  }
+  async patchStatus(b: EipBinding, status: EipBindingStatus) {
+    this.calls.push(`status ${keyOf(b.metadata)} ${status.conditions?.at(-1)?.reason}`);
+    const cur = this.bindings.get(keyOf(b.metadata));
+    if (cur) this.bindings.set(keyOf(b.metadata), { ...cur, status });
+  }
+  async setFinalizers(b: EipBinding, finalizers: string[]) {
+    const cur = this.bindings.get(keyOf(b.metadata));
+    if (!cur) return;
+    if (cur.metadata.deletionTimestamp && finalizers.length === 0) {
+      this.bindings.delete(keyOf(b.metadata));
+      return;
+    }
+    this.bindings.set(keyOf(b.metadata), { ...cur, metadata: { ...cur.metadata, finalizers } });
+  }
+  agentOp(op: "bind" | "unbind") {
+    return async (address: string, eip: string, vmi: string): Promise<AgentResult> => {
+      this.calls.push(`${op} ${address} ${eip} ${vmi}`);
+      if (this.down.has(address)) return { ok: false, unreachable: true, reason: "unreachable" };
+      const held = this.agents.get(address) ?? new Map<string, string>();
+      this.agents.set(address, held);
+      if (op === "bind") {
+        if (held.has(eip) && held.get(eip) !== vmi) {
+          return { ok: false, unreachable: false, reason: `EIP ${eip} is already bound` };
+        }
+        held.set(eip, vmi);
+      } else if (held.get(eip) === vmi) held.delete(eip);
+      return { ok: true };
+    };
+  }
+  addNode(name: string, address: string) {
+    this.nodes.set(name, {
+      metadata: { name },
+      status: { addresses: [{ type: "InternalIP", address }] },
+    });
+  }
+  setVmi(name: string, phase: string, node?: string, address?: string) {
+    this.vmis.set(`default/${name}`, {
+      metadata: { name, namespace: "default" },
+      status: { phase, nodeName: node, interfaces: address ? [{ ipAddress: address }] : [] },
+    });
+  }
+  addBinding(name: string, eip: string, vmi: string, created: string, finalizers: string[] = []) {
+    this.bindings.set(`default/${name}`, {
+      metadata: {
+        name,
+        namespace: "default",
+        creationTimestamp: created,
+        generation: 1,
+        finalizers,
+      },
+      spec: { eipAddr: eip, vmiName: vmi },
+    });
+  }
+  deleteBinding(name: string) {
+    const b = this.bindings.get(`default/${name}`);
+    if (!b) return;
+    if ((b.metadata.finalizers ?? []).length === 0) this.bindings.delete(`default/${name}`);
+    else {
+      b.metadata.deletionTimestamp = "2026-01-01T00:00:00Z";
+    }
+  }
+  ready(name: string) {
+    return this.bindings
+      .get(`default/${name}`)
+      ?.status?.conditions?.find((c) => c.type === "Ready");
+  }
+}
+
+let w: World;
+let r: Reconciler;
+
+beforeEach(() => {
+  w = new World();
+  w.addNode("node1", "172.16.0.11");
+  w.addNode("node2", "172.16.0.12");
+  r = new Reconciler({
+    caches: w,
+    agents: { bind: w.agentOp("bind"), unbind: w.agentOp("unbind") },
+    writer: w,
+    events: { record: (_b, type, reason) => w.events.push(`${type} ${reason}`) },
+    logger: pino({ level: "silent" }),
+    now: () => new Date("2026-11-26T00:00:00Z"),
+  });
+});
+
+test("a Running VMI: finalizer first, bind on its node, status Ready/Bound", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  const b = w.bindings.get("default/b");
+  assert.deepEqual(b?.metadata.finalizers, [FINALIZER]);
+  assert.deepEqual(w.calls, [
+    "bind 172.16.0.11 192.168.18.100 10.244.1.10",
+    "status default/b Bound",
+  ]);
+  assert.equal(b?.status?.nodeName, "node1");
+  assert.equal(b?.status?.vmiAddress, "10.244.1.10");
+  assert.equal(w.ready("b")?.status, "True");
+  assert.equal(b?.status?.observedGeneration, 1);
+  w.calls.length = 0;
+  await r.reconcile("default/b");
+  assert.deepEqual(
+    w.calls,
+    ["bind 172.16.0.11 192.168.18.100 10.244.1.10"],
+    "idempotent, no status write",
+  );
+});
+
+test("a move binds on the new node first, then unbinds on the old one", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  w.calls.length = 0;
+  w.setVmi("vm", "Running", "node2", "10.244.2.10");
+  await r.reconcile("default/b");
+  assert.deepEqual(w.calls, [
+    "bind 172.16.0.12 192.168.18.100 10.244.2.10",
+    "unbind 172.16.0.11 192.168.18.100 10.244.1.10",
+    "status default/b Bound",
+  ]);
+  assert.equal(w.bindings.get("default/b")?.status?.nodeName, "node2");
+  assert.ok(w.events.includes("Normal Moved"));
+});
+
+test("a move away from an unreachable node does not wait for it", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  w.down.add("172.16.0.11");
+  w.setVmi("vm", "Running", "node2", "10.244.2.10");
+  await r.reconcile("default/b");
+  assert.equal(w.bindings.get("default/b")?.status?.nodeName, "node2");
+  assert.equal(w.ready("b")?.status, "True");
+  assert.ok(w.events.includes("Warning UnbindFailed"));
+});
+
+test("on the same node a new VMI address is unbound first, then bound", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  w.calls.length = 0;
+  w.setVmi("vm", "Running", "node1", "10.244.1.11");
+  await r.reconcile("default/b");
+  assert.deepEqual(w.calls, [
+    "unbind 172.16.0.11 192.168.18.100 10.244.1.10",
+    "bind 172.16.0.11 192.168.18.100 10.244.1.11",
+    "status default/b Bound",
+  ]);
+});
+
+test("a VMI that stops is unbound everywhere and the status says why", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  w.setVmi("vm", "Succeeded", "node1", "10.244.1.10");
+  await r.reconcile("default/b");
+  assert.equal(w.agents.get("172.16.0.11")?.size, 0);
+  const b = w.bindings.get("default/b");
+  assert.equal(b?.status?.nodeName, undefined);
+  assert.equal(w.ready("b")?.status, "False");
+  assert.equal(w.ready("b")?.reason, "VMINotRunning");
+  w.vmis.clear();
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.reason, "VMINotFound");
+});
+
+test("an unreachable agent: AgentUnavailable, and the key is retried", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  w.down.add("172.16.0.11");
+  await assert.rejects(r.reconcile("default/b"), RetryLater);
+  assert.equal(w.ready("b")?.reason, "AgentUnavailable");
+  assert.equal(w.bindings.get("default/b")?.status?.nodeName, undefined);
+  w.down.clear();
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.reason, "Bound");
+});
+
+test("two bindings for one EIP: the older holds it; the newer takes over when it goes", async () => {
+  w.setVmi("vm1", "Running", "node1", "10.244.1.10");
+  w.setVmi("vm2", "Running", "node2", "10.244.2.10");
+  w.addBinding("old", "192.168.18.100", "vm1", "t1");
+  w.addBinding("new", "192.168.18.100", "vm2", "t2");
+  await r.reconcile("default/new");
+  await r.reconcile("default/old");
+  assert.equal(w.ready("new")?.reason, "EipConflict");
+  assert.match(w.ready("new")?.message ?? "", /held by the older EipBinding default\/old/);
+  assert.equal(w.ready("old")?.reason, "Bound");
+  w.deleteBinding("old");
+  await r.reconcile("default/new");
+  assert.equal(w.ready("new")?.reason, "EipConflict", "the deleting owner keeps it until gone");
+  await r.reconcile("default/old");
+  assert.equal(w.bindings.has("default/old"), false, "unbound, finalizer removed, gone");
+  await r.reconcile("default/new");
+  assert.equal(w.ready("new")?.reason, "Bound");
+  assert.equal(w.agents.get("172.16.0.11")?.size, 0);
+  assert.equal(w.agents.get("172.16.0.12")?.get("192.168.18.100"), "10.244.2.10");
+});
+
+test("deletion waits, visibly, for an unreachable agent", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  w.down.add("172.16.0.11");
+  w.deleteBinding("b");
+  await assert.rejects(r.reconcile("default/b"), RetryLater);
+  assert.equal(w.ready("b")?.reason, "Unbinding");
+  assert.deepEqual(w.bindings.get("default/b")?.metadata.finalizers, [FINALIZER]);
+  w.down.clear();
+  await r.reconcile("default/b");
+  assert.equal(w.bindings.has("default/b"), false);
+  assert.equal(w.agents.get("172.16.0.11")?.size, 0);
+});
+
+test("a seed-made binding (its finalizer, no status) is adopted without an unbind, and deleted cleanly", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.agents.set("172.16.0.11", new Map([["192.168.18.100", "10.244.1.10"]])); // the seed's agent state
+  w.addBinding("b", "192.168.18.100", "vm", "t1", [SEED_FINALIZER]);
+  await r.reconcile("default/b");
+  assert.ok(!w.calls.some((c) => c.startsWith("unbind")));
+  assert.deepEqual(w.bindings.get("default/b")?.metadata.finalizers, [SEED_FINALIZER, FINALIZER]);
+  assert.equal(w.ready("b")?.reason, "Bound");
+  w.deleteBinding("b");
+  await r.reconcile("default/b");
+  assert.equal(w.bindings.has("default/b"), false, "both finalizers removed");
+  assert.equal(w.agents.get("172.16.0.11")?.size, 0);
+});
+
+test("a node without an InternalIP, or a VMI without an address, is not placed", async () => {
+  w.nodes.set("node3", { metadata: { name: "node3" }, status: { addresses: [] } });
+  w.setVmi("vm", "Running", "node3", "10.244.3.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.reason, "NodeNoAddress");
+  w.setVmi("vm", "Running", "node1");
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.reason, "VMINoAddress");
+});

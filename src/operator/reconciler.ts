@@ -1,0 +1,279 @@
+// Reconciles one EipBinding, by level, from the caches: decide where its EIP must be, tell
+// the agents (on a move: the new node first, then the old one), then write what is true
+// into its status. What the agents hold for a binding is what its status says it holds
+// (eipAddr, nodeName, vmiAddress): written only after the agents answered, so a crash at any
+// point leaves a status that is at worst behind, and the next pass repeats idempotent calls.
+//
+// Failures never stick: a failed call is reported in the Ready condition and an Event, and
+// the reconcile throws so the work queue retries the key with backoff.
+import type { Logger } from "pino";
+import { canonicalIpv4 } from "../common/ipv4.js";
+import { type Placement, decide, ownerOf } from "./placement.js";
+import { type Outcome, nextStatus, sameStatus } from "./status.js";
+import {
+  type EipBinding,
+  type EipBindingStatus,
+  FINALIZER,
+  type KubeNode,
+  Reason,
+  SEED_FINALIZER,
+  type Vmi,
+  keyOf,
+} from "./types.js";
+import { nodeAddress } from "./placement.js";
+
+/** An agent's answer, or why there was none. */
+export type AgentResult =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly unreachable: boolean; readonly reason: string };
+
+export interface AgentCalls {
+  bind(nodeAddress: string, eip: string, vmi: string): Promise<AgentResult>;
+  unbind(nodeAddress: string, eip: string, vmi: string): Promise<AgentResult>;
+}
+
+export interface Caches {
+  binding(key: string): EipBinding | undefined;
+  /** Every EipBinding (in any namespace) whose spec names this EIP. */
+  bindingsNamingEip(eip: string): EipBinding[];
+  vmi(namespace: string, name: string): Vmi | undefined;
+  node(name: string): KubeNode | undefined;
+}
+
+export interface BindingWriter {
+  patchStatus(binding: EipBinding, status: EipBindingStatus): Promise<void>;
+  /** Sets metadata.finalizers, failing on a conflict (the object changed meanwhile). */
+  setFinalizers(binding: EipBinding, finalizers: string[]): Promise<void>;
+}
+
+export interface Recorder {
+  record(
+    binding: EipBinding,
+    type: "Normal" | "Warning",
+    reason: string,
+    action: string,
+    note: string,
+  ): void;
+}
+
+export interface ReconcilerDeps {
+  readonly caches: Caches;
+  readonly agents: AgentCalls;
+  readonly writer: BindingWriter;
+  readonly events: Recorder;
+  readonly logger: Logger;
+  readonly now?: () => Date;
+}
+
+/** Thrown to have the key retried with backoff; the status already says why. */
+export class RetryLater extends Error {
+  override name = "RetryLater";
+}
+
+interface Applied {
+  readonly eip: string;
+  readonly node: string;
+  readonly vmiAddress: string;
+}
+
+function appliedOf(b: EipBinding): Applied | undefined {
+  const s = b.status;
+  return s?.eipAddr && s.nodeName && s.vmiAddress
+    ? { eip: s.eipAddr, node: s.nodeName, vmiAddress: s.vmiAddress }
+    : undefined;
+}
+
+function describe(a: Applied): string {
+  return `${a.eip} -> ${a.vmiAddress} on ${a.node}`;
+}
+
+export class Reconciler {
+  constructor(private readonly deps: ReconcilerDeps) {}
+
+  async reconcile(key: string): Promise<void> {
+    const binding = this.deps.caches.binding(key);
+    if (!binding) return; // gone: its finalizer made sure it was unbound first
+    if (binding.metadata.deletionTimestamp) return this.finalize(binding);
+    const finalizers = binding.metadata.finalizers ?? [];
+    if (!finalizers.includes(FINALIZER)) {
+      // Before anything is bound: a deletion must always find the finalizer.
+      await this.deps.writer.setFinalizers(binding, [...finalizers, FINALIZER]);
+    }
+    const applied = appliedOf(binding);
+    const eip = canonicalIpv4(binding.spec.eipAddr) ?? binding.spec.eipAddr;
+    const owner = ownerOf(eip, this.deps.caches.bindingsNamingEip(eip));
+    if (owner && keyOf(owner.metadata) !== key) {
+      const message = `EIP ${eip} is held by the older EipBinding ${keyOf(owner.metadata)}`;
+      return this.settle(binding, applied, { reason: Reason.EipConflict, message });
+    }
+    const ns = binding.metadata.namespace ?? "";
+    const decision = decide(binding, this.deps.caches.vmi(ns, binding.spec.vmiName), (name) =>
+      this.deps.caches.node(name),
+    );
+    if (decision.kind === "unplace") {
+      return this.settle(binding, applied, { reason: decision.reason, message: decision.message });
+    }
+    return this.place(binding, applied, decision.placement);
+  }
+
+  /** Not to be applied: take back what it holds, then say why. */
+  private async settle(
+    binding: EipBinding,
+    applied: Applied | undefined,
+    why: { reason: Reason; message: string },
+  ): Promise<void> {
+    if (applied) {
+      const r = await this.unbindApplied(applied);
+      if (!r.ok) {
+        await this.write(binding, {
+          applied,
+          ready: false,
+          reason: why.reason,
+          message: `${why.message}; unbinding ${describe(applied)} failed: ${r.reason}`,
+        });
+        this.deps.events.record(binding, "Warning", "UnbindFailed", "Unbind", r.reason);
+        throw new RetryLater(r.reason);
+      }
+      this.deps.events.record(
+        binding,
+        "Normal",
+        "Unbound",
+        "Unbind",
+        `${describe(applied)}: ${why.message}`,
+      );
+    }
+    await this.write(binding, { applied: undefined, ready: false, ...why });
+  }
+
+  private async place(binding: EipBinding, applied: Applied | undefined, p: Placement) {
+    const want: Applied = { eip: p.eip, node: p.node, vmiAddress: p.vmiAddress };
+    const moved = applied !== undefined && applied.node !== p.node;
+    const changedHere =
+      applied !== undefined &&
+      !moved &&
+      (applied.eip !== p.eip || applied.vmiAddress !== p.vmiAddress);
+    // On the same node the agent refuses an EIP or VMI that is bound otherwise: unbind the
+    // old pair first. Across nodes the new node binds first, so the EIP is never nowhere.
+    if (changedHere) {
+      const r = await this.unbindApplied(applied);
+      if (!r.ok)
+        return this.failed(binding, applied, r, "Unbind", `unbinding ${describe(applied)}`);
+    }
+    const bound = await this.deps.agents.bind(p.nodeAddress, p.eip, p.vmiAddress);
+    if (!bound.ok) {
+      return this.failed(
+        binding,
+        changedHere ? undefined : applied,
+        bound,
+        "Bind",
+        `binding ${describe(want)}`,
+      );
+    }
+    if (moved) {
+      const r = await this.unbindApplied(applied);
+      if (!r.ok) {
+        // The old node's agent is unreachable (often why the VMI moved): do not hold the
+        // binding hostage. Anti-entropy removes the leftover when that agent answers again.
+        this.deps.events.record(
+          binding,
+          "Warning",
+          "UnbindFailed",
+          "Unbind",
+          `moved to ${p.node}, but unbinding from ${applied.node} failed: ${r.reason}; it is retried when that agent answers`,
+        );
+      }
+      this.deps.events.record(
+        binding,
+        "Normal",
+        "Moved",
+        "Bind",
+        `${applied.node} -> ${describe(want)}`,
+      );
+    } else if (!applied || changedHere) {
+      this.deps.events.record(binding, "Normal", "Bound", "Bind", describe(want));
+    }
+    await this.write(binding, {
+      applied: want,
+      ready: true,
+      reason: Reason.Bound,
+      message: `EIP ${p.eip} is bound to VMI ${binding.spec.vmiName} (${p.vmiAddress}) on ${p.node}`,
+    });
+  }
+
+  private async failed(
+    binding: EipBinding,
+    applied: Applied | undefined,
+    r: Exclude<AgentResult, { ok: true }>,
+    action: string,
+    what: string,
+  ): Promise<never> {
+    const reason = r.unreachable ? Reason.AgentUnavailable : Reason.AgentRefused;
+    const message = `${what}: ${r.reason}`;
+    await this.write(binding, { applied, ready: false, reason, message });
+    this.deps.events.record(binding, "Warning", reason, action, message);
+    throw new RetryLater(message);
+  }
+
+  /** Deleting: unbind, then let the object go. An unreachable agent delays it, visibly. */
+  private async finalize(binding: EipBinding): Promise<void> {
+    const finalizers = binding.metadata.finalizers ?? [];
+    const ours = (f: string) => f === FINALIZER || f === SEED_FINALIZER;
+    if (!finalizers.some(ours)) return;
+    const applied = appliedOf(binding) ?? this.seedApplied(binding);
+    if (applied) {
+      const r = await this.unbindApplied(applied);
+      if (!r.ok) {
+        const message = `deletion waits for unbinding ${describe(applied)}: ${r.reason}`;
+        await this.write(binding, { applied, ready: false, reason: Reason.Unbinding, message });
+        this.deps.events.record(binding, "Warning", "UnbindFailed", "Unbind", message);
+        throw new RetryLater(message);
+      }
+      this.deps.events.record(
+        binding,
+        "Normal",
+        "Unbound",
+        "Unbind",
+        `${describe(applied)}: deleted`,
+      );
+    }
+    await this.deps.writer.setFinalizers(
+      binding,
+      finalizers.filter((f) => !ours(f)),
+    );
+  }
+
+  /**
+   * A binding the seed's operator made has no status: where it was bound is where its VMI
+   * is now, if placed (the seed also kept it in spec, which we do not trust).
+   */
+  private seedApplied(binding: EipBinding): Applied | undefined {
+    if (binding.status?.observedGeneration !== undefined) return undefined;
+    const ns = binding.metadata.namespace ?? "";
+    const d = decide(binding, this.deps.caches.vmi(ns, binding.spec.vmiName), (name) =>
+      this.deps.caches.node(name),
+    );
+    return d.kind === "place"
+      ? { eip: d.placement.eip, node: d.placement.node, vmiAddress: d.placement.vmiAddress }
+      : undefined;
+  }
+
+  private async unbindApplied(applied: Applied): Promise<AgentResult> {
+    const node = this.deps.caches.node(applied.node);
+    const address = node ? nodeAddress(node) : undefined;
+    if (!address) {
+      // The node is gone (or has no address): so is its agent, and with it the binding.
+      this.deps.logger.warn(
+        { node: applied.node, eip: applied.eip },
+        "node gone: nothing to unbind there",
+      );
+      return { ok: true };
+    }
+    return this.deps.agents.unbind(address, applied.eip, applied.vmiAddress);
+  }
+
+  private async write(binding: EipBinding, outcome: Outcome): Promise<void> {
+    const next = nextStatus(binding, outcome, (this.deps.now?.() ?? new Date()).toISOString());
+    if (sameStatus(binding.status, next)) return;
+    await this.deps.writer.patchStatus(binding, next);
+  }
+}

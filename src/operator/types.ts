@@ -1,0 +1,78 @@
+// The Kubernetes objects the operator reads and writes, as far as it uses them, and the
+// names it shares with the seed (COMPATIBILITY.md).
+
+export const GROUP = "extension.lucheng0127";
+/** Ours. The seed's (spelled so) is kept on adopted objects and removed with ours. */
+export const FINALIZER = "extension.lucheng0127/eip-binding";
+export const SEED_FINALIZER = "extension.lucheng0127/finlizer";
+
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  resourceVersion?: string;
+  generation?: number;
+  creationTimestamp?: string;
+  deletionTimestamp?: string;
+  finalizers?: string[];
+}
+
+export interface Condition {
+  type: string;
+  status: "True" | "False" | "Unknown";
+  observedGeneration?: number;
+  lastTransitionTime: string;
+  reason: string;
+  message: string;
+}
+
+export interface EipBindingStatus {
+  eipAddr?: string;
+  nodeName?: string;
+  vmiAddress?: string;
+  observedGeneration?: number;
+  conditions?: Condition[];
+}
+
+export interface EipBinding {
+  apiVersion?: string;
+  kind?: string;
+  metadata: ObjectMeta;
+  spec: { eipAddr: string; vmiName: string };
+  status?: EipBindingStatus;
+}
+
+export interface Vmi {
+  apiVersion?: string;
+  kind?: string;
+  metadata: ObjectMeta;
+  status?: {
+    phase?: string;
+    nodeName?: string;
+    interfaces?: { ipAddress?: string; name?: string }[];
+  };
+}
+
+export interface KubeNode {
+  metadata: ObjectMeta;
+  status?: { addresses?: { type: string; address: string }[] };
+}
+
+/** Why a binding is (not) Ready: the Ready condition's reasons. */
+export const Reason = {
+  Bound: "Bound",
+  VmiNotFound: "VMINotFound",
+  VmiNotRunning: "VMINotRunning",
+  VmiNoAddress: "VMINoAddress",
+  NodeNotFound: "NodeNotFound",
+  NodeNoAddress: "NodeNoAddress",
+  EipConflict: "EipConflict",
+  AgentUnavailable: "AgentUnavailable",
+  AgentRefused: "AgentRefused",
+  Unbinding: "Unbinding",
+} as const;
+export type Reason = (typeof Reason)[keyof typeof Reason];
+
+export function keyOf(meta: ObjectMeta): string {
+  return meta.namespace ? `${meta.namespace}/${meta.name}` : meta.name;
+}
