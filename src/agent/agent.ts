@@ -3,12 +3,13 @@
 // metrics endpoint. Start order: restore the kernel state first, then serve. Stopping
 // leaves the kernel state in place, so EIP traffic keeps flowing while the agent restarts.
 import { rm } from "node:fs/promises";
-import { createServer, type Server as HttpServer } from "node:http";
+import type { Server as HttpServer } from "node:http";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { type AnnouncedSnapshot, BgpAnnouncer } from "../bgp/announcer.js";
 import { GobgpClient } from "../bgp/gobgp-api.js";
 import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
+import { metricsRoute, serve } from "../common/http.js";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
 import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
@@ -180,19 +181,6 @@ async function loadBindings(
   return new BindingTable(seed.adopted.map((b) => ({ ...b, since: now })));
 }
 
-function listen(server: HttpServer, address: string): Promise<number> {
-  const idx = address.lastIndexOf(":");
-  const host = address.slice(0, idx) || "0.0.0.0";
-  const port = Number(address.slice(idx + 1));
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, host, () => {
-      const addr = server.address();
-      resolve(typeof addr === "object" && addr ? addr.port : port);
-    });
-  });
-}
-
 export async function startAgent(
   config: AgentConfig,
   deps: { runner: CommandRunner; logger: Logger },
@@ -268,17 +256,10 @@ export async function startAgent(
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
   if (config.metricsAddress) {
-    metricsServer = createServer((req, res) => {
-      if (req.url !== "/metrics") {
-        res.writeHead(404).end();
-        return;
-      }
-      metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body),
-        (err: unknown) => res.writeHead(500).end(String(err)),
-      );
-    });
-    metricsPort = await listen(metricsServer, config.metricsAddress);
+    ({ server: metricsServer, port: metricsPort } = await serve(
+      config.metricsAddress,
+      metricsRoute(metrics.registry),
+    ));
     logger.info({ address: config.metricsAddress }, "serving metrics");
   }
 
