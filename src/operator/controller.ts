@@ -1,0 +1,307 @@
+// The operator's control loop: cache events -> a de-duplicating work queue -> workers that
+// reconcile one EipBinding at a time per key -> status and Events; and a periodic
+// anti-entropy pass over every agent. The caches and the queue come in through narrow
+// interfaces (the informers and the work queue of src/kube; fakes in unit tests).
+//
+// What triggers a reconcile: any change to an EipBinding but its status (our own writes
+// trigger nothing); a VMI whose phase, node or address changed (the bindings naming it); a
+// Node added, removed or whose InternalIP changed (the bindings on it or whose VMI is on it);
+// the deletion of an EipBinding (the others naming its EIP: one may take it over); and
+// anti-entropy finding an agent without a binding it should hold.
+import type { Logger } from "pino";
+import { canonicalIpv4 } from "../common/ipv4.js";
+import type { AgentPool } from "./agents.js";
+import {
+  type AgentView,
+  desiredByNode,
+  planAntiEntropy,
+  recordedBindings,
+} from "./anti-entropy.js";
+import type { OperatorMetrics } from "./metrics.js";
+import { nodeAddress } from "./placement.js";
+import {
+  type BindingWriter,
+  type Caches,
+  type Recorder,
+  Reconciler,
+  RetryLater,
+} from "./reconciler.js";
+import { type EipBinding, type KubeNode, type Vmi, keyOf } from "./types.js";
+
+export interface CacheEvent<T> {
+  readonly type: "added" | "modified" | "deleted";
+  readonly key: string;
+  readonly obj: T;
+  readonly old?: T;
+}
+
+/** An informer's cache as the controller uses it. */
+export interface ObjectCache<T> {
+  get(key: string): T | undefined;
+  list(): T[];
+  readonly synced: boolean;
+  onEvent(handler: (ev: CacheEvent<T>) => void): void;
+}
+
+/** A work queue of keys: de-duplicated, with per-key backoff. */
+export interface KeyQueue {
+  add(key: string): void;
+  addRateLimited(key: string): void;
+  forget(key: string): void;
+  get(): Promise<string | undefined>;
+  done(key: string): void;
+  readonly length: number;
+}
+
+export interface ControllerDeps {
+  readonly bindings: ObjectCache<EipBinding>;
+  readonly vmis: ObjectCache<Vmi>;
+  readonly nodes: ObjectCache<KubeNode>;
+  readonly queue: KeyQueue;
+  readonly agents: AgentPool;
+  readonly writer: BindingWriter;
+  readonly events: Recorder;
+  readonly metrics: OperatorMetrics;
+  readonly logger: Logger;
+  readonly workers: number;
+  readonly antiEntropyMs: number;
+}
+
+/** Concurrent agent listings in one anti-entropy pass. */
+const LIST_CONCURRENCY = 16;
+
+export class Controller {
+  private readonly byVmi = new Map<string, Set<string>>();
+  private readonly byEip = new Map<string, Set<string>>();
+  private readonly reconciler: Reconciler;
+  private unwanted: ReadonlySet<string> = new Set();
+  private stopped = false;
+
+  constructor(private readonly deps: ControllerDeps) {
+    const caches: Caches = {
+      binding: (key) => deps.bindings.get(key),
+      bindingsNamingEip: (eip) =>
+        [...(this.byEip.get(eip) ?? [])].flatMap((k) => deps.bindings.get(k) ?? []),
+      vmi: (ns, name) => deps.vmis.get(`${ns}/${name}`),
+      node: (name) => deps.nodes.get(name),
+    };
+    const counted = (op: "bind" | "unbind") => async (a: string, e: string, v: string) => {
+      const r = await deps.agents[op](a, e, v);
+      deps.metrics.agentCalls.inc({
+        op,
+        result: r.ok ? "ok" : r.unreachable ? "unreachable" : "refused",
+      });
+      return r;
+    };
+    this.reconciler = new Reconciler({
+      caches,
+      agents: { bind: counted("bind"), unbind: counted("unbind") },
+      writer: deps.writer,
+      events: deps.events,
+      logger: deps.logger,
+    });
+    deps.bindings.onEvent((ev) => this.onBinding(ev));
+    deps.vmis.onEvent((ev) => this.onVmi(ev));
+    deps.nodes.onEvent((ev) => this.onNode(ev));
+    deps.metrics.bindings.reset();
+  }
+
+  get synced(): boolean {
+    return this.deps.bindings.synced && this.deps.vmis.synced && this.deps.nodes.synced;
+  }
+
+  /** Runs the workers and the anti-entropy loop until stop(). */
+  async run(): Promise<void> {
+    const workers = Array.from({ length: this.deps.workers }, () => this.worker());
+    const entropy = this.antiEntropyLoop();
+    await Promise.all([...workers, entropy]);
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** Counts of EipBindings by their Ready reason, for the bindings gauge. */
+  countByReason(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const b of this.deps.bindings.list()) {
+      const reason = b.status?.conditions?.find((c) => c.type === "Ready")?.reason ?? "Pending";
+      counts.set(reason, (counts.get(reason) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  private enqueue(key: string): void {
+    this.deps.queue.add(key);
+    this.deps.metrics.queueDepth.set(this.deps.queue.length);
+  }
+
+  private index(
+    map: Map<string, Set<string>>,
+    value: string | undefined,
+    key: string,
+    add: boolean,
+  ) {
+    if (value === undefined) return;
+    const set = map.get(value) ?? new Set<string>();
+    if (add) set.add(key);
+    else set.delete(key);
+    if (set.size === 0) map.delete(value);
+    else map.set(value, set);
+  }
+
+  private onBinding(ev: CacheEvent<EipBinding>): void {
+    const vmiOf = (b: EipBinding) => `${b.metadata.namespace ?? ""}/${b.spec.vmiName}`;
+    const eipOf = (b: EipBinding) => canonicalIpv4(b.spec.eipAddr) ?? b.spec.eipAddr;
+    if (ev.old) {
+      this.index(this.byVmi, vmiOf(ev.old), ev.key, false);
+      this.index(this.byEip, eipOf(ev.old), ev.key, false);
+    }
+    if (ev.type !== "deleted") {
+      this.index(this.byVmi, vmiOf(ev.obj), ev.key, true);
+      this.index(this.byEip, eipOf(ev.obj), ev.key, true);
+    }
+    if (ev.type === "deleted") {
+      this.index(this.byVmi, vmiOf(ev.obj), ev.key, false);
+      this.index(this.byEip, eipOf(ev.obj), ev.key, false);
+      // The EIP is free: another binding naming it may take it over.
+      for (const k of this.byEip.get(eipOf(ev.obj)) ?? []) this.enqueue(k);
+      return;
+    }
+    if (ev.type === "modified" && ev.old && onlyStatusChanged(ev.old, ev.obj)) return;
+    this.enqueue(ev.key);
+    if (ev.old && eipOf(ev.old) !== eipOf(ev.obj)) {
+      for (const k of this.byEip.get(eipOf(ev.old)) ?? []) this.enqueue(k);
+    }
+  }
+
+  private onVmi(ev: CacheEvent<Vmi>): void {
+    if (ev.type === "modified" && ev.old && !placementChanged(ev.old, ev.obj)) return;
+    for (const k of this.byVmi.get(ev.key) ?? []) this.enqueue(k);
+  }
+
+  private onNode(ev: CacheEvent<KubeNode>): void {
+    if (ev.type === "modified" && ev.old && nodeAddress(ev.old) === nodeAddress(ev.obj)) return;
+    const name = ev.obj.metadata.name;
+    for (const b of this.deps.bindings.list()) {
+      const vmi = this.deps.vmis.get(`${b.metadata.namespace ?? ""}/${b.spec.vmiName}`);
+      if (b.status?.nodeName === name || vmi?.status?.nodeName === name) {
+        this.enqueue(keyOf(b.metadata));
+      }
+    }
+  }
+
+  private async worker(): Promise<void> {
+    const { queue, metrics, logger } = this.deps;
+    for (;;) {
+      const key = await queue.get();
+      if (key === undefined || this.stopped) return;
+      metrics.queueDepth.set(queue.length);
+      const end = metrics.reconcileDuration.startTimer();
+      try {
+        await this.reconciler.reconcile(key);
+        queue.forget(key);
+        metrics.reconciles.inc({ result: "success" });
+      } catch (err) {
+        // The status says why already (RetryLater); anything else is logged here.
+        const retry = err instanceof RetryLater;
+        metrics.reconciles.inc({ result: retry ? "retry" : "error" });
+        if (retry)
+          logger.info({ key, reason: (err as Error).message }, "reconcile: retrying later");
+        else logger.error({ key, err: (err as Error).message }, "reconcile failed; retrying");
+        queue.addRateLimited(key);
+      } finally {
+        end();
+        queue.done(key);
+      }
+    }
+  }
+
+  private async antiEntropyLoop(): Promise<void> {
+    while (!this.stopped) {
+      await sleep(this.deps.antiEntropyMs, () => this.stopped);
+      if (this.stopped) return;
+      if (!this.synced) continue;
+      try {
+        await this.antiEntropy();
+      } catch (err) {
+        this.deps.logger.error({ err: (err as Error).message }, "anti-entropy pass failed");
+      }
+    }
+  }
+
+  /** One pass: ask every agent what it holds and fix the differences. */
+  async antiEntropy(): Promise<{ missing: number; removed: number }> {
+    const { agents, logger, metrics } = this.deps;
+    const nodes = this.deps.nodes.list().flatMap((n) => {
+      const address = nodeAddress(n);
+      return address ? [{ node: n.metadata.name, address }] : [];
+    });
+    agents.retain(new Set(nodes.map((n) => n.address)));
+    const views: AgentView[] = [];
+    let next = 0;
+    const lister = async () => {
+      while (next < nodes.length) {
+        const n = nodes[next++] as { node: string; address: string };
+        try {
+          views.push({ ...n, held: await agents.list(n.address) });
+        } catch (err) {
+          logger.warn(
+            { node: n.node, address: n.address, err: (err as Error).message },
+            "anti-entropy: agent not reachable; its node is checked next time",
+          );
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(LIST_CONCURRENCY, nodes.length) }, lister));
+    // Desired state from the caches as they are after the agents answered.
+    const bindings = this.deps.bindings.list();
+    const desired = desiredByNode(
+      bindings,
+      (ns, name) => this.deps.vmis.get(`${ns}/${name}`),
+      (name) => this.deps.nodes.get(name),
+    );
+    const plan = planAntiEntropy(desired, views, recordedBindings(bindings), this.unwanted);
+    this.unwanted = plan.unwanted;
+    for (const key of plan.enqueue) this.enqueue(key);
+    for (const u of plan.unbind) {
+      const r = await agents.unbind(u.address, u.eip, u.vmi);
+      logger.warn(
+        { node: u.node, eip: u.eip, vmi: u.vmi, ok: r.ok, ...(r.ok ? {} : { err: r.reason }) },
+        "anti-entropy: unbound a binding no EipBinding wants",
+      );
+    }
+    if (plan.enqueue.length > 0) {
+      logger.warn({ keys: plan.enqueue }, "anti-entropy: agents lack bindings; reconciling");
+    }
+    metrics.antiEntropyRepairs.inc({ kind: "missing" }, plan.enqueue.length);
+    metrics.antiEntropyRepairs.inc({ kind: "unwanted" }, plan.unbind.length);
+    return { missing: plan.enqueue.length, removed: plan.unbind.length };
+  }
+}
+
+function onlyStatusChanged(a: EipBinding, b: EipBinding): boolean {
+  return (
+    a.metadata.generation === b.metadata.generation &&
+    a.metadata.deletionTimestamp === b.metadata.deletionTimestamp &&
+    JSON.stringify(a.metadata.finalizers ?? []) === JSON.stringify(b.metadata.finalizers ?? []) &&
+    a.spec.eipAddr === b.spec.eipAddr &&
+    a.spec.vmiName === b.spec.vmiName
+  );
+}
+
+function placementChanged(a: Vmi, b: Vmi): boolean {
+  return (
+    a.status?.phase !== b.status?.phase ||
+    a.status?.nodeName !== b.status?.nodeName ||
+    a.status?.interfaces?.[0]?.ipAddress !== b.status?.interfaces?.[0]?.ipAddress
+  );
+}
+
+/** Sleeps `ms`, waking early (every 200 ms at most) once `stop()` says so. */
+async function sleep(ms: number, stop: () => boolean): Promise<void> {
+  const end = Date.now() + ms;
+  while (!stop() && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, Math.min(200, end - Date.now())));
+  }
+}
