@@ -228,14 +228,14 @@ describe("lab cluster (3 nodes): control plane in the router namespace", { skip 
     assert.equal(obj.status.interfaces?.[0]?.mac, plugged.mac, "the lab VMI's MAC reported");
   });
 
-  test("lab.down() stops the control plane and removes every namespace", async () => {
+  test("lab.down() stops the control plane and removes every namespace", async (t) => {
     const pids = cluster.controlPlane.pids();
     const all = [pids.etcd, pids.apiServer, ...lab.describe().pids];
     const namespaces = lab.namespaces();
     assert.ok(pids.etcd !== undefined && pids.apiServer !== undefined);
     const started = performance.now();
     await lab.down();
-    console.log(`# lab with cluster down in ${Math.round(performance.now() - started)} ms`);
+    t.diagnostic(`lab with its cluster down in ${Math.round(performance.now() - started)} ms`);
     for (const pid of all) assert.ok(!processAlive(pid ?? 0), `pid ${pid} is gone`);
     assert.deepEqual(cluster.controlPlane.pids(), { etcd: undefined, apiServer: undefined });
     assert.deepEqual(
