@@ -13,7 +13,9 @@ import {
   type LabDescription,
 } from "./lab.js";
 import { startBgpRouter } from "./bgp-router.js";
+import { CLUSTER_FILE, startLabCluster, type LabCluster } from "./cluster.js";
 import { listNamespaces, processAlive } from "./netns.js";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface Io {
@@ -60,6 +62,36 @@ export function summary(d: LabDescription): string {
   return lines.join("\n") + "\n";
 }
 
+/** How to reach a lab's cluster, for people: kubectl, the kubeconfig, the nodes' agents. */
+export function clusterSummary(cluster: LabCluster): string {
+  const pids = cluster.controlPlane.pids();
+  const nodes = Array.from({ length: cluster.lab.nodeCount }, (_, k) => k + 1);
+  return (
+    [
+      `cluster: Kubernetes ${cluster.controlPlane.binaries.version}, apiserver ${cluster.server} in ${cluster.routerNamespace} (up in ${cluster.startup.totalMs} ms; pids: etcd ${pids.etcd}, kube-apiserver ${pids.apiServer})`,
+      `  kubeconfig  ${cluster.kubeconfig}   (admin; reachable from the router and every node)`,
+      `  kubectl     ${cluster.kubectlCommand(["get", "nodes,vmis", "-A", "-o", "wide"]).join(" ")}`,
+      ...nodes.map(
+        (i) =>
+          `  ${cluster.nodeName(i).padEnd(8)} InternalIP ${cluster.nodeAddress(i)}, agent at ${cluster.nodeAgentAddress(i)}`,
+      ),
+      `  an operator runs in ${cluster.routerNamespace} with KUBECONFIG=${cluster.kubeconfig}`,
+    ].join("\n") + "\n"
+  );
+}
+
+/** The cluster a lab's run dir describes (cluster.json), for status. */
+function clusterFileSummary(d: LabDescription): string {
+  const file = join(d.runDir, "cluster", CLUSTER_FILE);
+  if (!existsSync(file)) return "";
+  try {
+    const c = JSON.parse(readFileSync(file, "utf8")) as { server?: string; kubeconfig?: string };
+    return `  cluster  apiserver ${c.server} (in the router), kubeconfig ${c.kubeconfig}\n`;
+  } catch {
+    return "";
+  }
+}
+
 function print(io: Io, json: boolean, value: unknown, text: string): void {
   io.out(json ? JSON.stringify(value, null, 2) + "\n" : text);
 }
@@ -84,6 +116,11 @@ export function labCommand(io: Io): Command {
     )
     .option("--vmi <name:node[:address]>", "add a VMI (repeatable)", vmiSpec)
     .option("--no-bgp", "no BGP daemon (BIRD 2) on the router")
+    .option(
+      "--cluster",
+      "also a Kubernetes control plane in the router namespace with the lab's nodes as Node objects " +
+        "(--vmi then makes VMI objects too); stays in the foreground until Ctrl-C, which removes the lab",
+    )
     .option("--json", "print the description as JSON")
     .action(
       async (opts: {
@@ -92,6 +129,7 @@ export function labCommand(io: Io): Command {
         iptables: "legacy" | "nft" | "mixed";
         vmi?: VmiSpec[];
         bgp: boolean;
+        cluster?: boolean;
         json?: boolean;
       }) => {
         const started = Date.now();
@@ -103,8 +141,13 @@ export function labCommand(io: Io): Command {
           removeOnExit: true,
         });
         let bgp = "";
+        let cluster: LabCluster | undefined;
         try {
-          for (const v of opts.vmi ?? []) await lab.addVmi(v.name, v.node, v.address);
+          if (opts.cluster) cluster = await startLabCluster(lab);
+          for (const v of opts.vmi ?? []) {
+            if (cluster) await cluster.createVmi(v.name, v.node, { address: v.address });
+            else await lab.addVmi(v.name, v.node, v.address);
+          }
           if (opts.bgp) {
             const router = await startBgpRouter(lab);
             bgp =
@@ -115,9 +158,38 @@ export function labCommand(io: Io): Command {
           await lab.down();
           throw err;
         }
-        lab.removeOnExit()();
         const d = lab.describe();
-        print(io, opts.json ?? false, d, summary(d) + bgp + `up in ${Date.now() - started} ms\n`);
+        if (!cluster) {
+          lab.removeOnExit()();
+          print(io, opts.json ?? false, d, summary(d) + bgp + `up in ${Date.now() - started} ms\n`);
+          return;
+        }
+        // The control plane's processes are this process's children: it stays, and the lab's
+        // exit handlers (still installed) remove the lab, the cluster first, on Ctrl-C.
+        const c = cluster;
+        print(
+          io,
+          opts.json ?? false,
+          { ...d, cluster: JSON.parse(readFileSync(join(c.dir, CLUSTER_FILE), "utf8")) as unknown },
+          summary(d) +
+            bgp +
+            clusterSummary(c) +
+            `up in ${Date.now() - started} ms; running until Ctrl-C (which removes the lab)\n`,
+        );
+        // Until Ctrl-C (the handlers exit), or until the apiserver is gone some other way.
+        await new Promise<void>((resolve) => {
+          const timer = setInterval(() => {
+            if (lab.active && c.controlPlane.pids().apiServer === undefined) {
+              clearInterval(timer);
+              resolve();
+            }
+          }, 1000);
+        });
+        await lab.down({ keepRunDir: true });
+        const logs = existsSync(c.dir)
+          ? `; lab removed, logs kept in ${join(c.dir, "logs")} (kube-eip-lab down --prefix ${lab.prefix} removes them)`
+          : " (the lab was removed from elsewhere)";
+        throw new Error(`the cluster's kube-apiserver exited${logs}`);
       },
     );
 
@@ -200,6 +272,7 @@ export function labCommand(io: Io): Command {
           .map(
             (s) =>
               summary(s.description) +
+              clusterFileSummary(s.description) +
               (s.missingNamespaces.length === 0
                 ? "  all namespaces present\n"
                 : `  MISSING namespaces: ${s.missingNamespaces.join(" ")}\n`),

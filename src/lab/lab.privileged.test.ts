@@ -212,6 +212,30 @@ describe("lab failure handling and cleanup", { skip }, () => {
     }
   });
 
+  test("onDown hooks run before the lab's processes stop, last registered first; a failing hook still lets down() finish", async () => {
+    const lab = await Lab.up({ nodes: 1 });
+    const proc = await lab.startTcpServer(lab.nodeNamespace(1), 7001);
+    const seen: string[] = [];
+    lab.onDown(() => {
+      seen.push(`first, server running: ${proc.running()}`);
+    });
+    const unregister = lab.onDown(() => {
+      seen.push("unregistered");
+    });
+    lab.onDown(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      seen.push(`second, node namespace there: ${listNamespaces().includes(lab.nodeNamespace(1))}`);
+      throw new Error("hook failed");
+    });
+    unregister();
+    await assert.rejects(lab.down(), /hook failed/);
+    assert.deepEqual(seen, ["second, node namespace there: true", "first, server running: true"]);
+    assert.deepEqual(leftovers(lab.prefix), []);
+    assert.ok(!existsSync(lab.runDir));
+    assert.ok(!processAlive(proc.pid));
+    assert.throws(() => lab.onDown(() => {}), /is down/);
+  });
+
   test("cleanup and removeLab remove labs and the processes inside them", async () => {
     const a = await Lab.up({ nodes: 1 });
     const b = await Lab.up({ nodes: 1 });

@@ -353,6 +353,7 @@ export class Lab {
   private readonly processNames = new Set<string>();
   /** Namespaces this object created or adopted: the only ones it ever deletes. */
   private readonly owned = new Set<string>();
+  private readonly downHooks: (() => Promise<void> | void)[] = [];
   private nextSerial = 1;
   private isDown = false;
   private downing: Promise<void> | undefined;
@@ -970,6 +971,23 @@ export class Lab {
     return () => unregisterExit(this);
   }
 
+  /**
+   * Runs `fn` at the start of down(), before the lab stops its processes and removes its
+   * namespaces: for what lives in the lab and must stop in order (a control plane in the
+   * router namespace, say). Hooks run one at a time, the last registered first; a hook that
+   * fails does not stop the teardown, and down() rejects with its error once the lab is
+   * gone. downSync() (the process 'exit' handler) runs no hook: it kills every process in
+   * the lab's namespaces. Returns a function that unregisters the hook.
+   */
+  onDown(fn: () => Promise<void> | void): () => void {
+    this.checkUp();
+    this.downHooks.push(fn);
+    return () => {
+      const at = this.downHooks.indexOf(fn);
+      if (at >= 0) this.downHooks.splice(at, 1);
+    };
+  }
+
   /** Stops every process the lab started and removes all its namespaces and files. */
   down(options: DownOptions = {}): Promise<void> {
     this.downing ??= this.teardown(options).finally(() => {
@@ -980,6 +998,14 @@ export class Lab {
   }
 
   private async teardown(options: DownOptions): Promise<void> {
+    const hookErrors: unknown[] = [];
+    for (const hook of this.downHooks.splice(0).reverse()) {
+      try {
+        await hook();
+      } catch (err) {
+        hookErrors.push(err);
+      }
+    }
     await Promise.all([...this.processes].map((p) => p.stop(2000)));
     await removeNamespaces(this.runner, [...this.owned]);
     for (const i of Array.from({ length: this.nodeCount }, (_, k) => k + 1)) {
@@ -988,6 +1014,7 @@ export class Lab {
     if (!(options.keepRunDir ?? this.keepRunDir)) {
       await rm(this.runDir, { recursive: true, force: true });
     }
+    if (hookErrors.length > 0) throw hookErrors[0];
   }
 
   /** down(), synchronously and forcefully: for the process 'exit' handler only. */
