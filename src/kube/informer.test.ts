@@ -86,6 +86,7 @@ function setup(opts: { silenceTimeoutMs?: number } = {}) {
     backoffBaseMs: 1000,
     backoffMaxMs: 8000,
     clock,
+    random: () => 0.5,
     ...opts,
   });
   const events: string[] = [];
@@ -188,14 +189,16 @@ test("other failures re-list after a growing backoff, reset once events flow aga
   api.objects = [binding("a", "4")];
   await settle();
   assert.equal(api.lists.length, 1, "no list before the backoff");
-  // Backoff with jitter in its upper half: 500-1000 ms, then 1-2 s, then 2-4 s.
-  await clock.advance(1000);
+  // Base 1 s doubling, the jitter (here 0.5) in the upper half: 750 ms, 1.5 s, 3 s.
+  await clock.advance(749);
+  assert.equal(api.lists.length, 1);
+  await clock.advance(1);
   assert.equal(api.lists.length, 2, "first retry (refused)");
-  await clock.advance(2000);
+  await clock.advance(1500);
   assert.equal(api.lists.length, 3, "second retry (refused)");
-  await clock.advance(1999);
-  assert.equal(api.lists.length, 3, "the third waits at least 2 s");
-  await clock.advance(2001);
+  await clock.advance(2999);
+  assert.equal(api.lists.length, 3);
+  await clock.advance(1);
   assert.equal(api.lists.length, 4);
   assert.deepEqual(state(informer), ["vms/a@4"]);
   assert.deepEqual(events, ["added vms/a@1", "modified vms/a@4 (was 1)"]);
@@ -204,8 +207,7 @@ test("other failures re-list after a growing backoff, reset once events flow aga
 
   api.current.send("MODIFIED", binding("a", "5"));
   api.current.fail(new Error("socket hang up"));
-  await settle();
-  await clock.advance(1000);
+  await clock.advance(750);
   assert.equal(api.lists.length, 5, "an event reset the backoff to its base");
   await informer.stop();
 });
@@ -237,12 +239,14 @@ test("a watch the server ends at once, again and again, is retried with backoff"
   await informer.waitForSync();
   await settle();
   api.current.end();
-  await settle();
+  await clock.advance(749);
   assert.equal(api.watches.length, 1, "not re-opened at once");
-  await clock.advance(1000);
+  await clock.advance(1);
   assert.equal(api.watches.length, 2);
   api.current.end();
-  await clock.advance(2000);
+  await clock.advance(1499);
+  assert.equal(api.watches.length, 2);
+  await clock.advance(1);
   assert.equal(api.watches.length, 3);
   await informer.stop();
 });

@@ -76,6 +76,8 @@ export interface InformerOptions {
   /** List page size; default 500. */
   readonly pageSize?: number;
   readonly clock?: Clock;
+  /** The backoff's jitter source; default Math.random. */
+  readonly random?: () => number;
 }
 
 function isKubeObject(v: unknown): v is KubeObject {
@@ -224,7 +226,12 @@ export class Informer<T extends KubeObject> {
           if (!early) this.failures = 0;
           const delayMs =
             outcome.delivered === 0 && early && !silent
-              ? backoffDelay(this.failures++, this.backoffBaseMs, this.backoffMaxMs)
+              ? backoffDelay(
+                  this.failures++,
+                  this.backoffBaseMs,
+                  this.backoffMaxMs,
+                  this.opts.random,
+                )
               : 0;
           this.log.info(
             {
@@ -246,7 +253,7 @@ export class Informer<T extends KubeObject> {
         const delayMs =
           gone && this.failures === 0
             ? 0
-            : backoffDelay(this.failures, this.backoffBaseMs, this.backoffMaxMs);
+            : backoffDelay(this.failures, this.backoffBaseMs, this.backoffMaxMs, this.opts.random);
         this.failures++;
         reason = gone ? "gone" : "error";
         this.counters.restarts++;
