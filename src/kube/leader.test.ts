@@ -249,6 +249,17 @@ test("the leader's work is waited for before onStoppedLeading and the release", 
   assert.equal(leases.holder, "");
 });
 
+test("work that fails while leading is only logged: the elector goes on leading until stopped", async () => {
+  const clock = new FakeClock();
+  const leases = new FakeLeases();
+  const a = candidate(leases, clock, "a", () => Promise.reject(new Error("reconciler crashed")));
+  await clock.advance(0);
+  await clock.advance(10_000);
+  assert.equal(a.elector.isLeader, true);
+  await a.elector.stop();
+  assert.deepEqual(a.log, ["leader a", "started", "stopped (signal aborted: true)"]);
+});
+
 test("two candidates starting together: exactly one leads", async () => {
   const clock = new FakeClock();
   const leases = new FakeLeases();

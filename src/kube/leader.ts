@@ -138,17 +138,29 @@ export class LeaderElector {
     this.leading = true;
     this.leadership = new AbortController();
     this.log.info("started leading");
+    const failed = (err: unknown) => this.log.error({ err }, "the leader's work failed");
     try {
-      this.work = Promise.resolve(this.callbacks.onStartedLeading(this.leadership.signal));
+      this.work = Promise.resolve(this.callbacks.onStartedLeading(this.leadership.signal)).catch(
+        failed,
+      );
     } catch (err) {
-      this.work = Promise.reject(err instanceof Error ? err : new Error(String(err)));
+      failed(err);
     }
     for (;;) {
       await sleep(this.clock, this.retryMs, stop);
       if (stop.aborted || !(await this.renew(stop))) break;
     }
-    await this.stopLeading(stop.aborted ? "stopped" : "renew deadline passed");
-    if (stop.aborted) await this.release();
+    if (stop.aborted) {
+      this.log.info("stopping leading");
+      await this.stopLeading();
+      await this.release();
+    } else {
+      this.log.warn(
+        { renewDeadlineSec: this.opts.renewDeadlineSec },
+        "lost the lease: renewing failed until the deadline",
+      );
+      await this.stopLeading();
+    }
   }
 
   /** Tries to renew, again every retryPeriod, until renewDeadline has passed. */
@@ -162,15 +174,11 @@ export class LeaderElector {
     }
   }
 
-  private async stopLeading(reason: string): Promise<void> {
+  /** Aborts the leader's work, waits for it, then tells onStoppedLeading. */
+  private async stopLeading(): Promise<void> {
     this.leading = false;
     this.leadership?.abort();
-    this.log.warn({ reason }, "stopped leading");
-    try {
-      await this.work;
-    } catch (err) {
-      this.log.error({ err }, "the leader's work failed");
-    }
+    await this.work;
     try {
       this.callbacks.onStoppedLeading();
     } catch (err) {
