@@ -108,7 +108,7 @@ export class Informer<T extends KubeObject> {
   private resourceVersion = "";
   private isSynced = false;
   private syncWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
-  private counters = { restarts: 0, relists: 0, silences: 0 };
+  private readonly counters = { restarts: 0, relists: 0, silences: 0 };
   /** Failures since the last event: the exponent of the next backoff. */
   private failures = 0;
 
@@ -170,12 +170,12 @@ export class Informer<T extends KubeObject> {
     return this.isSynced;
   }
 
-  /** Watches (re)started after the first. */
+  /** Times list-and-watch went on after a watch ended or a list or watch failed. */
   get restarts(): number {
     return this.counters.restarts;
   }
 
-  /** Lists after the first. */
+  /** Successful lists after the first. */
   get relists(): number {
     return this.counters.relists;
   }
@@ -305,7 +305,7 @@ export class Informer<T extends KubeObject> {
     }
     for (const ev of events) this.put(ev.key, ev.type === "deleted" ? undefined : ev.obj);
     this.resourceVersion = resourceVersion;
-    if (reason !== "start") this.counters.relists++;
+    if (this.isSynced) this.counters.relists++;
     this.log.debug(
       { reason, resourceVersion, objects: this.store.size, changes: events.length },
       "listed",
