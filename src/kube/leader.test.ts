@@ -72,6 +72,7 @@ class FakeLeases implements LeaseClient {
   }
 }
 
+/** A candidate with client-go's timing (the defaults): Lease 15 s, renew deadline 10 s, retry 2 s. */
 function candidate(
   leases: FakeLeases,
   clock: FakeClock,
@@ -86,9 +87,6 @@ function candidate(
       namespace: NS,
       name: NAME,
       identity,
-      leaseDurationSec: 15,
-      renewDeadlineSec: 10,
-      retryPeriodSec: 2,
       logger: silent,
       clock,
       random: () => 0.5,

@@ -44,20 +44,14 @@ export interface LeaderElectorOptions {
   readonly name: string;
   /** This candidate, unique among them (the pod name). */
   readonly identity: string;
-  readonly leaseDurationSec: number;
-  readonly renewDeadlineSec: number;
-  readonly retryPeriodSec: number;
+  /** client-go's defaults: 15, 10 and 2 s. */
+  readonly leaseDurationSec?: number;
+  readonly renewDeadlineSec?: number;
+  readonly retryPeriodSec?: number;
   readonly logger: Logger;
   readonly clock?: Clock;
   readonly random?: () => number;
 }
-
-/** client-go's defaults. */
-export const LEADER_ELECTION_DEFAULTS = {
-  leaseDurationSec: 15,
-  renewDeadlineSec: 10,
-  retryPeriodSec: 2,
-} as const;
 
 /** client-go's wait.Jitter factor for the tries to acquire. */
 const JITTER = 1.2;
@@ -74,6 +68,9 @@ export interface LeaderCallbacks {
 export class LeaderElector {
   private readonly clock: Clock;
   private readonly random: () => number;
+  private readonly leaseDurationSec: number;
+  private readonly renewDeadlineSec: number;
+  private readonly retryPeriodSec: number;
   private readonly log: Logger;
   private readonly stopper = new AbortController();
   private running: Promise<void> | undefined;
@@ -91,10 +88,13 @@ export class LeaderElector {
     private readonly callbacks: LeaderCallbacks,
   ) {
     if (!opts.identity) throw new Error("leader election needs an identity");
-    if (opts.leaseDurationSec <= opts.renewDeadlineSec) {
+    this.leaseDurationSec = opts.leaseDurationSec ?? 15;
+    this.renewDeadlineSec = opts.renewDeadlineSec ?? 10;
+    this.retryPeriodSec = opts.retryPeriodSec ?? 2;
+    if (this.leaseDurationSec <= this.renewDeadlineSec) {
       throw new Error("leaseDurationSec must be greater than renewDeadlineSec");
     }
-    if (opts.renewDeadlineSec <= JITTER * opts.retryPeriodSec) {
+    if (this.renewDeadlineSec <= JITTER * this.retryPeriodSec) {
       throw new Error(`renewDeadlineSec must be greater than ${JITTER} × retryPeriodSec`);
     }
     this.clock = opts.clock ?? realClock;
@@ -122,12 +122,12 @@ export class LeaderElector {
   }
 
   private get retryMs(): number {
-    return this.opts.retryPeriodSec * 1000;
+    return this.retryPeriodSec * 1000;
   }
 
   private async loop(): Promise<void> {
     const stop = this.stopper.signal;
-    const deadlineMs = this.opts.renewDeadlineSec * 1000;
+    const deadlineMs = this.renewDeadlineSec * 1000;
     let acquired = false;
     while (!stop.aborted && !acquired) {
       acquired = await this.attempt(deadlineMs, stop);
@@ -156,7 +156,7 @@ export class LeaderElector {
       await this.release();
     } else {
       this.log.warn(
-        { renewDeadlineSec: this.opts.renewDeadlineSec },
+        { renewDeadlineSec: this.renewDeadlineSec },
         "lost the lease: renewing failed until the deadline",
       );
       await this.stopLeading();
@@ -165,7 +165,7 @@ export class LeaderElector {
 
   /** Tries to renew, again every retryPeriod, until renewDeadline has passed. */
   private async renew(stop: AbortSignal): Promise<boolean> {
-    const deadline = this.clock.now() + this.opts.renewDeadlineSec * 1000;
+    const deadline = this.clock.now() + this.renewDeadlineSec * 1000;
     for (;;) {
       const left = deadline - this.clock.now();
       if (left <= 0 || stop.aborted) return false;
@@ -210,7 +210,7 @@ export class LeaderElector {
     const now = this.clock.now();
     const spec: LeaseSpec = {
       holderIdentity: identity,
-      leaseDurationSeconds: this.opts.leaseDurationSec,
+      leaseDurationSeconds: this.leaseDurationSec,
       acquireTime: microTime(now),
       renewTime: microTime(now),
       leaseTransitions: 0,
@@ -291,7 +291,7 @@ export class LeaderElector {
   private async release(): Promise<void> {
     const { namespace, name, identity } = this.opts;
     const bound = new AbortController();
-    const timer = this.clock.setTimer(() => bound.abort(), this.opts.renewDeadlineSec * 1000);
+    const timer = this.clock.setTimer(() => bound.abort(), this.renewDeadlineSec * 1000);
     try {
       const lease = await this.client.get<Lease>(LEASES, namespace, name, { signal: bound.signal });
       if (lease.spec?.holderIdentity !== identity) return;
