@@ -25,7 +25,7 @@ import {
 } from "./client.js";
 import { loadKubeConfig } from "./config.js";
 import { EventRecorder } from "./events.js";
-import { Informer, type InformerEvent, type KubeObject } from "./informer.js";
+import { Informer, type InformerEvent, type KubeObject, type ListWatchClient } from "./informer.js";
 import { LeaderElector, type Lease } from "./leader.js";
 
 const skip = process.getuid?.() === 0 ? false : "needs root: runs etcd and kube-apiserver";
@@ -325,6 +325,62 @@ describe("the kube client against a real kube-apiserver", { skip }, () => {
         "modified b 192.168.18.6",
       ]);
     } finally {
+      await informer.stop();
+    }
+  });
+
+  test("a 410 from the apiserver re-lists, and the informer emits what changed while it was away", async () => {
+    const ns = await namespace("gone");
+    for (const name of ["keep", "change", "drop"]) {
+      await client.create(EIPBINDINGS, ns, binding(ns, name, "192.168.18.40"));
+    }
+    // The real client, except that while `held` no watch starts, and the next one then asks
+    // for resourceVersion 1, long gone from the apiserver's watch cache.
+    let release: () => void = () => undefined;
+    let held: Promise<void> | undefined;
+    const gate: ListWatchClient = {
+      list: (ref, opts, req) => client.list(ref, opts, req),
+      watch: async (ref, opts, onEvent, signal) => {
+        if (!held) return client.watch(ref, opts, onEvent, signal);
+        await held;
+        held = undefined;
+        return client.watch(ref, { ...opts, resourceVersion: "1" }, onEvent, signal);
+      },
+    };
+    const informer = new Informer<EipBinding>(gate, EIPBINDINGS, {
+      namespace: ns,
+      logger: silent,
+      name: "gone",
+    });
+    const seen: string[] = [];
+    informer.onEvent((ev) => seen.push(`${ev.type} ${ev.obj.metadata.name}`));
+    held = new Promise((resolve) => (release = resolve));
+    informer.start();
+    try {
+      await informer.waitForSync();
+      assert.deepEqual([...seen].sort(), ["added change", "added drop", "added keep"]);
+      await client.patch(
+        EIPBINDINGS,
+        ns,
+        "change",
+        { spec: { eipAddr: "192.168.18.41" } },
+        { type: "merge" },
+      );
+      await client.delete(EIPBINDINGS, ns, "drop");
+      await client.create(EIPBINDINGS, ns, binding(ns, "new", "192.168.18.42"));
+      release();
+      await waitFor("a re-list after the 410", () => informer.relists >= 1);
+      assert.deepEqual(seen.slice(3).sort(), ["added new", "deleted drop", "modified change"]);
+      assert.deepEqual(
+        informer
+          .list()
+          .map((b) => b.metadata.name)
+          .sort(),
+        ["change", "keep", "new"],
+      );
+      assert.equal(informer.get(`${ns}/change`)?.spec.eipAddr, "192.168.18.41");
+    } finally {
+      release();
       await informer.stop();
     }
   });
