@@ -1,9 +1,9 @@
 // The Kubernetes client against a real etcd and kube-apiserver (src/kube-lab, in this
 // process's network namespace on 127.0.0.1): CRUD, patches and the status subresource on the
-// EipBinding CRD, the informer through an apiserver restart and a silent watch, two leader
-// electors on one Lease, Events with a series, and ServiceAccount tokens (a kubeconfig's, and
-// a rotating in-cluster token file). Needs root (the convention for tests that run real
-// daemons); skipped otherwise.
+// EipBinding CRD, the informer through an apiserver restart, a 410 and a silent watch, two
+// leader electors on one Lease, Events with a series, and ServiceAccount tokens (a
+// kubeconfig's, and a rotating in-cluster token file). Needs root (the convention for tests
+// that run real daemons); skipped otherwise.
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
