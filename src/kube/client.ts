@@ -1,0 +1,637 @@
+// A small Kubernetes API client: the verbs the eip-operator needs (get, list, create,
+// replace, patch, delete, watch) on the resources it names, JSON over HTTP/1.1 with node:https.
+//
+// One keep-alive agent per client carries every request, with the kubeconfig's TLS material;
+// the bearer token is asked for at each request, so a rotated token is picked up. Failures
+// the apiserver answers are KubeApiErrors built from its Status object (status code, reason,
+// details), which the helpers below classify; failures on the way (refused, reset, timed out)
+// are the errors Node gives. A list follows `continue` pages to the end. A watch parses the
+// newline-delimited JSON stream whatever the chunking, hands each event to the caller as it
+// arrives, turns an ERROR event (e.g. 410 Expired) into a rejected KubeApiError, and resolves
+// when the server ends the stream or the caller aborts. Nothing here retries: that is the
+// informer's, the leader elector's and the work queue's job.
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { StringDecoder } from "node:string_decoder";
+import type { KubeConfig } from "./config.js";
+
+/** A failure the apiserver answered, from its Status object. */
+export class KubeApiError extends Error {
+  override readonly name = "KubeApiError";
+
+  constructor(
+    /** HTTP status (the Status's code). */
+    readonly status: number,
+    /** The Status's reason (NotFound, Conflict, AlreadyExists, Expired, ...), or the HTTP status text. */
+    readonly reason: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+
+  /** From a response body (a Status object, or whatever a proxy on the way answered). */
+  static fromResponse(httpStatus: number, body: unknown, what: string): KubeApiError {
+    if (isRecord(body) && body["kind"] === "Status") {
+      const code = typeof body["code"] === "number" ? body["code"] : httpStatus;
+      const reason = typeof body["reason"] === "string" ? body["reason"] : "";
+      const message = typeof body["message"] === "string" ? body["message"] : "";
+      return new KubeApiError(
+        code,
+        reason || statusReason(code),
+        `${what}: ${message || reason || code}`,
+        body["details"],
+      );
+    }
+    const text = typeof body === "string" ? body.slice(0, 200) : "";
+    return new KubeApiError(
+      httpStatus,
+      statusReason(httpStatus),
+      `${what}: HTTP ${httpStatus}${text ? ` ${text}` : ""}`,
+    );
+  }
+}
+
+/** The apiserver's reason for a code, for answers without a Status (metav1.StatusReason). */
+function statusReason(code: number): string {
+  const reasons: Record<number, string> = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Gone",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+  };
+  return reasons[code] ?? "Unknown";
+}
+
+function apiError(err: unknown): KubeApiError | undefined {
+  return err instanceof KubeApiError ? err : undefined;
+}
+
+export function isNotFound(err: unknown): boolean {
+  return apiError(err)?.status === 404;
+}
+
+/** A write with a stale resourceVersion (not an AlreadyExists, which is also a 409). */
+export function isConflict(err: unknown): boolean {
+  const e = apiError(err);
+  return e?.status === 409 && e.reason !== "AlreadyExists";
+}
+
+export function isAlreadyExists(err: unknown): boolean {
+  const e = apiError(err);
+  return e?.status === 409 && e.reason === "AlreadyExists";
+}
+
+/** 410: a resourceVersion (of a watch, or a list's continue token) too old to be served. */
+export function isGone(err: unknown): boolean {
+  return apiError(err)?.status === 410;
+}
+
+/**
+ * A time as the apiserver's MicroTime wants it (RFC 3339 with exactly six fractional digits;
+ * it refuses Date.toISOString()'s three), for Leases and Events.
+ */
+export function microTime(ms: number): string {
+  return new Date(ms).toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
+}
+
+export interface ResourceRef {
+  /** "" for the core group. */
+  readonly group: string;
+  readonly version: string;
+  /** The plural, lower case, as in the URL. */
+  readonly resource: string;
+  readonly namespaced: boolean;
+}
+
+export const EIPBINDINGS: ResourceRef = {
+  group: "extension.lucheng0127",
+  version: "v1",
+  resource: "eipbindings",
+  namespaced: true,
+};
+export const VMIS: ResourceRef = {
+  group: "kubevirt.io",
+  version: "v1",
+  resource: "virtualmachineinstances",
+  namespaced: true,
+};
+export const NODES: ResourceRef = {
+  group: "",
+  version: "v1",
+  resource: "nodes",
+  namespaced: false,
+};
+export const LEASES: ResourceRef = {
+  group: "coordination.k8s.io",
+  version: "v1",
+  resource: "leases",
+  namespaced: true,
+};
+export const EVENTS: ResourceRef = {
+  group: "events.k8s.io",
+  version: "v1",
+  resource: "events",
+  namespaced: true,
+};
+
+export interface ResourceLocation {
+  /** Omitted (or "") for cluster-scoped resources, and for a namespaced list across all namespaces. */
+  readonly namespace?: string;
+  readonly name?: string;
+  readonly subresource?: string;
+}
+
+/** The URL path of a resource, a collection or a subresource, each segment escaped. */
+export function resourcePath(ref: ResourceRef, loc: ResourceLocation = {}): string {
+  const seg = (s: string, what: string) => {
+    if (s === "" || s === "." || s === ".." || s.includes("/")) {
+      throw new Error(`bad ${what} ${JSON.stringify(s)}`);
+    }
+    return encodeURIComponent(s);
+  };
+  let path = ref.group === "" ? `/api/${ref.version}` : `/apis/${ref.group}/${ref.version}`;
+  if (loc.namespace) {
+    if (!ref.namespaced) throw new Error(`${ref.resource} are not namespaced`);
+    path += `/namespaces/${seg(loc.namespace, "namespace")}`;
+  }
+  path += `/${ref.resource}`;
+  if (loc.name !== undefined) path += `/${seg(loc.name, "name")}`;
+  if (loc.subresource !== undefined) {
+    if (loc.name === undefined) throw new Error("a subresource needs a name");
+    path += `/${seg(loc.subresource, "subresource")}`;
+  }
+  return path;
+}
+
+/** Per-call options of every verb. */
+export interface RequestOptions {
+  /** Aborts the request (the call rejects with the signal's reason). */
+  readonly signal?: AbortSignal;
+}
+
+export interface ListOptions {
+  readonly namespace?: string;
+  readonly labelSelector?: string;
+  readonly fieldSelector?: string;
+  /** Page size; every page is fetched. */
+  readonly limit?: number;
+  /** Start from this continue token. */
+  readonly continue?: string;
+}
+
+export interface ListResult<T> {
+  readonly items: T[];
+  readonly resourceVersion: string;
+}
+
+export type PatchType = "merge" | "json" | "strategic" | "apply";
+
+const PATCH_CONTENT_TYPES: Record<PatchType, string> = {
+  merge: "application/merge-patch+json",
+  json: "application/json-patch+json",
+  strategic: "application/strategic-merge-patch+json",
+  // Server-side apply takes YAML, of which JSON is a subset.
+  apply: "application/apply-patch+yaml",
+};
+
+export interface PatchOptions {
+  readonly type: PatchType;
+  readonly subresource?: string;
+  /** Required by "apply". */
+  readonly fieldManager?: string;
+  /** Take over fields other managers own ("apply" only). */
+  readonly force?: boolean;
+}
+
+export interface DeleteOptions {
+  readonly preconditions?: { readonly uid?: string; readonly resourceVersion?: string };
+  readonly propagationPolicy?: "Foreground" | "Background" | "Orphan";
+  readonly gracePeriodSeconds?: number;
+}
+
+export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK";
+
+export interface WatchOptions {
+  readonly namespace?: string;
+  /** Where the watch starts (a list's, or the last event's). */
+  readonly resourceVersion: string;
+  readonly allowWatchBookmarks: boolean;
+  /** The server ends the watch after this long. */
+  readonly timeoutSeconds: number;
+  readonly labelSelector?: string;
+  readonly fieldSelector?: string;
+}
+
+export interface KubeClientOptions {
+  readonly userAgent?: string;
+  /** Bound on each request (a watch: until its response starts). Default 30 s. */
+  readonly timeoutMs?: number;
+}
+
+/** A decoded watch event; ERROR events are raised, not passed on. */
+export interface WatchEvent {
+  readonly type: WatchEventType;
+  readonly object: Record<string, unknown>;
+}
+
+const WATCH_TYPES = new Set(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]);
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The watch stream's decoder: one JSON object per line, arriving in chunks cut anywhere (in a
+ * line, in a UTF-8 sequence). push() returns the events the chunk completed.
+ */
+export class WatchDecoder {
+  private readonly text = new StringDecoder("utf8");
+  private buffer = "";
+
+  push(chunk: Buffer | string): WatchEvent[] {
+    this.buffer += typeof chunk === "string" ? chunk : this.text.write(chunk);
+    const lines = this.buffer.split("\n");
+    this.buffer = lines.pop() ?? "";
+    return lines.flatMap((line) => (line.trim() === "" ? [] : [parseWatchLine(line)]));
+  }
+
+  /** At the end of the stream: the last event if it lacked its newline. */
+  end(): WatchEvent[] {
+    const rest = this.buffer + this.text.end();
+    this.buffer = "";
+    return rest.trim() === "" ? [] : [parseWatchLine(rest)];
+  }
+}
+
+/** One line of a watch stream; an ERROR event is thrown as its KubeApiError. */
+export function parseWatchLine(line: string): WatchEvent {
+  let ev: unknown;
+  try {
+    ev = JSON.parse(line);
+  } catch {
+    throw new Error(`watch: not JSON: ${line.slice(0, 200)}`);
+  }
+  if (!isRecord(ev) || typeof ev["type"] !== "string" || !WATCH_TYPES.has(ev["type"])) {
+    throw new Error(`watch: not an event: ${line.slice(0, 200)}`);
+  }
+  const object = ev["object"];
+  if (!isRecord(object)) throw new Error(`watch: event without an object: ${line.slice(0, 200)}`);
+  if (ev["type"] === "ERROR") {
+    const code = typeof object["code"] === "number" ? object["code"] : 500;
+    throw KubeApiError.fromResponse(code, object, "watch");
+  }
+  return { type: ev["type"] as WatchEventType, object };
+}
+
+interface RawRequest {
+  readonly method: string;
+  readonly path: string;
+  readonly query?: URLSearchParams;
+  readonly body?: unknown;
+  readonly contentType?: string;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export class KubeClient {
+  private readonly base: URL;
+  private readonly agent: HttpAgent;
+  private readonly userAgent: string;
+  private readonly timeoutMs: number;
+  private readonly secure: boolean;
+
+  constructor(
+    private readonly cfg: KubeConfig,
+    opts: KubeClientOptions = {},
+  ) {
+    this.base = new URL(cfg.server);
+    this.secure = this.base.protocol === "https:";
+    this.userAgent = opts.userAgent ?? "kube-eip";
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.agent = this.secure
+      ? new HttpsAgent({
+          keepAlive: true,
+          ...(cfg.ca !== undefined ? { ca: cfg.ca } : {}),
+          ...(cfg.cert !== undefined ? { cert: cfg.cert } : {}),
+          ...(cfg.key !== undefined ? { key: cfg.key } : {}),
+          ...(cfg.tlsServerName !== undefined ? { servername: cfg.tlsServerName } : {}),
+          rejectUnauthorized: cfg.insecureSkipTlsVerify !== true,
+        })
+      : new HttpAgent({ keepAlive: true });
+  }
+
+  /** Closes the idle connections (and any still open). */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  async get<T>(
+    ref: ResourceRef,
+    ns: string | undefined,
+    name: string,
+    req: RequestOptions = {},
+  ): Promise<T> {
+    return (await this.call({
+      method: "GET",
+      path: resourcePath(ref, { namespace: scope(ref, ns), name }),
+      signal: req.signal,
+    })) as T;
+  }
+
+  /**
+   * Every page of the collection. Items get the list's apiVersion and kind when they lack
+   * them (the apiserver leaves them out of built-in types' lists), so every object handed
+   * on is self-describing. A continue token that expires midway (410) restarts the list in
+   * one piece, as client-go's pager does.
+   */
+  async list<T>(
+    ref: ResourceRef,
+    opts: ListOptions = {},
+    req: RequestOptions = {},
+  ): Promise<ListResult<T>> {
+    const path = resourcePath(ref, { namespace: opts.namespace });
+    const items: T[] = [];
+    let token = opts.continue;
+    let paged = true;
+    for (;;) {
+      const query = new URLSearchParams();
+      if (opts.labelSelector) query.set("labelSelector", opts.labelSelector);
+      if (opts.fieldSelector) query.set("fieldSelector", opts.fieldSelector);
+      if (opts.limit !== undefined && paged) query.set("limit", String(opts.limit));
+      if (token) query.set("continue", token);
+      let page: unknown;
+      try {
+        page = await this.call({ method: "GET", path, query, signal: req.signal });
+      } catch (err) {
+        if (isGone(err) && token !== undefined && opts.continue === undefined) {
+          items.length = 0;
+          token = undefined;
+          paged = false;
+          continue;
+        }
+        throw err;
+      }
+      if (!isRecord(page) || !Array.isArray(page["items"])) {
+        throw new Error(`list ${path}: the answer is not a list`);
+      }
+      const meta = isRecord(page["metadata"]) ? page["metadata"] : {};
+      const kind = typeof page["kind"] === "string" ? page["kind"].replace(/List$/, "") : "";
+      const apiVersion = page["apiVersion"];
+      for (const item of page["items"] as unknown[]) {
+        if (isRecord(item)) {
+          if (item["kind"] === undefined && kind) item["kind"] = kind;
+          if (item["apiVersion"] === undefined && apiVersion) item["apiVersion"] = apiVersion;
+        }
+        items.push(item as T);
+      }
+      token =
+        typeof meta["continue"] === "string" && meta["continue"] ? meta["continue"] : undefined;
+      if (token === undefined) {
+        const rv = meta["resourceVersion"];
+        return { items, resourceVersion: typeof rv === "string" ? rv : "" };
+      }
+    }
+  }
+
+  async create<T>(
+    ref: ResourceRef,
+    ns: string | undefined,
+    obj: unknown,
+    req: RequestOptions = {},
+  ): Promise<T> {
+    return (await this.call({
+      method: "POST",
+      path: resourcePath(ref, { namespace: scope(ref, ns) }),
+      body: obj,
+      signal: req.signal,
+    })) as T;
+  }
+
+  /** PUT: the object's metadata.resourceVersion, if set, makes it conditional (409 when stale). */
+  async replace<T>(
+    ref: ResourceRef,
+    ns: string | undefined,
+    name: string,
+    obj: unknown,
+    opts: { readonly subresource?: string } = {},
+    req: RequestOptions = {},
+  ): Promise<T> {
+    return (await this.call({
+      method: "PUT",
+      path: resourcePath(ref, { namespace: scope(ref, ns), name, subresource: opts.subresource }),
+      body: obj,
+      signal: req.signal,
+    })) as T;
+  }
+
+  async patch<T>(
+    ref: ResourceRef,
+    ns: string | undefined,
+    name: string,
+    patch: unknown,
+    opts: PatchOptions,
+    req: RequestOptions = {},
+  ): Promise<T> {
+    if (opts.type === "apply" && !opts.fieldManager) {
+      throw new Error("an apply patch needs a fieldManager");
+    }
+    if (opts.force && opts.type !== "apply") throw new Error("force is for apply patches only");
+    const query = new URLSearchParams();
+    if (opts.fieldManager) query.set("fieldManager", opts.fieldManager);
+    if (opts.force) query.set("force", "true");
+    return (await this.call({
+      method: "PATCH",
+      path: resourcePath(ref, { namespace: scope(ref, ns), name, subresource: opts.subresource }),
+      query,
+      body: patch,
+      contentType: PATCH_CONTENT_TYPES[opts.type],
+      signal: req.signal,
+    })) as T;
+  }
+
+  async delete(
+    ref: ResourceRef,
+    ns: string | undefined,
+    name: string,
+    opts: DeleteOptions = {},
+    req: RequestOptions = {},
+  ): Promise<void> {
+    await this.call({
+      method: "DELETE",
+      path: resourcePath(ref, { namespace: scope(ref, ns), name }),
+      body: { apiVersion: "v1", kind: "DeleteOptions", ...opts },
+      signal: req.signal,
+    });
+  }
+
+  /**
+   * Watches the collection from opts.resourceVersion, calling onEvent for each event in
+   * order. Resolves when the server ends the stream (timeoutSeconds) or the signal aborts;
+   * rejects on an ERROR event (a KubeApiError, e.g. 410 Expired), an answer other than 200,
+   * a broken stream, or an exception from onEvent (the watch is then closed).
+   */
+  watch<T>(
+    ref: ResourceRef,
+    opts: WatchOptions,
+    onEvent: (type: WatchEventType, obj: T) => void,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const query = new URLSearchParams({ watch: "true", resourceVersion: opts.resourceVersion });
+    if (opts.allowWatchBookmarks) query.set("allowWatchBookmarks", "true");
+    query.set("timeoutSeconds", String(opts.timeoutSeconds));
+    if (opts.labelSelector) query.set("labelSelector", opts.labelSelector);
+    if (opts.fieldSelector) query.set("fieldSelector", opts.fieldSelector);
+    const path = resourcePath(ref, { namespace: opts.namespace });
+    return new Promise<void>((resolve, reject) => {
+      if (signal.aborted) return resolve();
+      let settled = false;
+      const finish = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(headerTimer);
+        signal.removeEventListener("abort", onAbort);
+        if (err === undefined) resolve();
+        else reject(err instanceof Error ? err : new Error(String(err)));
+        // Closes the stream on an error or an abort; after a clean end this does nothing.
+        req.destroy();
+      };
+      const onAbort = () => finish();
+      const req = this.send({ method: "GET", path, query }, undefined, (res) => {
+        clearTimeout(headerTimer);
+        if (res.statusCode !== 200) {
+          readBody(res).then(
+            (body) => finish(KubeApiError.fromResponse(res.statusCode ?? 0, body, `watch ${path}`)),
+            finish,
+          );
+          return;
+        }
+        const decoder = new WatchDecoder();
+        const deliver = (events: WatchEvent[]) => {
+          for (const ev of events) {
+            if (settled) return;
+            onEvent(ev.type, ev.object as T);
+          }
+        };
+        res.on("data", (chunk: Buffer) => {
+          try {
+            deliver(decoder.push(chunk));
+          } catch (err) {
+            finish(err);
+          }
+        });
+        res.on("end", () => {
+          try {
+            deliver(decoder.end());
+            finish();
+          } catch (err) {
+            finish(err);
+          }
+        });
+        res.on("error", finish);
+        res.on("close", () => {
+          if (!res.complete) finish(new Error(`watch ${path}: the stream broke off`));
+        });
+      });
+      req.on("error", finish);
+      const headerTimer = setTimeout(
+        () => finish(new Error(`watch ${path}: no answer within ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
+      signal.addEventListener("abort", onAbort, { once: true });
+      req.end();
+    });
+  }
+
+  /** A request whose answer is JSON (or empty); other than 2xx rejects with a KubeApiError. */
+  private call(r: RawRequest): Promise<unknown> {
+    const what = `${r.method} ${r.path}`;
+    return new Promise<unknown>((resolve, reject) => {
+      if (r.signal?.aborted) return reject(r.signal.reason);
+      let settled = false;
+      const finish = (err: unknown, value?: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        r.signal?.removeEventListener("abort", onAbort);
+        if (err === undefined) resolve(value);
+        else {
+          reject(err instanceof Error ? err : new Error(String(err)));
+          req.destroy();
+        }
+      };
+      const onAbort = () => finish(r.signal?.reason ?? new Error(`${what}: aborted`));
+      const payload = r.body === undefined ? undefined : JSON.stringify(r.body);
+      const req = this.send(r, payload, (res) => {
+        readBody(res).then((body) => {
+          const status = res.statusCode ?? 0;
+          if (status >= 200 && status < 300) finish(undefined, body);
+          else finish(KubeApiError.fromResponse(status, body, what));
+        }, finish);
+      });
+      req.on("error", finish);
+      const timer = setTimeout(
+        () => finish(new Error(`${what}: no answer within ${this.timeoutMs} ms`)),
+        this.timeoutMs,
+      );
+      r.signal?.addEventListener("abort", onAbort, { once: true });
+      req.end(payload);
+    });
+  }
+
+  private send(
+    r: RawRequest,
+    payload: string | undefined,
+    onResponse: (res: IncomingMessage) => void,
+  ) {
+    const url = new URL(this.base.toString());
+    url.pathname = this.base.pathname.replace(/\/$/, "") + r.path;
+    url.search = r.query?.toString() ?? "";
+    const headers: Record<string, string> = {
+      Accept: "application/json",
+      "User-Agent": this.userAgent,
+    };
+    if (payload !== undefined) {
+      headers["Content-Type"] = r.contentType ?? "application/json";
+      // Node sends a DELETE's body without a length unless told (the server then sees garbage).
+      headers["Content-Length"] = String(Buffer.byteLength(payload));
+    }
+    const token = this.cfg.token?.();
+    if (token) headers["Authorization"] = `Bearer ${token}`;
+    const request = this.secure ? httpsRequest : httpRequest;
+    return request(url, { method: r.method, agent: this.agent, headers }, onResponse);
+  }
+}
+
+/** A namespaced resource's verbs need a namespace; a cluster-scoped one's take none. */
+function scope(ref: ResourceRef, ns: string | undefined): string | undefined {
+  if (ref.namespaced && !ns) throw new Error(`${ref.resource} need a namespace`);
+  if (!ref.namespaced && ns) throw new Error(`${ref.resource} are not namespaced`);
+  return ns;
+}
+
+/** The body, parsed when it is JSON; "" for none. */
+function readBody(res: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    res.on("data", (c: Buffer) => chunks.push(c));
+    res.on("error", reject);
+    res.on("end", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
+      if (text === "") return resolve("");
+      try {
+        resolve(JSON.parse(text));
+      } catch {
+        resolve(text);
+      }
+    });
+  });
+}

@@ -1,0 +1,144 @@
+// A work queue of object keys for the operator's reconcilers, with client-go's rate-limited
+// queue semantics: a key is queued at most once however often it is added; a key being
+// processed is never handed out twice at once, and one added again meanwhile is queued again
+// when done() is called; keys are handed out first in, first out; a failed key comes back
+// after a per-key exponential backoff (addRateLimited) until forget() resets it; addAfter
+// holds a key back, keeping the earliest time when asked twice.
+//
+// Unlike client-go, shutdown() drops what is still queued: get() answers undefined at once,
+// since the operator shuts down when it stops leading and must stop acting, not drain.
+//
+// No I/O; time comes from an injected Clock, so the tests drive it by hand.
+import { realClock, type Clock, type Timer } from "./clock.js";
+
+export interface WorkQueueOptions {
+  /** First delay of addRateLimited; doubled at each further failure. Default 100 ms. */
+  readonly baseDelayMs?: number;
+  /** Cap of addRateLimited's delay. Default 60 s. */
+  readonly maxDelayMs?: number;
+  readonly clock?: Clock;
+}
+
+export class WorkQueue {
+  /** Keys ready, in order; `head` is the next one (the array is compacted now and then). */
+  private queue: string[] = [];
+  private head = 0;
+  /** Keys wanting processing: queued, or added again while being processed. */
+  private readonly dirty = new Set<string>();
+  private readonly processing = new Set<string>();
+  private readonly waiting = new Map<string, { readonly at: number; readonly timer: Timer }>();
+  private readonly failures = new Map<string, number>();
+  private readonly getters: ((key: string | undefined) => void)[] = [];
+  private closed = false;
+  private readonly clock: Clock;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+
+  constructor(opts: WorkQueueOptions = {}) {
+    this.clock = opts.clock ?? realClock;
+    this.baseDelayMs = opts.baseDelayMs ?? 100;
+    this.maxDelayMs = opts.maxDelayMs ?? 60_000;
+  }
+
+  add(key: string): void {
+    if (this.closed || this.dirty.has(key)) return;
+    this.dirty.add(key);
+    if (this.processing.has(key)) return;
+    this.queue.push(key);
+    this.handOut();
+  }
+
+  /** Adds the key after ms (at once when ms <= 0); an earlier pending time wins. */
+  addAfter(key: string, ms: number): void {
+    if (this.closed) return;
+    if (ms <= 0) return this.add(key);
+    const at = this.clock.now() + ms;
+    const pending = this.waiting.get(key);
+    if (pending !== undefined) {
+      if (pending.at <= at) return;
+      pending.timer.cancel();
+    }
+    const timer = this.clock.setTimer(() => {
+      this.waiting.delete(key);
+      this.add(key);
+    }, ms);
+    this.waiting.set(key, { at, timer });
+  }
+
+  /** Adds the key after its backoff: base·2^(failures so far), capped; counts a failure. */
+  addRateLimited(key: string): void {
+    const n = this.failures.get(key) ?? 0;
+    this.failures.set(key, n + 1);
+    this.addAfter(key, Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(n, 30)));
+  }
+
+  /** Resets the key's backoff (it was processed successfully). */
+  forget(key: string): void {
+    this.failures.delete(key);
+  }
+
+  /** addRateLimited calls since the last forget(). */
+  numRequeues(key: string): number {
+    return this.failures.get(key) ?? 0;
+  }
+
+  /**
+   * The next key, which is then being processed until done(key); waits while none is ready.
+   * undefined once the queue is shut down.
+   */
+  get(): Promise<string | undefined> {
+    if (this.closed) return Promise.resolve(undefined);
+    const key = this.take();
+    if (key !== undefined) return Promise.resolve(key);
+    return new Promise((resolve) => this.getters.push(resolve));
+  }
+
+  /** The key is processed; if it was added meanwhile it is queued again. */
+  done(key: string): void {
+    if (!this.processing.delete(key)) return;
+    if (this.dirty.has(key) && !this.closed) {
+      this.queue.push(key);
+      this.handOut();
+    }
+  }
+
+  /** Keys ready to be handed out (not those being processed or held back). */
+  get length(): number {
+    return this.queue.length - this.head;
+  }
+
+  get isShutdown(): boolean {
+    return this.closed;
+  }
+
+  /** Drops every key and pending delay; get() answers undefined from now on. */
+  shutdown(): void {
+    this.closed = true;
+    for (const { timer } of this.waiting.values()) timer.cancel();
+    this.waiting.clear();
+    this.queue = [];
+    this.head = 0;
+    this.dirty.clear();
+    for (const resolve of this.getters.splice(0)) resolve(undefined);
+  }
+
+  private take(): string | undefined {
+    if (this.head >= this.queue.length) return undefined;
+    const key = this.queue[this.head++] as string;
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    this.dirty.delete(key);
+    this.processing.add(key);
+    return key;
+  }
+
+  private handOut(): void {
+    while (this.getters.length > 0) {
+      const key = this.take();
+      if (key === undefined) return;
+      this.getters.shift()?.(key);
+    }
+  }
+}
