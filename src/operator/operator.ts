@@ -1,0 +1,212 @@
+// Assembles the operator: the API client, the informers, the work queue, the agent pool, the
+// controller, leader election, Events, metrics and probes. Only the leader acts; a replica
+// that loses the lease stops acting and exits (its Deployment restarts it as a standby).
+import { hostname } from "node:os";
+import type { Server } from "node:http";
+import type { Logger } from "pino";
+import { metricsRoute, probe, serve } from "../common/http.js";
+import { EIPBINDINGS, KubeClient, NODES, VMIS } from "../kube/client.js";
+import { loadKubeConfig, namespaceFromServiceAccount } from "../kube/config.js";
+import { EventRecorder } from "../kube/events.js";
+import { Informer } from "../kube/informer.js";
+import { LeaderElector } from "../kube/leader.js";
+import { WorkQueue } from "../kube/workqueue.js";
+import { AgentPool } from "./agents.js";
+import type { OperatorConfig } from "./config.js";
+import { Controller } from "./controller.js";
+import { OperatorMetrics } from "./metrics.js";
+import type { BindingWriter } from "./reconciler.js";
+import { statusPatch } from "./status.js";
+import type { EipBinding, KubeNode, Vmi } from "./types.js";
+
+export const CONTROLLER_NAME = "kube-eip.lucheng0127/eip-operator";
+
+export interface RunningOperator {
+  readonly healthPort: number | undefined;
+  readonly metricsPort: number | undefined;
+  /** Resolves when the operator stopped (a signal, or lost leadership: then `lostLease`). */
+  readonly done: Promise<{ lostLease: boolean }>;
+  stop(): Promise<void>;
+}
+
+export async function startOperator(
+  config: OperatorConfig,
+  logger: Logger,
+): Promise<RunningOperator> {
+  const client = new KubeClient(loadKubeConfig({ kubeconfig: config.kubeconfig }), {
+    userAgent: "eip-operator",
+  });
+  const metrics = new OperatorMetrics();
+  const identity = `${process.env["POD_NAME"] ?? hostname()}_${process.pid}`;
+  const events = new EventRecorder(client, {
+    controller: CONTROLLER_NAME,
+    instance: identity,
+    logger,
+  });
+  const writer: BindingWriter = {
+    async patchStatus(b, status) {
+      await client.patch(EIPBINDINGS, b.metadata.namespace, b.metadata.name, statusPatch(status), {
+        type: "merge",
+        subresource: "status",
+      });
+    },
+    async setFinalizers(b, finalizers) {
+      // The resourceVersion makes it conditional: a concurrent change fails it (and retries).
+      await client.patch(
+        EIPBINDINGS,
+        b.metadata.namespace,
+        b.metadata.name,
+        { metadata: { finalizers, resourceVersion: b.metadata.resourceVersion } },
+        { type: "merge" },
+      );
+    },
+  };
+  const agents = new AgentPool({
+    port: config.agentPort,
+    timeoutMs: config.agentTimeoutMs,
+    ...(config.agentTls ? { tls: config.agentTls } : {}),
+    ...(config.agentServerName ? { serverName: config.agentServerName } : {}),
+  });
+
+  let controller: Controller | undefined;
+  let informers: { name: string; informer: Informer<EipBinding | Vmi | KubeNode> }[] = [];
+  let standby = config.leaderElect;
+  const act = async (signal: AbortSignal) => {
+    standby = false;
+    metrics.leader.set(1);
+    const bindings = new Informer<EipBinding>(client, EIPBINDINGS, { logger, name: "eipbindings" });
+    const vmis = new Informer<Vmi>(client, VMIS, { logger, name: "virtualmachineinstances" });
+    const nodes = new Informer<KubeNode>(client, NODES, { logger, name: "nodes" });
+    informers = [
+      { name: "eipbindings", informer: bindings },
+      { name: "virtualmachineinstances", informer: vmis },
+      { name: "nodes", informer: nodes },
+    ] as typeof informers;
+    const queue = new WorkQueue();
+    controller = new Controller({
+      bindings,
+      vmis,
+      nodes,
+      queue,
+      agents,
+      writer,
+      events,
+      metrics,
+      logger,
+      workers: config.workers,
+      antiEntropyMs: config.antiEntropyMs,
+    });
+    for (const i of informers) i.informer.start();
+    signal.addEventListener("abort", () => {
+      controller?.stop();
+      queue.shutdown();
+    });
+    await Promise.all(informers.map((i) => i.informer.waitForSync(signal)));
+    logger.info(
+      { bindings: bindings.list().length, vmis: vmis.list().length, nodes: nodes.list().length },
+      "caches synced; reconciling",
+    );
+    await controller.run();
+  };
+
+  const readiness = () => {
+    if (standby) return undefined; // a standby is ready to take over
+    if (!controller) return "starting";
+    return controller.synced ? undefined : "caches not synced yet";
+  };
+  const servers: Server[] = [];
+  let healthPort: number | undefined;
+  let metricsPort: number | undefined;
+  if (config.healthAddress !== "0") {
+    const s = await serve(config.healthAddress, {
+      "/healthz": probe(() => undefined),
+      "/readyz": probe(readiness),
+    });
+    servers.push(s.server);
+    healthPort = s.port;
+  }
+  if (config.metricsAddress !== "0") {
+    const route = metricsRoute(metrics.registry);
+    const s = await serve(config.metricsAddress, {
+      "/metrics": (req, res) => {
+        metrics.bindings.reset();
+        for (const [reason, n] of controller?.countByReason() ?? [])
+          metrics.bindings.set({ reason }, n);
+        for (const i of informers) {
+          metrics.informerRestarts.set({ resource: i.name }, i.informer.restarts);
+        }
+        (route["/metrics"] as NonNullable<(typeof route)["/metrics"]>)(req, res);
+      },
+    });
+    servers.push(s.server);
+    metricsPort = s.port;
+  }
+
+  const abort = new AbortController();
+  let elector: LeaderElector | undefined;
+  const done = (async (): Promise<{ lostLease: boolean }> => {
+    if (!config.leaderElect) {
+      await act(abort.signal);
+      return { lostLease: false };
+    }
+    const namespace =
+      config.leaderElectionNamespace ??
+      process.env["POD_NAMESPACE"] ??
+      namespaceFromServiceAccount() ??
+      "kube-eip-system";
+    let lost = false;
+    let acting: Promise<void> | undefined;
+    const leadership = new AbortController();
+    elector = new LeaderElector(
+      client,
+      {
+        namespace,
+        name: config.leaderElectionId,
+        identity,
+        leaseDurationSec: 15,
+        renewDeadlineSec: 10,
+        retryPeriodSec: 2,
+        logger,
+      },
+      {
+        onStartedLeading: (signal) => {
+          logger.info({ identity, lease: `${namespace}/${config.leaderElectionId}` }, "leading");
+          acting = act(signal);
+        },
+        onStoppedLeading: () => {
+          metrics.leader.set(0);
+          if (!abort.signal.aborted) {
+            lost = true;
+            logger.error({ identity }, "lost the lease: stopping");
+          }
+          leadership.abort();
+        },
+        onNewLeader: (leader) => {
+          if (leader !== identity) logger.info({ leader }, "standing by; another replica leads");
+        },
+      },
+    );
+    abort.signal.addEventListener("abort", () => leadership.abort());
+    void elector.run();
+    await new Promise<void>((resolve) =>
+      leadership.signal.addEventListener("abort", () => resolve()),
+    );
+    await acting?.catch(() => {});
+    return { lostLease: lost };
+  })();
+
+  return {
+    healthPort,
+    metricsPort,
+    done,
+    async stop() {
+      controller?.stop();
+      abort.abort();
+      await elector?.stop();
+      await Promise.all(informers.map((i) => i.informer.stop()));
+      for (const s of servers) s.close();
+      agents.close();
+      client.close();
+    },
+  };
+}
