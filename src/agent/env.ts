@@ -79,8 +79,8 @@ export class EnvError extends Error {
 export interface EnvArg {
   readonly env: string;
   readonly flag: string;
-  /** The value as given, or "<hidden>" for a secret; undefined for a switch. */
-  readonly shown: string | undefined;
+  /** The value as given, or "<hidden>" for a secret. */
+  readonly shown: string;
 }
 
 export interface EnvArgs {
@@ -102,7 +102,7 @@ export function agentArgsFromEnv(env: Readonly<Record<string, string | undefined
         throw new EnvError(`${s.env}=${JSON.stringify(raw)}: must be true or false`);
       }
       if (value === "true") argv.push(s.flag);
-      used.push({ env: s.env, flag: s.flag, shown: undefined });
+      used.push({ env: s.env, flag: s.flag, shown: value });
       continue;
     }
     const values = s.kind === "list" ? raw.split(/[\s,]+/).filter((v) => v !== "") : [raw];

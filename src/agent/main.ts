@@ -14,9 +14,7 @@ export interface AgentMainOptions {
 }
 
 function describeEnv(fromEnv: readonly EnvArg[]): string {
-  return fromEnv
-    .map((e) => `  ${e.env} -> ${e.flag}${e.shown === undefined ? "" : ` ${e.shown}`}`)
-    .join("\n");
+  return fromEnv.map((e) => `  ${e.env}=${e.shown} -> ${e.flag}`).join("\n");
 }
 
 export async function agentMain(argv: readonly string[], options: AgentMainOptions = {}) {
@@ -44,7 +42,7 @@ export async function agentMain(argv: readonly string[], options: AgentMainOptio
   const logger = createLogger("eip_agent", config.logLevel);
   if (fromEnv.length > 0) {
     logger.info(
-      { env: Object.fromEntries(fromEnv.map((e) => [e.env, e.shown ?? "set"])) },
+      { env: Object.fromEntries(fromEnv.map((e) => [e.env, e.shown])) },
       "settings from the environment",
     );
   }
