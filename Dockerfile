@@ -39,7 +39,8 @@ FROM app AS agent
 # iptables (both backends: --iptables-mode auto uses the one holding the host's rules),
 # ipset, iproute2 (ip), procps (sysctl, for a privileged container without --proc-sys),
 # gobgpd (--bgp-type gobgp), arp-scan (gratuitous ARP), iputils-arping (troubleshooting).
-RUN apt-get update \
+RUN export DEBIAN_FRONTEND=noninteractive \
+    && apt-get update \
     && apt-get install -y --no-install-recommends \
         iptables ipset iproute2 procps gobgpd arp-scan iputils-arping \
     && rm -rf /var/lib/apt/lists/* \
