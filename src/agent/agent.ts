@@ -81,7 +81,11 @@ async function kernelSubsystems(
     subsystem("ipset", ipset, (d) => d.ipsets),
     subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
     subsystem("iproute", route, routeDesired),
-    subsystem("sysctl", new SysctlManager(runner), (d) => d.sysctls),
+    subsystem(
+      "sysctl",
+      new SysctlManager(runner, { procSysDir: config.procSysDir }),
+      (d) => d.sysctls,
+    ),
   ];
 }
 

@@ -50,6 +50,8 @@ export interface AgentConfig {
   readonly iptablesMode: IptablesModeFlag;
   readonly resyncIntervalSec: number;
   readonly rtTablesPath: string;
+  /** Kernel settings as files under this dir instead of through sysctl (a container's view of the node's /proc/sys). */
+  readonly procSysDir: string | undefined;
   readonly metricsAddress: string;
   readonly tls:
     { readonly cert: string; readonly key: string; readonly clientCa?: string } | undefined;
@@ -237,6 +239,10 @@ export function agentCommand(): Command {
       "/etc/iproute2/rt_tables",
     )
     .option(
+      "--proc-sys <dir>",
+      "read and write kernel settings as files under this directory (the node's /proc/sys/net mounted at <dir>/net) instead of through sysctl: for a container without privileges, whose own /proc/sys is read-only",
+    )
+    .option(
       "--metrics-address <host:port>",
       "Prometheus metrics listen address; empty disables",
       "0.0.0.0:9127",
@@ -282,6 +288,7 @@ interface RawOptions {
   iptablesMode: IptablesModeFlag;
   resyncInterval: number;
   rtTables: string;
+  procSys?: string;
   metricsAddress: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -339,6 +346,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     iptablesMode: o.iptablesMode,
     resyncIntervalSec: o.resyncInterval,
     rtTablesPath: o.rtTables,
+    procSysDir: o.procSys,
     metricsAddress: o.metricsAddress,
     tls: o.tlsCert
       ? {

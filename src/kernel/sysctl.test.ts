@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { Phase } from "./manager.js";
@@ -54,6 +57,7 @@ describe("SysctlManager", () => {
       { key: "net/ipv4/conf/eth1/arp_ignore 1", value: "1" },
       { key: "kernel.panic", value: "1" },
       { key: ARP_IGNORE, value: "1 2" },
+      { key: "net/ipv4/conf/../arp_ignore", value: "1" },
     ]) {
       bad.setDesired([spec]);
       await assert.rejects(bad.apply({ reread: false }), { phase: Phase.Address });
@@ -72,5 +76,38 @@ describe("SysctlManager", () => {
     m.adopt(snapshot);
     assert.equal(await m.apply({ reread: false }), 1);
     assert.deepEqual(runner.lines(), [`sysctl -w ${PROXY_DELAY}=0`]);
+  });
+
+  it("with procSysDir, reads and writes the files under it and runs nothing", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kube-eip-sysctl-"));
+    try {
+      for (const [key, value] of [
+        [ARP_IGNORE, "0\n"],
+        [PROXY_DELAY, "80\n"],
+      ] as const) {
+        await mkdir(dirname(join(dir, key)), { recursive: true });
+        await writeFile(join(dir, key), value);
+      }
+      const m = new SysctlManager(
+        { run: () => assert.fail("sysctl must not run") },
+        { procSysDir: dir },
+      );
+      m.setDesired(BOTH);
+      assert.equal(await m.apply({ reread: false }), 2);
+      assert.equal(await readFile(join(dir, ARP_IGNORE), "utf8"), "1\n");
+      assert.equal(await readFile(join(dir, PROXY_DELAY), "utf8"), "0\n");
+      assert.deepEqual(
+        [...(await m.read())],
+        [
+          [ARP_IGNORE, "1"],
+          [PROXY_DELAY, "0"],
+        ],
+      );
+      // A setting the kernel does not have (no such device) fails the phase.
+      m.setDesired([{ key: "net/ipv4/conf/eth9/arp_ignore", value: "1" }]);
+      await assert.rejects(m.apply({ reread: false }), { phase: Phase.Address });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

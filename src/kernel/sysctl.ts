@@ -10,9 +10,17 @@
 // the tests, the node's namespace; never the host's). Keys are in the slash form, where a
 // device name may contain dots.
 //
+// With `procSysDir` (--proc-sys) it reads and writes the files `<procSysDir>/<key>` itself
+// instead. A container without privileges has a read-only /proc/sys; the node's
+// /proc/sys/net, mounted from the host at `<procSysDir>/net`, is writable. The files of
+// /proc/sys/net belong to the network namespace of the process that opens them, so this
+// mode acts in the agent's own namespace (a hostNetwork pod's: the node's).
+//
 // Belief: after a successful write the manager believes the settings hold their values and
 // reads again only when asked (reread), when a setting it never read is named, or after a
 // failure. A handful of settings: no incremental bookkeeping is needed.
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { SysctlSpec } from "../agent/plan.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import type { CommandRunner } from "./runner.js";
@@ -21,13 +29,21 @@ import type { CommandRunner } from "./runner.js";
 export type SysctlSnapshot = ReadonlyMap<string, string>;
 
 const KEY = /^[a-z0-9_]+(\/[A-Za-z0-9_.:@-]+)+$/;
+
+/** A key in the slash form, none of whose parts walks the tree (a key is also a path). */
+function validKey(key: string): boolean {
+  return KEY.test(key) && key.split("/").every((part) => part !== "." && part !== "..");
+}
 const VALUE = /^[^\s=]+$/;
 
 export class SysctlManager implements KernelManager<readonly SysctlSpec[], SysctlSnapshot> {
   private desired: readonly SysctlSpec[] = [];
   private belief: Map<string, string> | undefined;
 
-  constructor(private readonly runner: CommandRunner) {}
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly options: { readonly procSysDir?: string } = {},
+  ) {}
 
   setDesired(desired: readonly SysctlSpec[]): void {
     this.desired = desired;
@@ -36,7 +52,7 @@ export class SysctlManager implements KernelManager<readonly SysctlSpec[], Sysct
   async apply(options: { reread: boolean }): Promise<number> {
     const desired = this.desired;
     for (const { key, value } of desired) {
-      if (!KEY.test(key) || !VALUE.test(value)) {
+      if (!validKey(key) || !VALUE.test(value)) {
         throw new KernelError(Phase.Address, `invalid sysctl ${JSON.stringify(`${key}=${value}`)}`);
       }
     }
@@ -49,7 +65,7 @@ export class SysctlManager implements KernelManager<readonly SysctlSpec[], Sysct
     const changes = desired.filter((s) => belief.get(s.key) !== s.value);
     if (changes.length > 0) {
       try {
-        await this.runner.run("sysctl", ["-w", ...changes.map((s) => `${s.key}=${s.value}`)]);
+        await this.write(changes);
       } catch (err) {
         throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
       }
@@ -60,16 +76,33 @@ export class SysctlManager implements KernelManager<readonly SysctlSpec[], Sysct
   }
 
   async read(): Promise<SysctlSnapshot> {
-    const keys = this.desired.map((s) => s.key).filter((key) => KEY.test(key));
+    const keys = this.desired.map((s) => s.key).filter(validKey);
     if (keys.length === 0) return new Map();
-    let stdout: string;
+    let values: string[];
     try {
-      ({ stdout } = await this.runner.run("sysctl", ["-n", ...keys]));
+      values = await this.readValues(keys);
     } catch (err) {
       throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
     }
-    const values = stdout.split("\n").map((line) => line.trim());
     return new Map(keys.map((key, i) => [key, values[i] ?? ""]));
+  }
+
+  private async readValues(keys: readonly string[]): Promise<string[]> {
+    const dir = this.options.procSysDir;
+    if (dir !== undefined) {
+      return Promise.all(keys.map(async (key) => (await readFile(join(dir, key), "utf8")).trim()));
+    }
+    const { stdout } = await this.runner.run("sysctl", ["-n", ...keys]);
+    return stdout.split("\n").map((line) => line.trim());
+  }
+
+  private async write(changes: readonly SysctlSpec[]): Promise<void> {
+    const dir = this.options.procSysDir;
+    if (dir === undefined) {
+      await this.runner.run("sysctl", ["-w", ...changes.map((s) => `${s.key}=${s.value}`)]);
+      return;
+    }
+    for (const s of changes) await writeFile(join(dir, s.key), `${s.value}\n`);
   }
 
   adopt(snapshot: SysctlSnapshot): void {
