@@ -1,5 +1,6 @@
 // The operator end to end: a real kube-apiserver in the lab, real agents on two nodes
-// announcing to the BIRD router, the operator in its own process; the tests play
+// announcing to the BIRD router, the operator in its own process with only its
+// ServiceAccount's token and the RBAC of config/ (so that RBAC is proven sufficient); the tests play
 // virt-handler (VMI status) and watch what the user would: EipBinding status, kubectl, and
 // traffic from the host behind the router.
 import { after, before, describe, test } from "node:test";
@@ -10,7 +11,11 @@ import { type NodeAgent, eipctl, startAgent } from "../src/lab/agents.js";
 import { type BgpRouter, startBgpRouter } from "../src/lab/bgp-router.js";
 import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
 import { type LabOperator, startOperator } from "../src/lab/operator.js";
+import { fileURLToPath } from "node:url";
 import { NEEDS_ROOT, eventually, sleep } from "./harness.js";
+
+/** The manifests a user deploys: namespace, ServiceAccount, RBAC (and an inert Deployment). */
+const CONFIG_DEFAULT = fileURLToPath(new URL("../../config/default", import.meta.url));
 
 const PORT = 8080;
 
@@ -30,6 +35,9 @@ describe(
     let router: BgpRouter;
     let cluster: LabCluster;
     let operator: LabOperator;
+    /** The operator runs with its ServiceAccount's token and the manifests' RBAC, nothing more. */
+    let operatorKubeconfig = "";
+    const start = () => startOperator(cluster, { kubeconfig: operatorKubeconfig });
     const agents = new Map<number, NodeAgent>();
 
     const outside = () => lab.describe().outside.namespace;
@@ -87,7 +95,18 @@ describe(
       await lab.startTcpServer(outside(), PORT);
       await startNodeAgent(1);
       await startNodeAgent(2);
-      operator = await startOperator(cluster);
+      await cluster.kubectl(["apply", "--server-side", "-k", CONFIG_DEFAULT]);
+      const token = (
+        await cluster.kubectl([
+          "create",
+          "token",
+          "-n",
+          "kube-eip-system",
+          "kube-eip-controller-manager",
+        ])
+      ).trim();
+      operatorKubeconfig = await cluster.controlPlane.writeTokenKubeconfig("eip-operator", token);
+      operator = await start();
     });
 
     after(async () => {
@@ -221,7 +240,7 @@ describe(
       await operator.kill();
       await apply("web", "192.168.18.121", "web");
       await cluster.moveVmi("db", 1);
-      operator = await startOperator(cluster);
+      operator = await start();
       assert.ok(await becomes("web", "Bound", 15_000));
       assert.ok(await eventually(async () => (await status("db"))?.nodeName === "node1", 15_000));
       assert.equal(await holds(2, "192.168.18.110"), false);

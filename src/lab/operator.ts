@@ -19,7 +19,13 @@ let serial = 0;
 
 export async function startOperator(
   cluster: LabCluster,
-  opts: { extraArgs?: readonly string[]; name?: string; waitFor?: string } = {},
+  opts: {
+    extraArgs?: readonly string[];
+    name?: string;
+    waitFor?: string;
+    /** Default: the cluster's admin kubeconfig. */
+    kubeconfig?: string;
+  } = {},
 ): Promise<LabOperator> {
   const n = ++serial;
   const healthPort = 18080 + n * 2;
@@ -30,7 +36,7 @@ export async function startOperator(
       process.execPath,
       OPERATOR_BIN,
       "--kubeconfig",
-      cluster.kubeconfig,
+      opts.kubeconfig ?? cluster.kubeconfig,
       "--health-probe-bind-address",
       `127.0.0.1:${healthPort}`,
       "--metrics-bind-address",
