@@ -1,11 +1,16 @@
-// The main job, end to end on one host: build the lab site with its BGP router (BIRD 2),
-// run a real eip_agent on each node announcing through its gobgpd, bind an EIP to a VMI
-// with eipctl, and show the EIP's route arriving at the router and traffic from behind the
-// router reaching the VMI through the EIP and leaving as it. Then it keeps the site up for the reader to poke at until Ctrl-C
-// (or tears it down at once with --exit).
+// The main job, end to end on one host: the whole site in network namespaces — the EIP
+// router running BIRD 2, an outside host behind it, two hypervisor nodes each with its
+// eip_agent announcing by BGP, a real kube-apiserver (with etcd) and the eip-operator. A VMI
+// runs on node 1; an EipBinding is applied with kubectl; the demo shows it Ready, the EIP's
+// route at the router, traffic both ways, then moves the VMI to node 2 (as a live migration
+// would) and shows the EIP following. Then it keeps the site up for the reader to use
+// kubectl against it until Ctrl-C (or tears it down at once with --exit).
+import { performance } from "node:perf_hooks";
 import { Lab } from "../src/lab/lab.js";
 import { SERVICE_NET, eipctl, startAgent } from "../src/lab/agents.js";
 import { startBgpRouter } from "../src/lab/bgp-router.js";
+import { startLabCluster } from "../src/lab/cluster.js";
+import { startOperator } from "../src/lab/operator.js";
 
 const EIP = "192.168.18.100";
 const exitAtEnd = process.argv.includes("--exit");
@@ -18,136 +23,128 @@ function step(text: string): void {
   say(`\n==> ${text}`);
 }
 
+function indent(text: string): string {
+  return text.replace(/^/gm, "    ").trimEnd();
+}
+
 async function main(): Promise<void> {
-  step(
-    "Building the lab: EIP router, outside host, two hypervisor nodes (FORWARD policy DROP), a pod",
-  );
+  step("Building the site: EIP router (BIRD 2), outside host, two hypervisor nodes, a pod");
   const lab = await Lab.up({ nodes: 2, removeOnExit: true });
   const d = lab.describe();
-  const router = await startBgpRouter(lab);
-  const routerNs = d.router.namespace;
-  say(
-    `    BIRD 2 on the router (AS ${router.asn}, ${d.router.mgmtAddress}) peers with each node (AS ${router.nodeAsn}) over the management network`,
-  );
   const outside = d.outside.namespace;
+  const router = await startBgpRouter(lab);
   say(
-    `    prefix ${lab.prefix}; outside host ${d.outside.address}; router ${d.router.publicAddress} on ${d.publicNet}`,
+    `    prefix ${lab.prefix}; outside host ${d.outside.address}; router ${d.router.publicAddress} (public) / ${d.router.mgmtAddress} (management), BGP AS ${router.asn}`,
   );
 
-  const vmi = await lab.addVmi("web", 1);
-  say(`    VMI "web" at ${vmi.address} on node 1's cni0 (namespace ${vmi.namespace})`);
-  await lab.startTcpServer(vmi.namespace, 80);
-  await lab.startTcpServer(outside, 8080);
-  await lab.startTcpServer(lab.pod().namespace, 8080);
+  step("Starting a real kube-apiserver (and etcd) in the router's namespace, with the CRDs");
+  const cluster = await startLabCluster(lab);
+  say(`    ${cluster.server}, up in ${(cluster.startup.totalMs / 1000).toFixed(1)} s`);
+  say(indent(await cluster.kubectl(["get", "nodes", "-o", "wide"])));
 
-  step("Starting eip_agent with --bgp-type gobgp on both nodes (each in its node's namespace)");
+  step("Starting eip_agent (--bgp-type gobgp) on both nodes and the eip-operator");
   for (const node of [1, 2]) {
     const agent = await startAgent(lab, node, {
       resyncSeconds: 10,
-      extraArgs: router.agentArgs(node),
+      extraArgs: [...router.agentArgs(node), "--bgp-listen-port", "179"],
     });
-    say(
-      `    node ${node}: pid ${agent.proc.pid}, gRPC ${lab.node(node).mgmtAddress}:6127, log ${agent.proc.logFile}`,
-    );
+    say(`    node ${node}: agent pid ${agent.proc.pid}, log ${agent.proc.logFile}`);
   }
-  const started = Date.now();
-  for (;;) {
-    const sessions = await router.sessions();
-    if (sessions.get(1) === "Established" && sessions.get(2) === "Established") break;
-    if (Date.now() - started > 30_000) throw new Error("BGP sessions did not come up");
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const operator = await startOperator(cluster, { name: "eip-operator" });
+  say(`    operator pid ${operator.proc.pid}, log ${operator.proc.logFile}`);
+
+  step('A VirtualMachineInstance "web" runs on node 1 (the demo plays virt-handler)');
+  const vmi = await cluster.createVmi("web", 1);
+  await lab.startTcpServer(lab.vmiNamespace("web"), 80);
+  await lab.startTcpServer(outside, 8080);
+  await lab.startTcpServer(lab.pod().namespace, 8080);
+  say(indent(await cluster.kubectl(["get", "vmi", "-o", "wide"])));
+
+  step(`kubectl apply: an EipBinding of ${EIP} to VMI web`);
+  const applied = performance.now();
+  await cluster.kubectl(
+    ["apply", "-f", "-"],
+    JSON.stringify({
+      apiVersion: "extension.lucheng0127/v1",
+      kind: "EipBinding",
+      metadata: { name: "web", namespace: "default" },
+      spec: { eipAddr: EIP, vmiName: "web" },
+    }),
+  );
+  await cluster.kubectl(["wait", "--for=condition=Ready", "eipbinding/web", "--timeout=30s"]);
+  say(`    Ready ${(performance.now() - applied).toFixed(0)} ms after the apply`);
+  say(indent(await cluster.kubectl(["get", "eipbinding", "-o", "wide"])));
+
+  step("The router learned the EIP by BGP (ip route show proto bird on the router)");
+  await waitFor(
+    async () => (await router.kernelRoutes()).get(`${EIP}/32`) === lab.node(1).mgmtAddress,
+  );
   say(
-    `    both BGP sessions up after ${((Date.now() - started) / 1000).toFixed(1)} s (gobgpd waits 5 to 10 s before its first connect)`,
+    indent((await lab.exec(d.router.namespace, ["ip", "route", "show", "proto", "bird"])).stdout),
   );
 
-  step(`Before binding: the outside host pings ${EIP}`);
-  say(
-    `    ${(await lab.ping(outside, EIP)).replied ? "answered (unexpected!)" : "no answer: nothing holds the EIP yet"}`,
-  );
-
-  step(`eipctl --action bind --eip-ip ${EIP} --vmi-ip ${vmi.address}   (run on node 1)`);
-  const bound = await eipctl(lab, 1, [
-    "--action",
-    "bind",
-    "--eip-ip",
-    EIP,
-    "--vmi-ip",
-    vmi.address,
-  ]);
-  say(`    exit ${bound.code}: ${(bound.stdout || bound.stderr).trim()}`);
-  if (bound.code !== 0) throw new Error("bind failed");
-  const listed = await eipctl(lab, 1, ["--action", "list"]);
-  say(listed.stdout.replace(/^/gm, "    ").trimEnd());
-
-  step("The router learned the EIP by BGP: its kernel table (ip route show proto bird)");
-  const learnedAt = Date.now();
-  while (!(await router.kernelRoutes()).has(`${EIP}/32`) && Date.now() - learnedAt < 10_000) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  say(
-    (await lab.exec(routerNs, ["ip", "route", "show", "proto", "bird"])).stdout
-      .replace(/^/gm, "    ")
-      .trimEnd(),
-  );
-  say((await eipctl(lab, 1, ["--action", "peers"])).stdout.replace(/^/gm, "    ").trimEnd());
-
-  step("Inbound: the outside host, behind the router, reaches the VMI through the EIP");
-  const ping = await lab.ping(outside, EIP, { count: 3 });
-  say(`    ping ${EIP}: ${ping.received}/${ping.sent} replies`);
+  step("Traffic from the outside host, behind the router, through the EIP, both ways");
   say(
     `    TCP to ${EIP}:80 -> the VMI saw the connection come from ${(await lab.tcpRequest(outside, EIP, 80)).trim()}`,
   );
-
-  step("Outbound: the VMI's traffic leaves as the EIP; cluster traffic is not NATed");
   say(
-    `    VMI -> outside host ${d.outside.address}:8080: seen from ${(await lab.tcpRequest(vmi.namespace, d.outside.address, 8080)).trim()}`,
+    `    VMI -> outside ${d.outside.address}:8080: seen from ${(await lab.tcpRequest(vmi.netns ?? "", d.outside.address, 8080)).trim()}`,
   );
   say(
-    `    VMI -> pod ${lab.pod().address} on node 2: seen from ${(await lab.tcpRequest(vmi.namespace, lab.pod().address, 8080)).trim()}`,
-  );
-  say(
-    `    VMI -> service ${lab.topology.serviceAddress} (${SERVICE_NET}): seen from ${(await lab.tcpRequest(vmi.namespace, lab.topology.serviceAddress, 8080)).trim()}`,
+    `    VMI -> pod ${lab.pod().address} and service ${lab.topology.serviceAddress} (${SERVICE_NET}): seen from ${(await lab.tcpRequest(vmi.netns ?? "", lab.pod().address, 8080)).trim()} and ${(await lab.tcpRequest(vmi.netns ?? "", lab.topology.serviceAddress, 8080)).trim()} (not NATed)`,
   );
 
-  step("What the agent wrote on node 1");
-  const n1 = lab.nodeNamespace(1);
-  const save = await lab.nodeExec(1, [`iptables-${lab.node(1).iptablesMode}-save`, "-t", "nat"]);
+  step("Live migration: the VMI moves to node 2 with a new address; the EIP follows");
+  const written = await cluster.moveVmi("web", 2);
+  // A probe every 20 ms, each waiting up to a second for its answer.
+  let resumed = 0;
+  const probes: Promise<void>[] = [];
+  while (resumed === 0 && performance.now() - written < 30_000) {
+    probes.push(
+      lab.tcpRequest(outside, EIP, 80, { timeoutSec: 1 }).then(
+        (answer) => {
+          if (answer.trim() === d.outside.address && resumed === 0) resumed = performance.now();
+        },
+        () => {},
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await Promise.all(probes);
   say(
-    save.stdout
-      .split("\n")
-      .filter((l) => l.includes("KUBE-EIP"))
-      .map((l) => `    ${l}`)
-      .join("\n"),
+    `    traffic through ${EIP} answered from node 2 ${(resumed - written).toFixed(0)} ms after the VMI's status said so`,
   );
-  say(
-    (await lab.nodeExec(1, ["ip", "rule", "show", "priority", "1001"])).stdout
-      .replace(/^/gm, "    ")
-      .trimEnd(),
+  await waitFor(
+    async () => (await router.kernelRoutes()).get(`${EIP}/32`) === lab.node(2).mgmtAddress,
   );
+  say(indent(await cluster.kubectl(["get", "eipbinding", "-o", "wide"])));
   say(
-    (await lab.nodeExec(1, ["ip", "route", "show", "table", "eip_route"])).stdout
-      .replace(/^/gm, "    ")
-      .trimEnd(),
+    indent((await lab.exec(d.router.namespace, ["ip", "route", "show", "proto", "bird"])).stdout),
+  );
+  const node1 = await eipctl(lab, 1, ["--action", "list"]);
+  say(`    node 1's agent now holds:\n${indent(node1.stdout)}`);
+  say(
+    indent(
+      await cluster.kubectl([
+        "get",
+        "events.events.k8s.io",
+        "--field-selector",
+        "regarding.name=web",
+      ]),
+    ),
   );
 
-  const sock = `${lab.stateDir("agent-node1")}/agent.sock`;
-  step("Poke at it");
+  step("Use it");
+  say(`    ${cluster.kubectlCommand(["get", "eipbinding", "-o", "wide"]).join(" ")}`);
+  say(`    ${cluster.kubectlCommand(["describe", "eipbinding", "web"]).join(" ")}`);
   say(`    sudo ip netns exec ${outside} ping ${EIP}`);
-  say(`    sudo ip netns exec ${n1} iptables-save -t nat | grep KUBE-EIP`);
-  say(`    sudo ip netns exec ${routerNs} birdc -s ${lab.stateDir("bird")}/bird.ctl show route`);
   say(
-    `    sudo node dist/src/bin/eipctl.js --target ${lab.node(1).mgmtAddress}:6127 --action peers   (inside ${n1})`,
+    `    sudo ip netns exec ${d.router.namespace} birdc -s ${lab.stateDir("bird")}/bird.ctl show route`,
   );
-  say(`    sudo node dist/src/bin/eipctl.js --target unix:${sock} --action list`);
-  say(
-    `    sudo node dist/src/bin/eipctl.js --target unix:${sock} --action unbind --eip-ip ${EIP} --vmi-ip ${vmi.address}`,
-  );
-  say(`    sudo node dist/src/bin/lab.js status --prefix ${lab.prefix}`);
-  say(`    agent logs: ${lab.logDir}`);
+  say(`    logs: ${lab.logDir}`);
 
   if (exitAtEnd) {
-    step("Tearing the lab down (--exit)");
+    step("Tearing the site down (--exit)");
     await lab.down();
     return;
   }
@@ -158,6 +155,14 @@ async function main(): Promise<void> {
   await new Promise<never>(() => {
     // Runs until the lab's SIGINT/SIGTERM handler tears everything down and exits.
   });
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 main().catch((err: unknown) => {

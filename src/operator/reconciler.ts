@@ -187,7 +187,7 @@ export class Reconciler {
         "Normal",
         "Moved",
         "Bind",
-        `${applied.node} -> ${describe(want)}`,
+        `moved from ${applied.node}: ${describe(want)}`,
       );
     } else if (!applied || changedHere) {
       this.deps.events.record(binding, "Normal", "Bound", "Bind", describe(want));
