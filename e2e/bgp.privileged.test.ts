@@ -45,6 +45,24 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
     agents.set(node, agent);
     return agent;
   };
+  /** Polls the router every 20 ms; stop() resolves to how many polls missed `via`. */
+  const watchRoute = (eip: string, via: string) => {
+    let lost = 0;
+    let watching = true;
+    const polling = (async () => {
+      while (watching) {
+        if ((await routeAt(eip)) !== via) lost++;
+        await sleep(20);
+      }
+    })();
+    return {
+      async stop() {
+        watching = false;
+        await polling;
+        return lost;
+      },
+    };
+  };
   const established = (node: number) =>
     eventually(async () => (await router.sessions()).get(node) === "Established", SESSION_MS);
 
@@ -164,14 +182,7 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
 
   test("killing gobgpd: the agent starts it again and the route stays (graceful restart)", async () => {
     const before = await gobgpdPid(1);
-    let lost = 0;
-    let watching = true;
-    const watcher = (async () => {
-      while (watching) {
-        if ((await routeAt(EIP_A)) !== mgmt(1)) lost++;
-        await sleep(20);
-      }
-    })();
+    const watch = watchRoute(EIP_A, mgmt(1));
     process.kill(before, "SIGKILL");
     assert.ok(
       await eventually(async () => (await gobgpdPid(1).catch(() => before)) !== before, 10_000),
@@ -185,26 +196,16 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
         return out.includes(mgmt(1)) && !/stale/i.test(out);
       }, 10_000),
     );
-    watching = false;
-    await watcher;
-    assert.equal(lost, 0, "the router never lost the route");
+    assert.equal(await watch.stop(), 0, "the router never lost the route");
     assert.match(agents.get(1)?.proc.output() ?? "", /gobgpd exited/);
   });
 
   test("restarting the agent keeps gobgpd, its session and the route", async () => {
     const pid = await gobgpdPid(1);
-    let lost = 0;
-    let watching = true;
-    const watcher = (async () => {
-      while (watching) {
-        if ((await routeAt(EIP_A)) !== mgmt(1)) lost++;
-        await sleep(20);
-      }
-    })();
+    const watch = watchRoute(EIP_A, mgmt(1));
     await agents.get(1)?.kill();
     await start(1);
-    watching = false;
-    await watcher;
+    const lost = await watch.stop();
     assert.equal(await gobgpdPid(1), pid, "the same gobgpd");
     assert.equal(lost, 0, "the router never lost the route");
     assert.match(agents.get(1)?.proc.output() ?? "", /adopting the running gobgpd/);

@@ -9,9 +9,9 @@
 //
 // Files already in the folder are kept (a second run changes nothing; delete a file to make
 // it again), so the CA outlives its certificates and new ones stay trusted.
-import { randomBytes } from "node:crypto";
-import { access, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { access, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { EC_KEY, issueCert } from "../common/openssl.js";
 import type { CommandRunner } from "../kernel/runner.js";
 
 export const AGENT_SERVER_NAME = "eip-agent.kube-eip-agent";
@@ -40,8 +40,6 @@ export interface CertOptions {
   readonly agentServerName?: string;
 }
 
-const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-
 export function certPaths(dir: string): CertFiles {
   const pair = (name: string): KeyPair => ({
     cert: join(dir, `${name}.crt`),
@@ -56,54 +54,6 @@ async function exists(pair: KeyPair): Promise<boolean> {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** A certificate the CA signs, with a fresh P-256 key. */
-async function issue(
-  runner: CommandRunner,
-  ca: KeyPair,
-  out: KeyPair,
-  subject: string,
-  extensions: readonly string[],
-  days: number,
-): Promise<void> {
-  const csr = `${out.cert}.csr`;
-  const ext = `${out.cert}.ext`;
-  try {
-    await runner.run("openssl", [
-      "req",
-      "-new",
-      ...EC_KEY,
-      "-keyout",
-      out.key,
-      "-subj",
-      subject,
-      "-out",
-      csr,
-    ]);
-    await writeFile(ext, extensions.join("\n") + "\n");
-    await runner.run("openssl", [
-      "x509",
-      "-req",
-      "-in",
-      csr,
-      "-CA",
-      ca.cert,
-      "-CAkey",
-      ca.key,
-      "-set_serial",
-      `0x${randomBytes(16).toString("hex")}`,
-      "-days",
-      String(days),
-      "-extfile",
-      ext,
-      "-out",
-      out.cert,
-    ]);
-  } finally {
-    await rm(csr, { force: true });
-    await rm(ext, { force: true });
   }
 }
 
@@ -143,7 +93,7 @@ export async function makeCerts(runner: CommandRunner, options: CertOptions): Pr
   ];
   for (const [pair, subject, usage] of leaves) {
     if (await exists(pair)) continue;
-    await issue(
+    await issueCert(
       runner,
       files.ca,
       pair,

@@ -4,10 +4,10 @@
 // signing key are kept when already there, so kubeconfigs and tokens stay valid across
 // restarts on the same dir; the serving certificate is made again at each start, since the
 // address it names may change.
-import { randomBytes } from "node:crypto";
-import { access, mkdir, writeFile } from "node:fs/promises";
+import { access, mkdir } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
+import { EC_KEY, issueCert } from "../common/openssl.js";
 import type { CommandRunner } from "../kernel/runner.js";
 
 export interface Pki {
@@ -23,8 +23,7 @@ export interface Pki {
   readonly serviceAccountPublicKey: string;
 }
 
-const DAYS = "3650";
-const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+const DAYS = 3650;
 
 async function exists(path: string): Promise<boolean> {
   try {
@@ -54,48 +53,6 @@ export function subjectAltName(names: readonly string[]): string {
   return [...new Set(names)].map((n) => (isIP(n) ? `IP:${n}` : `DNS:${n}`)).join(",");
 }
 
-/** A certificate the CA signs, with a fresh key, for the subject and the extensions. */
-async function issue(
-  runner: CommandRunner,
-  pki: Pki,
-  out: { cert: string; key: string },
-  subject: string,
-  extensions: readonly string[],
-): Promise<void> {
-  const csr = `${out.cert}.csr`;
-  const ext = `${out.cert}.ext`;
-  await runner.run("openssl", [
-    "req",
-    "-new",
-    ...EC_KEY,
-    "-keyout",
-    out.key,
-    "-subj",
-    subject,
-    "-out",
-    csr,
-  ]);
-  await writeFile(ext, extensions.join("\n") + "\n");
-  await runner.run("openssl", [
-    "x509",
-    "-req",
-    "-in",
-    csr,
-    "-CA",
-    pki.caCert,
-    "-CAkey",
-    pki.caKey,
-    "-set_serial",
-    `0x${randomBytes(16).toString("hex")}`,
-    "-days",
-    DAYS,
-    "-extfile",
-    ext,
-    "-out",
-    out.cert,
-  ]);
-}
-
 /**
  * Makes what is missing in `dir`, and the serving certificate for `serverNames` (DNS names
  * and IP addresses the apiserver is reached at) in any case.
@@ -117,15 +74,15 @@ export async function ensurePki(
       "-subj",
       "/CN=kube-eip-lab-ca",
       "-days",
-      DAYS,
+      String(DAYS),
       "-out",
       pki.caCert,
     ]);
   }
   if (!(await exists(pki.adminCert)) || !(await exists(pki.adminKey))) {
-    await issue(
+    await issueCert(
       runner,
-      pki,
+      { cert: pki.caCert, key: pki.caKey },
       { cert: pki.adminCert, key: pki.adminKey },
       "/O=system:masters/CN=kube-eip-admin",
       [
@@ -133,6 +90,7 @@ export async function ensurePki(
         "keyUsage=critical,digitalSignature",
         "extendedKeyUsage=clientAuth",
       ],
+      DAYS,
     );
   }
   if (!(await exists(pki.serviceAccountKey)) || !(await exists(pki.serviceAccountPublicKey))) {
@@ -154,11 +112,18 @@ export async function ensurePki(
       pki.serviceAccountPublicKey,
     ]);
   }
-  await issue(runner, pki, { cert: pki.serverCert, key: pki.serverKey }, "/CN=kube-apiserver", [
-    "basicConstraints=critical,CA:FALSE",
-    "keyUsage=critical,digitalSignature",
-    "extendedKeyUsage=serverAuth",
-    `subjectAltName=${subjectAltName(serverNames)}`,
-  ]);
+  await issueCert(
+    runner,
+    { cert: pki.caCert, key: pki.caKey },
+    { cert: pki.serverCert, key: pki.serverKey },
+    "/CN=kube-apiserver",
+    [
+      "basicConstraints=critical,CA:FALSE",
+      "keyUsage=critical,digitalSignature",
+      "extendedKeyUsage=serverAuth",
+      `subjectAltName=${subjectAltName(serverNames)}`,
+    ],
+    DAYS,
+  );
   return pki;
 }
