@@ -19,7 +19,7 @@ let serial = 0;
 
 export async function startOperator(
   cluster: LabCluster,
-  opts: { extraArgs?: readonly string[]; name?: string; waitFor?: string } = {},
+  opts: { extraArgs?: readonly string[]; name?: string; waitFor?: RegExp | string } = {},
 ): Promise<LabOperator> {
   const n = ++serial;
   const healthPort = 18080 + n * 2;
