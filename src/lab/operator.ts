@@ -22,7 +22,7 @@ export async function startOperator(
   opts: {
     extraArgs?: readonly string[];
     name?: string;
-    waitFor?: string;
+    waitFor?: RegExp | string;
     /** Default: the cluster's admin kubeconfig. */
     kubeconfig?: string;
   } = {},

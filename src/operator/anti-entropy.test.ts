@@ -115,3 +115,28 @@ test("a held binding with the wrong VMI address is both queued and (on the secon
   const second = planAntiEntropy(d, views, new Set(), first.unwanted);
   assert.equal(second.unbind.length, 1);
 });
+
+test("lost: only what a status says the agent holds; a binding in flight is queued, not lost", () => {
+  const settled = binding("x", "192.168.18.100", "a", "t1");
+  settled.status = { eipAddr: "192.168.18.100", nodeName: "node1", vmiAddress: "10.244.1.10" };
+  const fresh = binding("y", "192.168.18.101", "b", "t1"); // being bound: no status yet
+  const moving = binding("z", "192.168.18.102", "b", "t1"); // its VMI went to node2
+  moving.status = { eipAddr: "192.168.18.102", nodeName: "node1", vmiAddress: "10.244.1.10" };
+  const deleting = binding("w", "192.168.18.103", "a", "t1"); // its finalizer just unbound it
+  deleting.metadata.deletionTimestamp = "t2";
+  deleting.status = { eipAddr: "192.168.18.103", nodeName: "node1", vmiAddress: "10.244.1.10" };
+  const all = [settled, fresh, moving, deleting];
+  const d = desire(all);
+  assert.deepEqual(d.get("node1")?.get("192.168.18.103"), {
+    vmi: "10.244.1.10",
+    key: "default/w",
+    deleting: true,
+  });
+  const views = [
+    { node: "node1", address: "172.16.0.11", held: [] },
+    { node: "node2", address: "172.16.0.12", held: [] },
+  ];
+  const plan = planAntiEntropy(d, views, recordedBindings(all), new Set());
+  assert.deepEqual([...plan.enqueue].sort(), ["default/w", "default/x", "default/y", "default/z"]);
+  assert.deepEqual(plan.lost, ["default/x"]);
+});

@@ -6,6 +6,9 @@
 //
 // The plan is pure. An unwanted binding is removed only when two passes in a row found it,
 // so a binding made between an agent's answer and the caches' catching up is never taken.
+// A binding an agent lacks is queued either way (a duplicate reconcile is harmless), but
+// counted as lost only when its status says that agent holds it: one being bound, moved or
+// deleted at that moment is in flight, not drift.
 import type { HeldBinding } from "./agents.js";
 import { decide, ownerOf } from "./placement.js";
 import { type EipBinding, type KubeNode, type Vmi, keyOf } from "./types.js";
@@ -20,12 +23,16 @@ export interface AgentView {
 export interface Want {
   readonly vmi: string;
   readonly key: string;
+  /** Its EipBinding is being deleted: kept until its finalizer unbinds it. */
+  readonly deleting?: true;
 }
 
 export interface AntiEntropyPlan {
   readonly unbind: readonly { node: string; address: string; eip: string; vmi: string }[];
   /** EipBindings to reconcile: their agent lacks them. */
   readonly enqueue: readonly string[];
+  /** Of those, the ones their agent had (their status says so) and lost: drift. */
+  readonly lost: readonly string[];
   /** This pass's unwanted bindings, for the next pass's grace check. */
   readonly unwanted: ReadonlySet<string>;
 }
@@ -47,19 +54,20 @@ export function desiredByNode(
     const owner = ownerOf(eip, naming);
     if (!owner) continue;
     const key = keyOf(owner.metadata);
-    const put = (n: string, v: string) => {
+    const put = (n: string, want: Want) => {
       const m = desired.get(n) ?? new Map<string, Want>();
       desired.set(n, m);
-      m.set(eip, { vmi: v, key });
+      m.set(eip, want);
     };
     const s = owner.status;
     if (owner.metadata.deletionTimestamp) {
       // Its finalizer unbinds it: leave what it holds alone meanwhile.
-      if (s?.nodeName && s.vmiAddress && s.eipAddr === eip) put(s.nodeName, s.vmiAddress);
+      if (s?.nodeName && s.vmiAddress && s.eipAddr === eip)
+        put(s.nodeName, { vmi: s.vmiAddress, key, deleting: true });
       continue;
     }
     const d = decide(owner, vmi(owner.metadata.namespace ?? "", owner.spec.vmiName), node);
-    if (d.kind === "place") put(d.placement.node, d.placement.vmiAddress);
+    if (d.kind === "place") put(d.placement.node, { vmi: d.placement.vmiAddress, key });
   }
   return desired;
 }
@@ -73,11 +81,16 @@ export function planAntiEntropy(
 ): AntiEntropyPlan {
   const unbind: { node: string; address: string; eip: string; vmi: string }[] = [];
   const enqueue = new Set<string>();
+  const lost = new Set<string>();
   const unwanted = new Set<string>();
   for (const view of views) {
     const want = desired.get(view.node) ?? new Map<string, Want>();
     const held = new Map(view.held.map((h) => [h.eip, h.vmi]));
-    for (const [eip, w] of want) if (held.get(eip) !== w.vmi) enqueue.add(w.key);
+    for (const [eip, w] of want) {
+      if (held.get(eip) === w.vmi) continue;
+      enqueue.add(w.key);
+      if (!w.deleting && recorded.has(bindingId(view.node, eip, w.vmi))) lost.add(w.key);
+    }
     for (const [eip, vmi] of held) {
       if (want.get(eip)?.vmi === vmi) continue;
       const id = bindingId(view.node, eip, vmi);
@@ -87,7 +100,7 @@ export function planAntiEntropy(
         unbind.push({ node: view.node, address: view.address, eip, vmi });
     }
   }
-  return { unbind, enqueue: [...enqueue], unwanted };
+  return { unbind, enqueue: [...enqueue], lost: [...lost], unwanted };
 }
 
 export function bindingId(node: string, eip: string, vmi: string): string {

@@ -271,12 +271,12 @@ export class Controller {
         "anti-entropy: unbound a binding no EipBinding wants",
       );
     }
-    if (plan.enqueue.length > 0) {
-      logger.warn({ keys: plan.enqueue }, "anti-entropy: agents lack bindings; reconciling");
+    if (plan.lost.length > 0) {
+      logger.warn({ keys: plan.lost }, "anti-entropy: agents lack bindings; reconciling");
     }
-    metrics.antiEntropyRepairs.inc({ kind: "missing" }, plan.enqueue.length);
+    metrics.antiEntropyRepairs.inc({ kind: "missing" }, plan.lost.length);
     metrics.antiEntropyRepairs.inc({ kind: "unwanted" }, plan.unbind.length);
-    return { missing: plan.enqueue.length, removed: plan.unbind.length };
+    return { missing: plan.lost.length, removed: plan.unbind.length };
   }
 }
 

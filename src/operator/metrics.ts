@@ -34,7 +34,7 @@ export class OperatorMetrics {
   });
   readonly antiEntropyRepairs = new Counter({
     name: "kube_eip_operator_anti_entropy_repairs_total",
-    help: "Differences anti-entropy found between the agents and the EipBindings, by kind (missing: queued, unwanted: unbound)",
+    help: "Differences anti-entropy found between the agents and the EipBindings, by kind (missing: an agent lost a binding it held, queued again; unwanted: unbound)",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
