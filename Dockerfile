@@ -42,7 +42,7 @@ FROM app AS agent
 RUN export DEBIAN_FRONTEND=noninteractive \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
-        iptables ipset iproute2 procps gobgpd arp-scan iputils-arping \
+        iptables ipset iproute2 conntrack procps gobgpd arp-scan iputils-arping \
     && rm -rf /var/lib/apt/lists/* \
     && ln -s /app/dist/src/bin/eip_agent.js /usr/local/bin/eip_agent \
     && ln -s /app/dist/src/bin/eipctl.js /usr/local/bin/eipctl \

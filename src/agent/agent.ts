@@ -14,6 +14,7 @@ import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
 import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
 import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/iproute.js";
+import { ConntrackCleaner } from "../kernel/conntrack.js";
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { SysctlManager } from "../kernel/sysctl.js";
@@ -86,7 +87,19 @@ async function kernelSubsystems(
       new SysctlManager(runner, { procSysDir: config.procSysDir }),
       (d) => d.sysctls,
     ),
+    conntrackSubsystem(new ConntrackCleaner(runner, logger)),
   ];
+}
+
+/** Runs after the kernel's NAT is written; never fails an apply (a failure is logged). */
+function conntrackSubsystem(cleaner: ConntrackCleaner): Subsystem {
+  return {
+    name: "conntrack",
+    after: true,
+    sync: (desired) => cleaner.sync(desired.bound),
+    read: async () => undefined,
+    adopt: () => {},
+  };
 }
 
 /** The BGP speaker and the announcer that keeps its paths equal to the bound EIPs. */

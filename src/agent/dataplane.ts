@@ -37,6 +37,8 @@ export interface Subsystem {
    * subsystems write, while sync() runs after them.
    */
   withdraw?(desired: DesiredState, options: { reread: boolean }): Promise<number>;
+  /** Syncs after the kernel subsystems (as announcers do), e.g. to clean up after them. */
+  readonly after?: boolean;
   /** Writes what differs from `desired`; resolves to the number of changes written. */
   sync(desired: DesiredState, options: { reread: boolean }): Promise<number>;
   /** Reads what the kernel holds, leaving the subsystem's belief alone. */
@@ -263,8 +265,10 @@ export class Dataplane {
       this.savedVersion = version;
     }
     const desired = plan(config, bindings);
+    const late = (s: Subsystem) => s.withdraw !== undefined || s.after === true;
     const announcers = subsystems.filter((s) => s.withdraw !== undefined);
-    const kernel = subsystems.filter((s) => s.withdraw === undefined);
+    const after = subsystems.filter(late);
+    const kernel = subsystems.filter((s) => !late(s));
     let changes = 0;
     let announceError: unknown;
     for (const a of announcers) {
@@ -291,7 +295,7 @@ export class Dataplane {
       }
       for (const r of results) if (r.status === "fulfilled") changes += r.value;
     }
-    for (const a of announcers) {
+    for (const a of after) {
       try {
         // withdraw() read the speaker already, unless it failed (then this reads again).
         changes += await a.sync(desired, { reread: false });

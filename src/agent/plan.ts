@@ -109,6 +109,8 @@ export interface DesiredState {
   readonly gatewayAddresses: readonly string[];
   /** EIPs (without prefix) to announce by BGP, when it is on. */
   readonly announced: readonly string[];
+  /** Every binding, EIP and VMI: whose connection tracking to forget when it goes. */
+  readonly bound: readonly Binding[];
   /** With --arp-poisoning, the EIPs answered by proxy ARP; undefined otherwise. */
   readonly arpProxy: ArpProxySpec | undefined;
   /** Settings of the gateway device that decide what it answers ARP for. */
@@ -232,6 +234,7 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     ruleSources: [...vmis].sort(),
     gatewayAddresses: config.arpPoisoning ? [] : eips,
     announced: eips,
+    bound: sorted,
     arpProxy: config.arpPoisoning ? { eips, routeDev: config.cniDev } : undefined,
     sysctls: gatewaySysctls(config),
   };

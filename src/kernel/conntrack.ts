@@ -1,0 +1,58 @@
+// Forgets the connection tracking of EIPs that leave the node or change VMI. A flow through
+// an EIP carries its NAT in its conntrack entry: without this, a flow that passed this node
+// before keeps being DNATed to the VMI's old address (or SNATed to an EIP the VMI no longer
+// holds) for as long as it goes on, even after the binding came back with another address.
+// Runs after the NAT rules are gone, so no new packet re-creates an old entry; kube-proxy
+// does the same for its endpoints.
+import type { Logger } from "pino";
+import { CommandError, type CommandRunner } from "./runner.js";
+
+export interface EipPair {
+  readonly eip: string;
+  readonly vmi: string;
+}
+
+/** conntrack -D runs at once at the most. */
+const CONCURRENCY = 8;
+
+export class ConntrackCleaner {
+  /** EIP -> VMI as of the last sync; undefined before the first. */
+  private previous: Map<string, string> | undefined;
+
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Deletes the entries of every EIP bound before, and now unbound or bound otherwise. */
+  async sync(bound: readonly EipPair[]): Promise<number> {
+    const now = new Map(bound.map((b) => [b.eip, b.vmi]));
+    const before = this.previous;
+    this.previous = now;
+    if (!before) return 0;
+    const gone = [...before].filter(([eip, vmi]) => now.get(eip) !== vmi).map(([eip]) => eip);
+    let next = 0;
+    const worker = async () => {
+      while (next < gone.length) {
+        const eip = gone[next++] as string;
+        // DNATed flows to the EIP, and SNATed flows whose replies come back to it.
+        for (const filter of ["--orig-dst", "--reply-dst"]) await this.delete(filter, eip);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(CONCURRENCY, gone.length) }, worker));
+    return gone.length;
+  }
+
+  private async delete(filter: string, eip: string): Promise<void> {
+    try {
+      await this.runner.run("conntrack", ["-D", filter, eip]);
+    } catch (err) {
+      // Exit 1 with "0 flow entries have been deleted" is the common case: nothing to forget.
+      if (err instanceof CommandError && /0 flow entries/.test(err.stderr)) return;
+      this.logger.warn(
+        { eip, filter, err: (err as Error).message },
+        "forgetting an EIP's connection tracking failed; its old flows keep their NAT until they end",
+      );
+    }
+  }
+}
