@@ -26,9 +26,10 @@
 // Operator, bulk: the sample's VMIs are created (plugged, Running) first, untimed; then from
 // t0, at once, the other N - 10 VMI objects (a create and a status write each: Running,
 // nodeName, interfaces[0].ipAddress) and all N EipBindings are written over the REST API
-// (32 requests in flight, VMIs and EipBindings concurrently, as a bulk apply would). A
-// `kubectl get eipbindings --watch` in the router namespace stamps each binding's first
-// Ready=True on arrival; all Ready is when the last one came, checked by one list at the end.
+// (32 requests in flight, VMIs and EipBindings concurrently, as a bulk apply would). A watch
+// in the router namespace (bench/ready-watch.ts: the operator's informer) reports each
+// binding's first Ready=True, stamped on arrival here; all Ready is when the last one came,
+// checked by one list at the end.
 // Each sample VMI is probed from t0 on (one ping through its EIP from the outside host every
 // ~100 ms; once it answers, a TCP who-are-you through the EIP from the outside, which must
 // see the outside host's address, and from the VMI to the outside, which must see the EIP):
@@ -61,6 +62,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
 import { type NodeAgent, eipctl, startAgent } from "../src/lab/agents.js";
 import { type BgpRouter, startBgpRouter } from "../src/lab/bgp-router.js";
 import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
@@ -83,6 +85,7 @@ const PORT = 8080;
 const NAMESPACE = "bench";
 const TOPOLOGY = { publicNet: "100.64.0.0/16", routerPublic: "100.64.0.1" };
 const SAMPLE = 10;
+const READY_WATCH = fileURLToPath(new URL("./ready-watch.js", import.meta.url));
 const EIPBINDINGS = `/apis/extension.lucheng0127/v1/namespaces/${NAMESPACE}/eipbindings`;
 /** Linux's USER_HZ: the unit of utime and stime in /proc/PID/stat. */
 const CLOCK_TICKS = 100;
@@ -245,9 +248,11 @@ function counters(s: Scrape, prefix: string, earlier?: Scrape): string {
 
 // ---- watching and probing ----
 
-/** Each EipBinding's first Ready=True, stamped on arrival, from `kubectl get --watch`. */
+/** Each EipBinding's first Ready=True, stamped on arrival, from bench/ready-watch.ts. */
 class ReadyWatch {
   readonly firstReady = new Map<string, number>();
+  /** Watches the helper re-opened, as it said when stopped. */
+  restarts = NaN;
   private buffered = "";
 
   private constructor(readonly proc: LabProcess) {
@@ -257,38 +262,31 @@ class ReadyWatch {
       const lines = this.buffered.split("\n");
       this.buffered = lines.pop() ?? "";
       for (const line of lines) {
-        const [name, ready] = line.trim().split(" ");
-        if (name && ready === "True" && !this.firstReady.has(name)) this.firstReady.set(name, t);
+        const [word, value] = line.trim().split(" ");
+        if (word === "READY" && value && !this.firstReady.has(value)) this.firstReady.set(value, t);
+        if (word === "RESTARTS") this.restarts = Number(value);
       }
     });
   }
 
+  /** Resolves once the helper listed the (still empty) namespace and watches it. */
   static async start(lab: Lab, cluster: LabCluster): Promise<ReadyWatch> {
-    const template = `{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}`;
     const proc = await lab.spawnIn(
       cluster.routerNamespace,
-      [
-        cluster.controlPlane.binaries.kubectl,
-        "--kubeconfig",
-        cluster.kubeconfig,
-        "get",
-        "eipbindings",
-        "-n",
-        NAMESPACE,
-        "--watch",
-        "-o",
-        `jsonpath=${template}`,
-      ],
-      { name: "ready-watch" },
+      [process.execPath, READY_WATCH, cluster.kubeconfig, NAMESPACE],
+      { name: "ready-watch", waitFor: /^SYNCED$/m, timeoutMs: 30_000 },
     );
-    const watch = new ReadyWatch(proc);
-    await sleep(1000); // its list and watch are open (an object listed instead is printed too)
-    return watch;
+    return new ReadyWatch(proc);
   }
 
   async waitAll(n: number, timeoutMs: number): Promise<void> {
     const end = now() + timeoutMs;
     while (this.firstReady.size < n && now() < end && this.proc.running()) await sleep(50);
+    if (!this.proc.running()) throw new Error(`ready-watch exited: ${this.proc.output()}`);
+  }
+
+  async stop(): Promise<void> {
+    await this.proc.stop();
   }
 }
 
@@ -632,7 +630,7 @@ async function main(): Promise<number> {
     const firstReadyMs = Math.min(...watch.firstReady.values()) - t0;
     const trafficMs = await traffic;
     const trafficReadyMs = Math.max(...trafficMs);
-    await watch.proc.stop();
+    await watch.stop();
     // Ready is not the end of the work: wait until the queue is empty and nothing was
     // reconciled for 2 s; the last change is when the operator went idle.
     let scrape1 = await bench.scrapeOperator(operator);
@@ -677,6 +675,7 @@ async function main(): Promise<number> {
       listed: Object.fromEntries(reasons),
       trafficReadyMs: round(trafficReadyMs),
       idleMs: round(idleMs),
+      watchRestarts: watch.restarts,
       trafficMs: trafficMs.map((x) => round(x)),
       reconcile: bulkReconcile,
       agentApply: bulkApply,
@@ -691,7 +690,7 @@ async function main(): Promise<number> {
     };
     process.stdout.write(
       `  VMIs written ${bulk.vmisWrittenMs} ms, EipBindings written ${bulk.bindingsWrittenMs} ms after t0\n` +
-        `  first Ready ${bulk.firstReadyMs} ms, all ${readySeen}/${s.bindings} Ready ${bulk.allReadyMs} ms after t0; listed: ${JSON.stringify(bulk.listed)}\n` +
+        `  first Ready ${bulk.firstReadyMs} ms, all ${readySeen}/${s.bindings} Ready ${bulk.allReadyMs} ms after t0; listed: ${JSON.stringify(bulk.listed)}; watch restarts ${watch.restarts}\n` +
         `  sample traffic both ways: all ${SAMPLE} after ${bulk.trafficReadyMs} ms (each: ${bulk.trafficMs.join(", ")})\n` +
         `  operator idle (queue empty, nothing reconciled for 2 s) ${bulk.idleMs} ms after t0\n` +
         `  reconcile (histogram, bulk): n ${bulkReconcile.count}, p50 ${bulkReconcile.p50Ms} ms, p99 ${bulkReconcile.p99Ms} ms, mean ${bulkReconcile.meanMs} ms; ${bulk.reconciles}; anti-entropy ${bulk.antiEntropy}\n` +
