@@ -39,7 +39,9 @@
 // buckets, as Prometheus' histogram_quantile does: the operator logs no per-reconcile
 // timings), taken once the operator is idle (queue empty, nothing reconciled for 2 s: Ready
 // is not the end of its work); the operator's RSS peak (VmHWM of its node process) and its
-// RSS 10 s after it went idle; its CPU time until then.
+// RSS 10 s after it went idle; the CPU time until then of the operator, the apiserver,
+// etcd, the agents (with the commands they ran, not their gobgpd) and the whole machine
+// (shared: others' work included).
 //
 // Operator, moves: M moves of sample VMIs (round robin, each to the other node) while
 // `ping -D -i 0.01` runs from the outside host to its EIP: per move, the time from the
@@ -147,11 +149,50 @@ function loadavg(): string {
     .join(" ");
 }
 
-/** Seconds of CPU the process used so far (user + system). */
+/** Seconds of CPU the process and its finished children (its commands) used so far. */
 function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return fields.slice(11, 15).reduce((a, f) => a + Number(f), 0) / CLOCK_TICKS;
+}
+
+/** Seconds of CPU the whole machine spent busy so far (every CPU, any process). */
+function machineBusySeconds(): number {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
+  const [user, nice, system, , , irq, softirq, steal] = line.split(/\s+/).slice(1).map(Number);
+  return (
+    [user, nice, system, irq, softirq, steal].reduce<number>((a, b) => a + (b ?? 0), 0) /
+    CLOCK_TICKS
+  );
+}
+
+/** CPU seconds of named processes and of the whole machine, between two moments. */
+class CpuMeter {
+  private readonly start: Map<string, number>;
+  private readonly t0 = now();
+
+  constructor(private readonly pids: ReadonlyMap<string, number>) {
+    this.start = this.read();
+  }
+
+  /** Seconds since construction. */
+  elapsed(): number {
+    return round((now() - this.t0) / 1000, 1);
+  }
+
+  private read(): Map<string, number> {
+    const m = new Map([...this.pids].map(([name, pid]) => [name, cpuSeconds(pid)]));
+    m.set("machine", machineBusySeconds());
+    return m;
+  }
+
+  /** Seconds used since construction, by name ("machine": every process). */
+  used(): Record<string, number> {
+    const end = this.read();
+    return Object.fromEntries(
+      [...end].map(([name, v]) => [name, round(v - (this.start.get(name) ?? NaN), 1)]),
+    );
+  }
 }
 
 // ---- the operator's /metrics ----
@@ -597,7 +638,15 @@ async function main(): Promise<number> {
     const watch = await ReadyWatch.start(lab, cluster);
     const scrape0 = await bench.scrapeOperator(operator);
     const agents0 = await bench.scrapeAgents();
-    const cpu0 = cpuSeconds(opPid);
+    const cp = cluster.controlPlane.pids();
+    const cpu = new CpuMeter(
+      new Map([
+        ["operator", opPid],
+        ["apiserver", cp.apiServer ?? NaN],
+        ["etcd", cp.etcd ?? NaN],
+        ...[...agents].map(([node, a]) => [`agent${node}`, nodePid(a.proc)] as [string, number]),
+      ]),
+    );
     loads["bulk start"] = loadavg();
 
     // ---- operator: N at once ----
@@ -644,7 +693,9 @@ async function main(): Promise<number> {
       if (depth === 0 && now() - lastChange >= 2000) break;
     }
     const idleMs = lastChange - t0;
-    const cpuBulk = round(cpuSeconds(opPid) - cpu0, 1);
+    const cpuUsed = cpu.used();
+    const cpuWindow = cpu.elapsed();
+    const cpuBulk = cpuUsed["operator"] ?? NaN;
     const peakAtIdleMB = mb(readStatusKb(opPid, "VmHWM"));
     loads["bulk end"] = loadavg();
     const bulkReconcile = histogramFigures(histogramDelta(scrape1.histogram, scrape0.histogram));
@@ -682,7 +733,8 @@ async function main(): Promise<number> {
       reconciles: counters(scrape1, "kube_eip_operator_reconcile_total", scrape0),
       antiEntropy: counters(scrape1, "kube_eip_operator_anti_entropy_repairs_total", scrape0),
       agentCalls: counters(scrape1, "kube_eip_operator_agent_calls_total", scrape0),
-      operatorCpuSeconds: cpuBulk,
+      cpuSeconds: cpuUsed,
+      cpuWindowSeconds: cpuWindow,
       rssStartMB,
       rssPeakAtIdleMB: peakAtIdleMB,
       rssSettledMB,
@@ -695,7 +747,12 @@ async function main(): Promise<number> {
         `  operator idle (queue empty, nothing reconciled for 2 s) ${bulk.idleMs} ms after t0\n` +
         `  reconcile (histogram, bulk): n ${bulkReconcile.count}, p50 ${bulkReconcile.p50Ms} ms, p99 ${bulkReconcile.p99Ms} ms, mean ${bulkReconcile.meanMs} ms; ${bulk.reconciles}; anti-entropy ${bulk.antiEntropy}\n` +
         `  agent calls: ${bulk.agentCalls}; agents' apply (histogram): n ${bulkApply.count}, p50 ${bulkApply.p50Ms} ms, p99 ${bulkApply.p99Ms} ms\n` +
-        `  operator: CPU ${cpuBulk} s until idle; RSS ${rssStartMB} MB at start, peak ${peakAtIdleMB} MB, ${rssSettledMB} MB 10 s after idle\n` +
+        `  CPU seconds until idle: ${Object.entries(cpuUsed)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(
+            ", ",
+          )} (machine: every process, ${os.availableParallelism()} CPUs x ${round(idleMs / 1000, 1)} s)\n` +
+        `  operator: RSS ${rssStartMB} MB at start, peak ${peakAtIdleMB} MB, ${rssSettledMB} MB 10 s after idle\n` +
         `  agents hold: node1 ${split.node1.held} (expected ${split.node1.expected}), node2 ${split.node2.held} (expected ${split.node2.expected})\n\n`,
     );
 
@@ -861,7 +918,11 @@ async function main(): Promise<number> {
         yes(bulk.rssPeakAtIdleMB <= 200),
       ),
       row("operator idle (every reconcile done)", sec(bulk.idleMs), "-"),
-      row("operator CPU until idle", `${cpuBulk} s`, "-"),
+      row(
+        "CPU s until idle: operator / apiserver+etcd / agents / machine",
+        `${cpuBulk} / ${round((cpuUsed["apiserver"] ?? NaN) + (cpuUsed["etcd"] ?? NaN), 1)} / ${round((cpuUsed["agent1"] ?? NaN) + (cpuUsed["agent2"] ?? NaN), 1)} / ${cpuUsed["machine"]} of ${round(cpuWindow * os.availableParallelism(), 1)}`,
+        "-",
+      ),
       row(
         "agents hold node1 / node2 (expected)",
         `${split.node1.held} / ${split.node2.held} (${split.node1.expected} / ${split.node2.expected})`,
