@@ -751,7 +751,7 @@ async function main(): Promise<number> {
           .map(([k, v]) => `${k} ${v}`)
           .join(
             ", ",
-          )} (machine: every process, ${os.availableParallelism()} CPUs x ${round(idleMs / 1000, 1)} s)\n` +
+          )} (machine: every process, over ${cpuWindow} s of ${os.availableParallelism()} CPUs)\n` +
         `  operator: RSS ${rssStartMB} MB at start, peak ${peakAtIdleMB} MB, ${rssSettledMB} MB 10 s after idle\n` +
         `  agents hold: node1 ${split.node1.held} (expected ${split.node1.expected}), node2 ${split.node2.held} (expected ${split.node2.expected})\n\n`,
     );
