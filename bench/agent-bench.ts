@@ -34,7 +34,7 @@
 // what the same commands could do at best. Its iptables commands have no -w, so a legacy
 // command that meets the xtables lock is retried (counted) as -w would. Both phases stop
 // issuing at a time cap and say so.
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -66,8 +66,11 @@ import {
   intToIpv4,
   ipv4ToInt,
   machine,
+  mb,
   median,
+  nodePid,
   now,
+  readStatusKb,
   round,
   sleep,
   stats,
@@ -476,26 +479,6 @@ interface AgentLevel {
   readonly rss: Rss;
   readonly profile: ProfileSummary | undefined;
   readonly warmRestore: RestoreResult;
-}
-
-function readStatusKb(pid: number, field: string): number {
-  const text = readFileSync(`/proc/${pid}/status`, "utf8");
-  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
-  return match ? Number(match[1]) : NaN;
-}
-
-/** The node process behind a spawned agent (`ip netns exec` execs it: normally the same PID). */
-function nodePid(proc: LabProcess): number {
-  const comm = readFileSync(`/proc/${proc.pid}/comm`, "utf8").trim();
-  if (comm !== "ip") return proc.pid;
-  const children = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, "utf8").trim();
-  const child = Number(children.split(/\s+/)[0]);
-  if (!Number.isInteger(child) || child <= 0) throw new Error(`no node process under ${proc.pid}`);
-  return child;
-}
-
-function mb(kb: number): number {
-  return round(kb / 1024);
 }
 
 interface LogLine {

@@ -2,6 +2,7 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import os from "node:os";
+import type { LabProcess } from "../src/lab/lab.js";
 
 export function ipv4ToInt(ip: string): number {
   return ip.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
@@ -85,4 +86,25 @@ export function machine(
       .map((x) => round(x, 2))
       .join(" "),
   };
+}
+
+/** A field of /proc/PID/status in kB (VmRSS, VmHWM), NaN when absent. */
+export function readStatusKb(pid: number, field: string): number {
+  const text = readFileSync(`/proc/${pid}/status`, "utf8");
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
+  return match ? Number(match[1]) : NaN;
+}
+
+/** The node process behind a spawned one (`ip netns exec` execs it: normally the same PID). */
+export function nodePid(proc: LabProcess): number {
+  const comm = readFileSync(`/proc/${proc.pid}/comm`, "utf8").trim();
+  if (comm !== "ip") return proc.pid;
+  const children = readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, "utf8").trim();
+  const child = Number(children.split(/\s+/)[0]);
+  if (!Number.isInteger(child) || child <= 0) throw new Error(`no node process under ${proc.pid}`);
+  return child;
+}
+
+export function mb(kb: number): number {
+  return round(kb / 1024);
 }

@@ -228,6 +228,41 @@ describe("lab cluster (3 nodes): control plane in the router namespace", { skip 
     assert.equal(obj.status.interfaces?.[0]?.mac, plugged.mac, "the lab VMI's MAC reported");
   });
 
+  test("more VMI objects on a node than its /24 holds: addresses from the spare pool", async () => {
+    const specs = Array.from({ length: 300 }, (_, k) => ({ name: `spare-${k}`, node: 1 }));
+    const vmis = await cluster.createVmis(specs, {
+      namespace: "spare",
+      plug: false,
+      addressPool: "spare",
+    });
+    assert.equal(new Set(vmis.map((v) => v.address)).size, 300, "addresses are unique");
+    // After the last node's /24 (10.244.3.0/24), .0 and .255 skipped.
+    assert.equal(vmis[0]?.address, "10.244.4.1");
+    assert.equal(vmis[254]?.address, "10.244.5.1");
+    assert.ok(vmis.every((v) => v.address.startsWith("10.244.") && v.node === 1));
+    assert.ok(vmis.every((v) => lab.addressing.nodeOfPodAddress(v.address, 3) === undefined));
+    const obj = (await cluster.getVmiObject("spare-299")) as unknown as Vmi;
+    assert.equal(obj.status.nodeName, "node1");
+    assert.equal(obj.status.interfaces?.[0]?.ipAddress, vmis[299]?.address);
+    await assert.rejects(cluster.plugVmi("spare-0"), /outside node 1's \/24: not pluggable/);
+    await assert.rejects(
+      cluster.createVmis([{ name: "spare-x", node: 2 }], { addressPool: "spare" }),
+      /needs plug: false/,
+    );
+    await assert.rejects(
+      cluster.createVmis([{ name: "spare-x", node: 2, address: "10.244.4.1" }], {
+        plug: false,
+        addressPool: "spare",
+      }),
+      /not free/,
+    );
+    const [chosen] = await cluster.createVmis(
+      [{ name: "spare-x", node: 2, address: "10.244.200.7" }],
+      { plug: false, addressPool: "spare" },
+    );
+    assert.equal(chosen?.address, "10.244.200.7");
+  });
+
   test("lab.down() stops the control plane and removes every namespace", async (t) => {
     const pids = cluster.controlPlane.pids();
     const all = [pids.etcd, pids.apiServer, ...lab.describe().pids];

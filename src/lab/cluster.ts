@@ -8,7 +8,8 @@
 // kubevirt.io/v1 VirtualMachineInstance whose status says where it runs (phase, nodeName,
 // interfaces[0].ipAddress); moving it re-plugs it and writes the status a completed live
 // migration writes. For benchmarks, VMI objects can be created without a lab VMI behind
-// them (`plug: false`), thousands at a time, over the REST API directly.
+// them (`plug: false`), thousands at a time, over the REST API directly, with addresses
+// from the pod network's spare /24s when a node's own /24 is too small (`addressPool`).
 //
 // The control plane stops with the lab: startLabCluster registers a lab.onDown hook.
 import { randomUUID } from "node:crypto";
@@ -17,7 +18,7 @@ import { release } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { isIpv4 } from "../common/ipv4.js";
+import { formatIpv4, isIpv4, parseIpv4 } from "../common/ipv4.js";
 import { startControlPlane, type ControlPlane } from "../kube-lab/control-plane.js";
 import { pkiPaths } from "../kube-lab/pki.js";
 import { KubeApiError, KubeRest, mapLimit } from "./kube-rest.js";
@@ -108,11 +109,21 @@ export interface BulkVmiSpec {
   readonly address?: string;
 }
 
+/**
+ * Where a VMI's address comes from. "node": its node's pod /24. "spare": the pod network's
+ * /24s that no node owns (after the last node's), one pool for the whole cluster, so two
+ * nodes can hold thousands of VMI objects; inside the pod network (the agents'
+ * --internal-net), never plugged (no node's cni0 serves it).
+ */
+export type AddressPool = "node" | "spare";
+
 export interface CreateVmisOptions {
   readonly namespace?: string;
   readonly phase?: VmiPhase;
   /** Also make a lab VMI for each (default true); false writes the API objects only. */
   readonly plug?: boolean;
+  /** Default "node"; "spare" needs `plug: false`. */
+  readonly addressPool?: AddressPool;
   /** Requests in flight at once, default the cluster's. */
   readonly concurrency?: number;
 }
@@ -526,6 +537,33 @@ export class LabCluster {
     );
   }
 
+  /**
+   * The requested address if it is in the spare pool and free; else the next free one. The
+   * pool is the pod network after the last node's /24, host parts .1 to .254 of each /24.
+   */
+  private pickSpareAddress(requested: string | undefined): string {
+    const used = new Set([...this.vmis.values()].map((rec) => rec.address));
+    const net = this.lab.addressing.podNet;
+    const first = net.base + (this.lab.nodeCount + 1) * 256;
+    const end = net.base + 2 ** (32 - net.prefix);
+    const usable = (value: number) =>
+      value >= first && value < end && value % 256 !== 0 && value % 256 !== 255;
+    const range = `${formatIpv4(first)} to ${formatIpv4(end - 1)}`;
+    if (requested !== undefined) {
+      const value = parseIpv4(requested);
+      if (value === undefined || !usable(value)) {
+        throw new Error(`${requested} is not an address of the spare pool (${range})`);
+      }
+      if (used.has(requested)) throw new Error(`${requested} is not free`);
+      return requested;
+    }
+    for (let value = first; value < end; value++) {
+      const address = formatIpv4(value);
+      if (usable(value) && !used.has(address)) return address;
+    }
+    throw new Error(`no free address left in the spare pool (${range})`);
+  }
+
   /** A locally administered MAC for objects without a lab VMI (the lab's own use 02:ee:03). */
   private inventedMac(): string {
     const n = this.nextMac++;
@@ -534,7 +572,12 @@ export class LabCluster {
   }
 
   /** Validates and reserves a name and an address (before anything is awaited). */
-  private reserve(spec: BulkVmiSpec, namespace: string, phase: VmiPhase): VmiRecord {
+  private reserve(
+    spec: BulkVmiSpec,
+    namespace: string,
+    phase: VmiPhase,
+    pool: AddressPool,
+  ): VmiRecord {
     checkVmiName(spec.name);
     checkNamespace(namespace);
     this.lab.node(spec.node);
@@ -546,7 +589,10 @@ export class LabCluster {
       name: spec.name,
       namespace,
       node: spec.node,
-      address: this.pickAddress(spec.node, spec.address),
+      address:
+        pool === "spare"
+          ? this.pickSpareAddress(spec.address)
+          : this.pickAddress(spec.node, spec.address),
       phase,
       plugged: false,
       mac: this.inventedMac(),
@@ -685,10 +731,11 @@ export class LabCluster {
   }
 
   /**
-   * Many VMIs at once. With `plug: false` only the API objects (addresses from each node's
-   * pod /24, reserved, nothing plugged; plugVmi() plugs one later): each is a create and a
-   * status write over the REST API, `concurrency` requests at a time. Names are unique
-   * across the cluster's namespaces. On failure the VMIs of this call are removed again.
+   * Many VMIs at once. With `plug: false` only the API objects (addresses reserved from
+   * each node's pod /24, or with `addressPool: "spare"` from the spare pool; nothing
+   * plugged; plugVmi() plugs one of the node's later): each is a create and a status write
+   * over the REST API, `concurrency` requests at a time. Names are unique across the
+   * cluster's namespaces. On failure the VMIs of this call are removed again.
    */
   async createVmis(
     specs: readonly BulkVmiSpec[],
@@ -698,6 +745,8 @@ export class LabCluster {
     const namespace = options.namespace ?? this.namespace;
     const phase = checkPhase(options.phase ?? "Running");
     const plug = options.plug ?? true;
+    const pool = options.addressPool ?? "node";
+    if (pool === "spare" && plug) throw new Error('addressPool "spare" needs plug: false');
     const names = new Set<string>();
     for (const s of specs) {
       if (names.has(s.name)) throw new Error(`VMI ${s.name} is named twice`);
@@ -705,7 +754,7 @@ export class LabCluster {
     }
     const records: VmiRecord[] = [];
     try {
-      for (const s of specs) records.push(this.reserve(s, namespace, phase));
+      for (const s of specs) records.push(this.reserve(s, namespace, phase, pool));
     } catch (err) {
       for (const rec of records) this.vmis.delete(rec.name);
       throw err;
@@ -729,6 +778,11 @@ export class LabCluster {
     this.checkRunning();
     const rec = this.record(name);
     if (rec.plugged) throw new Error(`VMI ${name} is plugged already`);
+    if (this.lab.addressing.nodeOfPodAddress(rec.address, this.lab.nodeCount) !== rec.node) {
+      throw new Error(
+        `VMI ${name} has ${rec.address}, outside node ${rec.node}'s /24: not pluggable`,
+      );
+    }
     await this.plug(rec);
     // The interface's MAC is now the lab VMI's: reported as virt-handler would.
     await this.writeStatus(rec);
