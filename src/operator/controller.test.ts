@@ -95,6 +95,11 @@ test("a new or edited EipBinding is queued; a status-only update is not", () => 
   assert.deepEqual(queue.added, ["default/a"]);
   bindings.set("default/a", { ...b, status: { nodeName: "node1" } });
   assert.deepEqual(queue.added, ["default/a"], "our own status write triggers nothing");
+  bindings.set("default/a", {
+    ...b,
+    metadata: { ...b.metadata, finalizers: ["extension.lucheng0127/eip-binding"] },
+  });
+  assert.deepEqual(queue.added, ["default/a"], "nor does our finalizer being added");
   bindings.set("default/a", { ...binding("a", "192.168.18.101", "vm", 2) });
   assert.deepEqual(queue.added, ["default/a", "default/a"]);
 });

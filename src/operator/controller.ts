@@ -26,7 +26,7 @@ import {
   Reconciler,
   RetryLater,
 } from "./reconciler.js";
-import { type EipBinding, type KubeNode, type Vmi, keyOf } from "./types.js";
+import { type EipBinding, FINALIZER, type KubeNode, type Vmi, keyOf } from "./types.js";
 
 export interface CacheEvent<T> {
   readonly type: "added" | "modified" | "deleted";
@@ -168,7 +168,7 @@ export class Controller {
       for (const k of this.byEip.get(eipOf(ev.obj)) ?? []) this.enqueue(k);
       return;
     }
-    if (ev.type === "modified" && ev.old && onlyStatusChanged(ev.old, ev.obj)) return;
+    if (ev.type === "modified" && ev.old && onlyOurWrites(ev.old, ev.obj)) return;
     this.enqueue(ev.key);
     if (ev.old && eipOf(ev.old) !== eipOf(ev.obj)) {
       for (const k of this.byEip.get(eipOf(ev.old)) ?? []) this.enqueue(k);
@@ -280,11 +280,20 @@ export class Controller {
   }
 }
 
-function onlyStatusChanged(a: EipBinding, b: EipBinding): boolean {
+/**
+ * True when nothing changed but the status, or but our finalizer being added: both are the
+ * reconciler's own writes, made in the pass that goes on after them.
+ */
+function onlyOurWrites(a: EipBinding, b: EipBinding): boolean {
+  const before = a.metadata.finalizers ?? [];
+  const after = b.metadata.finalizers ?? [];
+  const finalizersSame =
+    JSON.stringify(before) === JSON.stringify(after) ||
+    JSON.stringify([...before, FINALIZER]) === JSON.stringify(after);
   return (
     a.metadata.generation === b.metadata.generation &&
     a.metadata.deletionTimestamp === b.metadata.deletionTimestamp &&
-    JSON.stringify(a.metadata.finalizers ?? []) === JSON.stringify(b.metadata.finalizers ?? []) &&
+    finalizersSame &&
     a.spec.eipAddr === b.spec.eipAddr &&
     a.spec.vmiName === b.spec.vmiName
   );
