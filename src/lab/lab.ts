@@ -825,6 +825,12 @@ export class Lab {
     await this.ipBatch(ns, [`link del ${DEVICES.guest}`]);
     await this.ipBatch(this.names.node(toNode), [plugVmiLine(name, rec.serial, ns)]);
     await this.ipBatch(ns, guestLines(address, this.addressing.nodeBridge(toNode)));
+    // As QEMU does after a migration, the guest announces itself, so the new node's
+    // neighbour entry for a reused address does not keep the previous guest's MAC. In the
+    // background: arping waits a second after sending.
+    void this.runner
+      .run("ip", ["netns", "exec", ns, "arping", "-U", "-c", "1", "-I", DEVICES.guest, address])
+      .catch(() => {});
     this.saveState();
     return address;
   }
