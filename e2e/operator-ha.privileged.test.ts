@@ -406,9 +406,10 @@ describe(
       operator = await startOperator(site.cluster);
       assert.ok(await site.boundOn("a", "node1"), "Ready, Bound on node1");
       const readyMs = performance.now() - t0;
-      await sleep(500);
+      // A second more of pings after the take-over; the count only shows the ping ran.
+      await sleep(1000);
       const replies = await ping.stop();
-      assert.ok(replies.size > 100, `a steady ping ran (${replies.size} replies)`);
+      assert.ok(replies.size > 50, `a steady ping ran (${replies.size} replies)`);
       assert.deepEqual(unanswered(replies), [], "no request went unanswered");
       const b = await site.binding("a");
       assert.deepEqual(
