@@ -26,9 +26,9 @@
 import { execFileSync, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { AgentClient } from "../src/common/agent-api.js";
 import { type BgpRouter, NODE_AS, startBgpRouter } from "../src/lab/bgp-router.js";
+import { AGENT_BIN } from "../src/lab/agents.js";
 import { Lab, type LabProcess, defaultPrefix } from "../src/lab/lab.js";
 import { stopPids } from "../src/lab/netns.js";
 import {
@@ -42,7 +42,6 @@ import {
   stats,
 } from "./common.js";
 
-const AGENT_BIN = fileURLToPath(new URL("../src/bin/eip_agent.js", import.meta.url));
 const EIP_CIDR = "100.64.0.0/10";
 const GATEWAY_IP = "100.64.0.1";
 const EIP_BASE = ipv4ToInt("100.64.1.0");

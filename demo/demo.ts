@@ -62,15 +62,8 @@ async function main(): Promise<void> {
 
   step(`kubectl apply: an EipBinding of ${EIP} to VMI web`);
   const applied = performance.now();
-  await cluster.kubectl(
-    ["apply", "-f", "-"],
-    JSON.stringify({
-      apiVersion: "extension.lucheng0127/v1",
-      kind: "EipBinding",
-      metadata: { name: "web", namespace: "default" },
-      spec: { eipAddr: EIP, vmiName: "web" },
-    }),
-  );
+  await cluster.applyEipBinding("web", EIP, "web");
+
   await cluster.kubectl(["wait", "--for=condition=Ready", "eipbinding/web", "--timeout=30s"]);
   say(`    Ready ${(performance.now() - applied).toFixed(0)} ms after the apply`);
   say(indent(await cluster.kubectl(["get", "eipbinding", "-o", "wide"])));

@@ -12,14 +12,12 @@
 // is a fair claim: with BGP the route to the EIP would appear only when our agent starts.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { rm } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { Lab, type LabProcess } from "../src/lab/lab.js";
-import { type NodeAgent, SERVICE_NET, eipctl, startAgent } from "../src/lab/agents.js";
+import { type NodeAgent, eipctl, seedNodeHolding, startAgent } from "../src/lab/agents.js";
 import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
 import { type LabOperator, startOperator } from "../src/lab/operator.js";
-import { type SeedNode, seedBind, seedMetadata, seedSetup } from "../src/lab/seed-agent.js";
 import { FINALIZER, SEED_FINALIZER } from "../src/operator/types.js";
 import { NEEDS_ROOT, eventually, sleep } from "./harness.js";
 
@@ -56,15 +54,7 @@ class Site {
   }
 
   async apply(name: string, eip: string, vmi: string): Promise<void> {
-    await this.cluster.kubectl(
-      ["apply", "-f", "-"],
-      JSON.stringify({
-        apiVersion: "extension.lucheng0127/v1",
-        kind: "EipBinding",
-        metadata: { name, namespace: "default" },
-        spec: { eipAddr: eip, vmiName: vmi },
-      }),
-    );
+    await this.cluster.applyEipBinding(name, eip, vmi);
   }
 
   /** The EipBinding as the apiserver holds it; undefined once it is gone. */
@@ -337,35 +327,7 @@ describe(
       await lab.startTcpServer(lab.vmiNamespace("a"), PORT);
       agents.set(2, await startAgent(lab, 2));
       // Node 1 as the seed's agent left it: its kernel state and metadata files.
-      const node: SeedNode = {
-        iptables: "iptables-nft",
-        gatewayIp: lab.topology.routerPublic,
-        gatewayDev: lab.node(1).gatewayDevice,
-        eipCidr: lab.topology.publicNet,
-        cniDev: lab.node(1).bridge,
-        cniAddress: lab.node(1).bridgeAddress,
-        internalNets: [lab.topology.podNet, SERVICE_NET],
-      };
-      const exec = (argv: readonly string[]) => lab.nodeExec(1, argv);
-      await seedSetup(exec, node);
-      // The seed accepted only the VMI's own packets in FORWARD; inbound traffic passed by
-      // a rule of the site's (as in e2e/upgrade.privileged.test.ts).
-      await exec([
-        "iptables-nft",
-        "-A",
-        "FORWARD",
-        "-m",
-        "set",
-        "--match-set",
-        "kube-eip-vmi",
-        "dst",
-        "-j",
-        "ACCEPT",
-      ]);
-      await seedBind(exec, node, EIP_A, vmi.address);
-      seedDir = lab.stateDir("seed-node1");
-      const meta = seedMetadata(EIP_A, vmi.address);
-      await writeFile(join(seedDir, meta.name), meta.body);
+      seedDir = await seedNodeHolding(lab, 1, EIP_A, vmi.address);
       // The EipBinding as the seed's operator wrote it: its finalizer, its progress in
       // spec, no status.
       await site.cluster.kubectl(

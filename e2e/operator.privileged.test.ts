@@ -43,15 +43,7 @@ describe(
     const outside = () => lab.describe().outside.namespace;
     const kubectl = (...args: string[]) => cluster.kubectl(args);
     const apply = (name: string, eip: string, vmi: string) =>
-      cluster.kubectl(
-        ["apply", "-f", "-"],
-        JSON.stringify({
-          apiVersion: "extension.lucheng0127/v1",
-          kind: "EipBinding",
-          metadata: { name, namespace: "default" },
-          spec: { eipAddr: eip, vmiName: vmi },
-        }),
-      );
+      cluster.applyEipBinding(name, eip, vmi);
     const status = async (name: string): Promise<Status | undefined> => {
       try {
         const out = await kubectl("get", "eipbinding", name, "-o", "jsonpath={.status}");

@@ -3,11 +3,8 @@
 // state into its own form while a steady ping through the EIP loses nothing.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
-import { join } from "node:path";
 import { Lab } from "../src/lab/lab.js";
-import { type SeedNode, seedBind, seedMetadata, seedSetup } from "../src/lab/seed-agent.js";
-import { SERVICE_NET, type NodeAgent, kernelSnapshot, startAgent } from "../src/lab/agents.js";
+import { type NodeAgent, kernelSnapshot, seedNodeHolding, startAgent } from "../src/lab/agents.js";
 import { NEEDS_ROOT } from "./harness.js";
 
 const EIP = "192.168.18.100";
@@ -23,35 +20,7 @@ describe("upgrade from the seed's agent", { skip: NEEDS_ROOT }, () => {
     lab = await Lab.up({ nodes: 2, iptablesModes: "nft", removeOnExit: true });
     vmi = (await lab.addVmi("a", 1)).address;
     await lab.startTcpServer(lab.vmiNamespace("a"), PORT);
-    const node: SeedNode = {
-      iptables: "iptables-nft",
-      gatewayIp: lab.topology.routerPublic,
-      gatewayDev: lab.node(1).gatewayDevice,
-      eipCidr: lab.topology.publicNet,
-      cniDev: lab.node(1).bridge,
-      cniAddress: lab.node(1).bridgeAddress,
-      internalNets: [lab.topology.podNet, SERVICE_NET],
-    };
-    const exec = (argv: readonly string[]) => lab.nodeExec(1, argv);
-    await seedSetup(exec, node);
-    // The seed accepted only the VMI's own packets in FORWARD; its inbound traffic passed
-    // where the site's FORWARD chain let it. Give the lab node such a site rule.
-    await exec([
-      "iptables-nft",
-      "-A",
-      "FORWARD",
-      "-m",
-      "set",
-      "--match-set",
-      "kube-eip-vmi",
-      "dst",
-      "-j",
-      "ACCEPT",
-    ]);
-    await seedBind(exec, node, EIP, vmi);
-    seedDir = lab.stateDir("seed-node1");
-    const meta = seedMetadata(EIP, vmi);
-    await writeFile(join(seedDir, meta.name), meta.body);
+    seedDir = await seedNodeHolding(lab, 1, EIP, vmi);
   });
 
   after(async () => {

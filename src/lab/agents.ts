@@ -2,9 +2,11 @@
 // in a node the way a DaemonSet would (its own process, real flags), talk to it, and read
 // back the node's kernel state with the real tools.
 import { fileURLToPath } from "node:url";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AgentClient } from "../common/agent-api.js";
 import type { Lab, LabProcess } from "./lab.js";
+import { type SeedNode, seedBind, seedMetadata, seedSetup } from "./seed-agent.js";
 
 export const AGENT_BIN = fileURLToPath(new URL("../bin/eip_agent.js", import.meta.url));
 export const EIPCTL_BIN = fileURLToPath(new URL("../bin/eipctl.js", import.meta.url));
@@ -133,4 +135,48 @@ export async function kernelSnapshot(lab: Lab, node: number): Promise<Record<str
     routes: await run(["ip", "route", "show", "table", "all"]),
     addresses: await run(["ip", "-4", "-o", "addr", "show"]),
   };
+}
+
+/**
+ * Node `node` (on iptables-nft) as the seed's agent left it holding one binding: its kernel
+ * state, made command by command as the seed made it, and its metadata file in the seed's
+ * state directory, whose path is returned (for the agent's --seed-state-dir).
+ */
+export async function seedNodeHolding(
+  lab: Lab,
+  node: number,
+  eip: string,
+  vmi: string,
+): Promise<string> {
+  const info = lab.node(node);
+  const seed: SeedNode = {
+    iptables: "iptables-nft",
+    gatewayIp: lab.topology.routerPublic,
+    gatewayDev: info.gatewayDevice,
+    eipCidr: lab.topology.publicNet,
+    cniDev: info.bridge,
+    cniAddress: info.bridgeAddress,
+    internalNets: [lab.topology.podNet, SERVICE_NET],
+  };
+  const exec = (argv: readonly string[]) => lab.nodeExec(node, argv);
+  await seedSetup(exec, seed);
+  // The seed accepted only the VMI's own packets in FORWARD; its inbound traffic passed
+  // where the site's FORWARD chain let it. Give the lab node such a site rule.
+  await exec([
+    "iptables-nft",
+    "-A",
+    "FORWARD",
+    "-m",
+    "set",
+    "--match-set",
+    "kube-eip-vmi",
+    "dst",
+    "-j",
+    "ACCEPT",
+  ]);
+  await seedBind(exec, seed, eip, vmi);
+  const seedDir = lab.stateDir(`seed-node${node}`);
+  const meta = seedMetadata(eip, vmi);
+  await writeFile(join(seedDir, meta.name), meta.body);
+  return seedDir;
 }

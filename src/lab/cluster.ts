@@ -345,6 +345,24 @@ export class LabCluster {
     return { KUBECONFIG: this.kubeconfig };
   }
 
+  /** `kubectl apply` of an EipBinding of `eip` to the VMI `vmi`, as a user would; its output. */
+  applyEipBinding(
+    name: string,
+    eip: string,
+    vmi: string,
+    namespace = this.namespace,
+  ): Promise<string> {
+    return this.kubectl(
+      ["apply", "-f", "-"],
+      JSON.stringify({
+        apiVersion: "extension.lucheng0127/v1",
+        kind: "EipBinding",
+        metadata: { name, namespace },
+        spec: { eipAddr: eip, vmiName: vmi },
+      }),
+    );
+  }
+
   /** Creates a namespace; one that exists is fine. */
   async createNamespace(name: string): Promise<void> {
     checkNamespace(name);
