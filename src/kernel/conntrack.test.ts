@@ -22,12 +22,14 @@ test("forgets the flows of EIPs that left or changed VMI, after they did, and on
   assert.equal(await cleaner.sync([a, b]), 0);
   assert.deepEqual(runner.lines(), []);
   assert.equal(await cleaner.sync([a, { ...b, vmi: "10.244.1.30" }]), 1, "b's VMI changed");
+  await cleaner.idle();
   assert.deepEqual(runner.lines(), [
     "conntrack -D --orig-dst 192.168.18.101",
     "conntrack -D --reply-dst 192.168.18.101",
   ]);
   runner.clear();
   assert.equal(await cleaner.sync([]), 2);
+  await cleaner.idle();
   assert.deepEqual(runner.lines().sort(), [
     "conntrack -D --orig-dst 192.168.18.100",
     "conntrack -D --orig-dst 192.168.18.101",

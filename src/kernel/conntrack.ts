@@ -3,7 +3,9 @@
 // before keeps being DNATed to the VMI's old address (or SNATed to an EIP the VMI no longer
 // holds) for as long as it goes on, even after the binding came back with another address.
 // Runs after the NAT rules are gone, so no new packet re-creates an old entry; kube-proxy
-// does the same for its endpoints.
+// does the same for its endpoints. The deletions run in the background, one sync's after
+// the other's, so an unbind's reply never waits for them (deleting a fresh entry of a
+// binding made meanwhile is harmless: its next packet is tracked, and NATed, anew).
 import type { Logger } from "pino";
 import { CommandError, type CommandRunner } from "./runner.js";
 
@@ -18,19 +20,33 @@ const CONCURRENCY = 8;
 export class ConntrackCleaner {
   /** EIP -> VMI as of the last sync; undefined before the first. */
   private previous: Map<string, string> | undefined;
+  private work: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly runner: CommandRunner,
     private readonly logger: Logger,
   ) {}
 
-  /** Deletes the entries of every EIP bound before, and now unbound or bound otherwise. */
-  async sync(bound: readonly EipPair[]): Promise<number> {
+  /**
+   * Starts deleting the entries of every EIP bound before, and now unbound or bound
+   * otherwise; resolves to how many EIPs that is, without waiting for the deletions.
+   */
+  sync(bound: readonly EipPair[]): Promise<number> {
     const now = new Map(bound.map((b) => [b.eip, b.vmi]));
     const before = this.previous;
     this.previous = now;
-    if (!before) return 0;
+    if (!before) return Promise.resolve(0);
     const gone = [...before].filter(([eip, vmi]) => now.get(eip) !== vmi).map(([eip]) => eip);
+    if (gone.length > 0) this.work = this.work.then(() => this.forget(gone));
+    return Promise.resolve(gone.length);
+  }
+
+  /** Resolves once every deletion started so far is done. */
+  idle(): Promise<void> {
+    return this.work;
+  }
+
+  private async forget(gone: readonly string[]): Promise<void> {
     let next = 0;
     const worker = async () => {
       while (next < gone.length) {
@@ -40,7 +56,6 @@ export class ConntrackCleaner {
       }
     };
     await Promise.all(Array.from({ length: Math.min(CONCURRENCY, gone.length) }, worker));
-    return gone.length;
   }
 
   private async delete(filter: string, eip: string): Promise<void> {
