@@ -110,7 +110,7 @@ function bgpParts(
   metrics: AgentMetrics,
   dataplane: () => Dataplane,
 ) {
-  const client = new GobgpClient(GobgpSpeaker.target(bgp));
+  const client = new GobgpClient(GobgpSpeaker.target({ ...bgp, stateDir: config.stateDir }));
   /** Applies (kernel included) that succeeded for a fresh speaker. */
   let freshApplies = 0;
   const announcer = new BgpAnnouncer(client, {

@@ -106,6 +106,17 @@ test("--bgp-type gobgp: the node address is next hop and router id; peers as ADD
   assert.equal(apart.bgp?.routerId, "10.0.0.1");
   assert.equal(apart.bgp?.nextHop, "10.0.0.2");
   assert.equal(apart.bgp?.endpoint, "127.0.0.1:50052");
+  assert.equal(c.bgp?.apiPort, undefined, "its gobgpd's API on a Unix socket unless asked");
+  const sidecar = (endpoint: string) =>
+    parseAgentArgs([
+      ...required,
+      "--bgp-type=gobgp",
+      "--bgp-local-as=1",
+      "--node-ip=10.0.0.1",
+      `--gobgp-endpoint=${endpoint}`,
+    ]).bgp?.endpoint;
+  assert.equal(sidecar("unix:///run/gobgp/api.sock"), "unix:/run/gobgp/api.sock");
+  assert.equal(sidecar("unix:/run/gobgp/api.sock"), "unix:/run/gobgp/api.sock");
   assert.equal(parseAgentArgs(required).bgp, undefined);
 });
 
@@ -122,7 +133,30 @@ test("bad BGP settings are refused with a clear message", () => {
       [...gobgp, "--bgp-local-as", "1", "--bgp-peer", "172.16.0.1:1", "--bgp-peer", "172.16.0.1:2"],
       /given twice/,
     ],
-    [[...gobgp, "--bgp-local-as", "1", "--gobgp-endpoint", "localhost"], /not HOST:PORT/],
+    [
+      [...gobgp, "--bgp-local-as", "1", "--gobgp-endpoint", "localhost"],
+      /neither unix:\/ABSOLUTE\/PATH nor HOST:PORT/,
+    ],
+    [
+      [...gobgp, "--bgp-local-as", "1", "--gobgp-endpoint", "unix:run/api.sock"],
+      /neither unix:\/ABSOLUTE\/PATH nor HOST:PORT/,
+    ],
+    [
+      [
+        ...gobgp,
+        "--bgp-local-as",
+        "1",
+        "--gobgp-endpoint",
+        "unix:/a.sock",
+        "--gobgp-api-port",
+        "50051",
+      ],
+      /--gobgp-api-port is for the gobgpd the agent runs/,
+    ],
+    [
+      [...gobgp, "--bgp-local-as", "1", "--state-dir", `/${"d".repeat(100)}`],
+      /--state-dir is too long for gobgpd's API socket/,
+    ],
     [[...required, "--bgp-peer", "172.16.0.1:65000"], /--bgp-peer given, but --bgp-type is none/],
   ];
   for (const [argv, message] of cases) {

@@ -12,6 +12,7 @@ import {
 } from "../common/ipv4.js";
 import { DEFAULT_PORT } from "../common/agent-api.js";
 import type { PeerConfig } from "../bgp/gobgp-api.js";
+import { ownApiSocket } from "../bgp/speaker.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type IptablesModeFlag = "auto" | "legacy" | "nft";
@@ -24,10 +25,11 @@ export interface BgpConfig {
   readonly peers: readonly PeerConfig[];
   /** -1: the speaker only connects out. */
   readonly listenPort: number;
-  /** An existing gobgpd's API (host:port); undefined: the agent runs its own. */
+  /** An existing gobgpd's API (unix:/path or host:port); undefined: the agent runs its own. */
   readonly endpoint: string | undefined;
   readonly gobgpdBinary: string;
-  readonly apiPort: number;
+  /** The API of the agent's gobgpd on this loopback port; undefined: on its Unix socket. */
+  readonly apiPort: number | undefined;
 }
 
 export interface AgentConfig {
@@ -186,15 +188,14 @@ export function agentCommand(): Command {
       0,
     )
     .option(
-      "--gobgp-endpoint <host:port>",
+      "--gobgp-endpoint <unix:path|host:port>",
       "use the gobgpd whose API listens here (a sidecar) instead of running one",
     )
     .option("--gobgpd-binary <path>", "the gobgpd the agent runs", "gobgpd")
     .option(
       "--gobgp-api-port <port>",
-      "loopback port of the API of the gobgpd the agent runs",
+      "serve the API of the gobgpd the agent runs on this loopback TCP port, which every process of the node can reach, instead of its Unix socket",
       intIn(1, 65535),
-      50051,
     )
     .option("--eip-cidr <cidr>", "the public (EIP) network (required)", cidr)
     .option(
@@ -278,7 +279,7 @@ interface RawOptions {
   bgpListenPort: number;
   gobgpEndpoint?: string;
   gobgpdBinary: string;
-  gobgpApiPort: number;
+  gobgpApiPort?: number;
   eipCidr?: Ipv4Net;
   arpPoisoning: boolean;
   garpCount: number;
@@ -365,7 +366,11 @@ const BGP_ONLY: readonly [keyof RawOptions, string][] = [
   ["bgpNexthop", "--bgp-nexthop"],
   ["bgpPassword", "--bgp-password"],
   ["gobgpEndpoint", "--gobgp-endpoint"],
+  ["gobgpApiPort", "--gobgp-api-port"],
 ];
+
+/** sun_path holds 108 bytes with the terminating NUL. */
+const SOCKET_PATH_MAX = 107;
 
 function bgpConfig(o: RawOptions): BgpConfig | undefined {
   if (o.bgpType === "none") {
@@ -389,11 +394,19 @@ function bgpConfig(o: RawOptions): BgpConfig | undefined {
     if (seen.has(p.address)) throw new ConfigError(`--bgp-peer ${p.address} given twice`);
     seen.add(p.address);
   }
-  if (
-    o.gobgpEndpoint !== undefined &&
-    !/^[\w.-]+:\d{1,5}$|^\[[\da-f:]+\]:\d{1,5}$/i.test(o.gobgpEndpoint)
-  ) {
-    throw new ConfigError(`--gobgp-endpoint ${JSON.stringify(o.gobgpEndpoint)} is not HOST:PORT`);
+  const endpoint = o.gobgpEndpoint === undefined ? undefined : gobgpEndpoint(o.gobgpEndpoint);
+  if (endpoint !== undefined && o.gobgpApiPort !== undefined) {
+    throw new ConfigError(
+      "--gobgp-api-port is for the gobgpd the agent runs, not with --gobgp-endpoint",
+    );
+  }
+  if (endpoint === undefined && o.gobgpApiPort === undefined) {
+    const socket = ownApiSocket(o.stateDir);
+    if (Buffer.byteLength(socket) > SOCKET_PATH_MAX) {
+      throw new ConfigError(
+        `--state-dir is too long for gobgpd's API socket ${socket} (at most ${SOCKET_PATH_MAX} bytes)`,
+      );
+    }
   }
   return {
     localAs: o.bgpLocalAs,
@@ -410,10 +423,25 @@ function bgpConfig(o: RawOptions): BgpConfig | undefined {
       gracefulRestartSec: o.bgpGracefulRestartTime,
     })),
     listenPort: o.bgpListenPort === 0 ? -1 : o.bgpListenPort,
-    endpoint: o.gobgpEndpoint,
+    endpoint,
     gobgpdBinary: o.gobgpdBinary,
     apiPort: o.gobgpApiPort,
   };
+}
+
+/** unix:/path (or unix:///path, as gobgpd writes it) as unix:/path; host:port as it is. */
+function gobgpEndpoint(value: string): string {
+  const unix = /^unix:(?:\/\/)?(\/.*)$/.exec(value);
+  if (unix?.[1] !== undefined) {
+    if (Buffer.byteLength(unix[1]) > SOCKET_PATH_MAX) {
+      throw new ConfigError(`--gobgp-endpoint: socket path longer than ${SOCKET_PATH_MAX} bytes`);
+    }
+    return `unix:${unix[1]}`;
+  }
+  if (/^[\w.-]+:\d{1,5}$|^\[[\da-f:]+\]:\d{1,5}$/i.test(value)) return value;
+  throw new ConfigError(
+    `--gobgp-endpoint ${JSON.stringify(value)} is neither unix:/ABSOLUTE/PATH nor HOST:PORT`,
+  );
 }
 
 /** Parses argv (without node and script) into a config. Usage errors throw. */

@@ -62,6 +62,14 @@ export interface PeerStatus {
   readonly uptimeSec: number;
 }
 
+/** A peer's settings as gobgpd holds them: what the agent asked for, read back. */
+export type PeerSettings = Omit<PeerConfig, "address" | "asn">;
+
+/** A peer as ListPeer reports it: its state and its settings. */
+export interface ListedPeer extends PeerStatus {
+  readonly settings: PeerSettings;
+}
+
 /** A locally originated IPv4 unicast path as gobgpd lists it. */
 export interface LocalPath {
   readonly prefix: string;
@@ -83,10 +91,19 @@ interface ApiPath {
 }
 
 interface ApiPeer {
-  conf: { neighborAddress: string; peerAsn: number; adminDown: boolean } | null;
+  conf: {
+    neighborAddress: string;
+    peerAsn: number;
+    adminDown: boolean;
+    authPassword: string;
+  } | null;
   state: { sessionState: SessionState; adminState: string } | null;
-  gracefulRestart: { enabled: boolean } | null;
-  timers: { state: { uptime: { seconds: number } | null } | null } | null;
+  gracefulRestart: { enabled: boolean; restartTime: number } | null;
+  transport: { remotePort: number } | null;
+  timers: {
+    config: { holdTime: number; connectRetry: number } | null;
+    state: { uptime: { seconds: number } | null } | null;
+  } | null;
   afiSafis: {
     state: { advertised: number; family: { afi: string; safi: string } | null } | null;
   }[];
@@ -158,10 +175,20 @@ function peerStatusOf(peer: ApiPeer): PeerStatus {
   };
 }
 
+function peerSettingsOf(peer: ApiPeer): PeerSettings {
+  return {
+    port: peer.transport?.remotePort ?? 0,
+    password: peer.conf?.authPassword ?? "",
+    holdTimeSec: peer.timers?.config?.holdTime ?? 0,
+    connectRetrySec: peer.timers?.config?.connectRetry ?? 0,
+    gracefulRestartSec: peer.gracefulRestart?.enabled ? peer.gracefulRestart.restartTime : 0,
+  };
+}
+
 export class GobgpClient {
   private readonly client: grpc.Client & Record<string, unknown>;
 
-  /** `target` is host:port of gobgpd's API. */
+  /** `target`: gobgpd's API, `unix:/path` of its socket or host:port. */
   constructor(
     readonly target: string,
     private readonly timeoutMs = 5000,
@@ -252,11 +279,13 @@ export class GobgpClient {
     await this.unary("DeletePeer", { address });
   }
 
-  async listPeers(): Promise<PeerStatus[]> {
+  async listPeers(): Promise<ListedPeer[]> {
     const rsps = await this.collect<{ peer: ApiPeer | null }>("ListPeer", {
       enableAdvertised: true,
     });
-    return rsps.flatMap((r) => (r.peer ? [peerStatusOf(r.peer)] : []));
+    return rsps.flatMap((r) =>
+      r.peer ? [{ ...peerStatusOf(r.peer), settings: peerSettingsOf(r.peer) }] : [],
+    );
   }
 
   async addPath(prefix: string, nextHop: string): Promise<void> {

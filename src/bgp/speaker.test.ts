@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
-import type { GlobalConfig, PeerConfig, PeerStatus } from "./gobgp-api.js";
+import type { GlobalConfig, ListedPeer, PeerConfig } from "./gobgp-api.js";
 import { GobgpSpeaker, type SpeakerApi } from "./speaker.js";
 
 const PEER: PeerConfig = {
@@ -19,7 +19,7 @@ const PEER: PeerConfig = {
 
 class FakeApi implements SpeakerApi {
   global = { asn: 0, routerId: "" };
-  readonly peers = new Map<string, PeerStatus>();
+  readonly peers = new Map<string, ListedPeer>();
   readonly calls: string[] = [];
   async getGlobal() {
     return this.global;
@@ -37,6 +37,13 @@ class FakeApi implements SpeakerApi {
       adminDown: false,
       advertised: 0,
       uptimeSec: 0,
+      settings: {
+        port: p.port,
+        password: p.password,
+        holdTimeSec: p.holdTimeSec,
+        connectRetrySec: p.connectRetrySec,
+        gracefulRestartSec: p.gracefulRestartSec,
+      },
     });
   }
   async deletePeer(address: string) {
@@ -57,7 +64,6 @@ function speaker(api: FakeApi, announce: () => Promise<void>) {
     peers: [PEER],
     endpoint: "127.0.0.1:50051",
     binary: "gobgpd",
-    apiPort: 50051,
     stateDir: "/nonexistent",
     logger: pino({ level: "silent" }),
     announce,
@@ -99,6 +105,18 @@ test("a peer whose AS changed is replaced; a sidecar's other peers are left alon
   await s.stop();
   assert.deepEqual(api.calls, ["deletePeer 172.16.0.1", "addPeer 172.16.0.1 restarting=false"]);
   assert.ok(api.peers.has("172.16.0.2"));
+});
+
+test("a peer whose settings changed is configured again", async () => {
+  const api = new FakeApi();
+  api.global = { asn: 65001, routerId: "172.16.0.11" };
+  await api.addPeer({ ...PEER, holdTimeSec: 30, password: "old" });
+  api.calls.length = 0;
+  const s = speaker(api, async () => {});
+  await s.start();
+  await s.stop();
+  assert.deepEqual(api.calls, ["deletePeer 172.16.0.1", "addPeer 172.16.0.1 restarting=false"]);
+  assert.deepEqual(api.peers.get(PEER.address)?.settings.holdTimeSec, 90);
 });
 
 test("a sidecar running another AS is not taken over", async () => {

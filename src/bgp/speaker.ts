@@ -2,9 +2,16 @@
 // (a sidecar). It configures the speaker through gobgpd's API (global AS and router id, the
 // peers), watches it, and brings a fresh one back when it dies or stops answering.
 //
-// A gobgpd of our own outlives the agent: it is started in its own session, its PID kept in
-// the state directory, and a restarted agent adopts it, so an agent restart or upgrade
-// leaves the BGP sessions, and so the routes at the router, untouched. A gobgpd that is
+// Whoever reaches gobgpd's API can announce any prefix from the node, so a gobgpd of our own
+// serves it on a Unix socket in a directory only the agent's user may enter
+// (<state dir>/gobgpd/, mode 0700), not on a TCP port any process or hostNetwork pod of the
+// node could dial; TCP only when --gobgp-api-port asks for it.
+//
+// A gobgpd of our own outlives the agent: it is started in its own session, its PID and
+// identity (own-process.ts) kept in the state directory, and a restarted agent adopts it, so
+// an agent restart or upgrade leaves the BGP sessions, and so the routes at the router,
+// untouched. Only a process proven to be that gobgpd is adopted or signalled, never one
+// that took its PID. A gobgpd that is
 // found dead or wrongly configured is replaced, and its peers are added with the graceful
 // restart "restarting" flag: a router that kept our routes as stale keeps them until the
 // new speaker has sent them all again (End-of-RIB), rather than dropping them at once.
@@ -12,11 +19,25 @@
 // loop re-reading and re-announcing every bound EIP) runs before any peer is added, so the
 // first update a router receives already holds all of them.
 import { spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync } from "node:fs";
-import { readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { closeSync, openSync } from "node:fs";
+import { chmod, lstat, mkdir, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Logger } from "pino";
-import type { GlobalConfig, PeerConfig, PeerStatus, SessionState } from "./gobgp-api.js";
+import type {
+  GlobalConfig,
+  ListedPeer,
+  PeerConfig,
+  PeerStatus,
+  SessionState,
+} from "./gobgp-api.js";
+import {
+  type ProcessIdentity,
+  identify,
+  isRunning,
+  readRecord,
+  terminate,
+  writeRecord,
+} from "./own-process.js";
 
 /** The gobgpd API calls the speaker needs (GobgpClient; a fake in unit tests). */
 export interface SpeakerApi {
@@ -24,19 +45,19 @@ export interface SpeakerApi {
   startBgp(global: GlobalConfig): Promise<void>;
   addPeer(peer: PeerConfig & { restarting?: boolean }): Promise<void>;
   deletePeer(address: string): Promise<void>;
-  listPeers(): Promise<PeerStatus[]>;
+  listPeers(): Promise<ListedPeer[]>;
   watchPeers(onPeer: (peer: PeerStatus) => void, onEnd: (err?: Error) => void): () => void;
 }
 
 export interface SpeakerOptions {
   readonly global: GlobalConfig;
   readonly peers: readonly PeerConfig[];
-  /** An existing gobgpd's API (host:port); none: run our own. */
+  /** An existing gobgpd's API (unix:/path or host:port); none: run our own. */
   readonly endpoint?: string;
-  /** Our own gobgpd: the binary and the loopback port its API listens on. */
+  /** Our own gobgpd: the binary, and a loopback port for its API instead of the socket. */
   readonly binary: string;
-  readonly apiPort: number;
-  /** Holds gobgpd.pid and gobgpd.log. */
+  readonly apiPort?: number;
+  /** Holds gobgpd.pid, gobgpd.log and gobgpd/api.sock. */
   readonly stateDir: string;
   readonly logger: Logger;
   /** Announces every bound EIP to a speaker that holds none (a fresh one). */
@@ -54,8 +75,13 @@ const RESTART_BACKOFF_MAX_MS = 30_000;
 
 /** A gobgpd of ours: the process we started or adopted. */
 interface OwnProcess {
-  readonly pid: number;
+  readonly identity: ProcessIdentity;
   exited: boolean;
+}
+
+/** The Unix socket of the API of the gobgpd the agent runs. */
+export function ownApiSocket(stateDir: string): string {
+  return join(stateDir, "gobgpd", "api.sock");
 }
 
 export class GobgpSpeaker {
@@ -74,9 +100,12 @@ export class GobgpSpeaker {
     private readonly opts: SpeakerOptions,
   ) {}
 
-  /** The API address the agent talks to. */
-  static target(opts: Pick<SpeakerOptions, "endpoint" | "apiPort">): string {
-    return opts.endpoint ?? `127.0.0.1:${opts.apiPort}`;
+  /** The API address the agent talks to (a grpc-js target). */
+  static target(opts: Pick<SpeakerOptions, "endpoint" | "apiPort" | "stateDir">): string {
+    if (opts.endpoint !== undefined) return opts.endpoint;
+    return opts.apiPort !== undefined
+      ? `127.0.0.1:${opts.apiPort}`
+      : `unix:${ownApiSocket(opts.stateDir)}`;
   }
 
   /** Brings the speaker up (adopting a running gobgpd of ours) and keeps watching it. */
@@ -102,7 +131,7 @@ export class GobgpSpeaker {
   }
 
   get pid(): number | undefined {
-    return this.process && !this.process.exited ? this.process.pid : undefined;
+    return this.process && !this.process.exited ? this.process.identity.pid : undefined;
   }
 
   /** Runs one bring-up, probe or restart at a time. */
@@ -116,8 +145,9 @@ export class GobgpSpeaker {
   }
 
   private async bringUp(): Promise<void> {
-    const { logger, global } = this.opts;
-    if (this.opts.endpoint === undefined) await this.ensureOwnProcess();
+    const { logger, global, endpoint } = this.opts;
+    if (endpoint === undefined) await this.ensureOwnProcess();
+    else if (endpoint.startsWith("unix:")) await checkPrivateDir(dirname(endpoint.slice(5)));
     const running = await this.waitForApi();
     let fresh = running.asn === 0;
     if (!fresh && (running.asn !== global.asn || running.routerId !== global.routerId)) {
@@ -156,7 +186,7 @@ export class GobgpSpeaker {
     for (const peer of peers) {
       const have = existing.get(peer.address);
       existing.delete(peer.address);
-      if (have && have.asn === peer.asn) continue;
+      if (have && have.asn === peer.asn && sameSettings(have.settings, peer)) continue;
       if (have) await this.api.deletePeer(peer.address);
       // "Restarting": a router that kept our routes as stale keeps them until our End-of-RIB.
       await this.api.addPeer({ ...peer, restarting: fresh && peer.gracefulRestartSec > 0 });
@@ -198,7 +228,7 @@ export class GobgpSpeaker {
   private async probe(): Promise<void> {
     if (this.stopped) return;
     const own = this.process;
-    const dead = own !== undefined && (own.exited || !alive(own.pid));
+    const dead = own !== undefined && (own.exited || !(await isRunning(own.identity)));
     let healthy = !dead;
     if (healthy) {
       try {
@@ -217,7 +247,7 @@ export class GobgpSpeaker {
     this.probeFailures++;
     if (!dead && this.probeFailures < PROBE_FAILURES_MAX) return;
     this.opts.logger.error(
-      { pid: own?.pid, dead, failures: this.probeFailures },
+      { pid: own?.identity.pid, dead, failures: this.probeFailures },
       dead ? "BGP speaker: gobgpd exited; starting it again" : "BGP speaker: gobgpd not answering",
     );
     this.stopWatch?.();
@@ -254,41 +284,60 @@ export class GobgpSpeaker {
     }
   }
 
-  /** Adopts the gobgpd our PID file names if it still runs, else starts one. */
+  /** gobgpd's arguments: the API on our socket, or on the loopback port asked for. */
+  private gobgpdArgs(): string[] {
+    const { apiPort, stateDir } = this.opts;
+    const api = apiPort !== undefined ? `127.0.0.1:${apiPort}` : `unix://${ownApiSocket(stateDir)}`;
+    return [`--api-hosts=${api}`, "--pprof-disable", "--log-level=info"];
+  }
+
+  /** Adopts the gobgpd our PID file names if it is still that process, else starts one. */
   private async ensureOwnProcess(): Promise<void> {
-    if (this.process && !this.process.exited && alive(this.process.pid)) return;
-    const pidFile = join(this.opts.stateDir, PID_FILE);
-    const recorded = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
-    if (recorded > 0 && (await isGobgpd(recorded))) {
-      this.process = { pid: recorded, exited: false };
-      this.opts.logger.info({ pid: recorded }, "BGP speaker: adopting the running gobgpd");
+    const { logger, stateDir, apiPort } = this.opts;
+    if (this.process && !this.process.exited && (await isRunning(this.process.identity))) return;
+    const pidFile = join(stateDir, PID_FILE);
+    const args = this.gobgpdArgs();
+    const found = await runningOwnProcess(stateDir, logger);
+    if (found && sameArgs(found.cmdline.slice(1), args)) {
+      this.process = { identity: found, exited: false };
+      logger.info({ pid: found.pid }, "BGP speaker: adopting the running gobgpd");
       return;
     }
-    const log = openSync(join(this.opts.stateDir, LOG_FILE), "a");
+    if (found) {
+      logger.warn(
+        { pid: found.pid, running: found.cmdline, wanted: args },
+        "BGP speaker: our gobgpd serves its API elsewhere; replacing it",
+      );
+      await terminate(found);
+    }
+    if (apiPort === undefined) await prepareSocket(ownApiSocket(stateDir));
+    const log = openSync(join(stateDir, LOG_FILE), "a");
     try {
       // Its own session: it outlives the agent, and a signal to the agent's group misses it.
-      const child = spawn(
-        this.opts.binary,
-        [`--api-hosts=127.0.0.1:${this.opts.apiPort}`, "--pprof-disable", "--log-level=info"],
-        { detached: true, stdio: ["ignore", log, log] },
-      );
+      const child = spawn(this.opts.binary, args, {
+        detached: true,
+        stdio: ["ignore", log, log],
+      });
       const started = await new Promise<number>((resolve, reject) => {
         child.once("error", reject);
         child.once("spawn", () => resolve(child.pid ?? 0));
       });
-      const own: OwnProcess = { pid: started, exited: false };
+      const own = { exited: false };
       child.once("exit", (code, signal) => {
         own.exited = true;
         if (!this.stopped) {
-          this.opts.logger.error({ pid: started, code, signal }, "BGP speaker: gobgpd exited");
+          logger.error({ pid: started, code, signal }, "BGP speaker: gobgpd exited");
           void this.serialised(() => this.probe());
         }
       });
       child.unref();
-      this.process = own;
-      await writeFile(pidFile, `${started}\n`);
-      this.opts.logger.info(
-        { pid: started, apiPort: this.opts.apiPort },
+      // After "spawn" the child has exec'd gobgpd: its identity is gobgpd's.
+      const identity = await identify(started);
+      if (!identity || own.exited) throw new Error("gobgpd exited at start; see gobgpd.log");
+      this.process = Object.assign(own, { identity });
+      await writeRecord(pidFile, identity);
+      logger.info(
+        { pid: started, api: GobgpSpeaker.target(this.opts) },
         "BGP speaker: gobgpd started",
       );
     } finally {
@@ -300,42 +349,96 @@ export class GobgpSpeaker {
     const own = this.process;
     this.process = undefined;
     if (!own || own.exited) return;
-    await terminate(own.pid);
+    await terminate(own.identity);
     own.exited = true;
   }
 }
 
 /** With --bgp-type none: stops a gobgpd a former configuration of the agent left running. */
 export async function stopLeftoverSpeaker(stateDir: string, logger: Logger): Promise<void> {
-  const pidFile = join(stateDir, PID_FILE);
-  const pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim());
-  if (pid > 0 && (await isGobgpd(pid))) {
-    logger.info({ pid }, "BGP is off: stopping the gobgpd left by an earlier configuration");
-    await terminate(pid);
+  const found = await runningOwnProcess(stateDir, logger);
+  if (found) {
+    logger.info(
+      { pid: found.pid },
+      "BGP is off: stopping the gobgpd left by an earlier configuration",
+    );
+    await terminate(found);
   }
-  await rm(pidFile, { force: true });
+  await removeSocket(ownApiSocket(stateDir));
+  await rm(join(stateDir, PID_FILE), { force: true });
 }
 
-/** Running, and not a zombie nobody reaped (in a container without an init, none does). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return !/^\d+ \(.*\) [ZX]/.test(stat);
-  } catch {
-    return false;
+/**
+ * The gobgpd our PID file records, if that very process still runs. A process that took its
+ * PID since, or a PID file that proves nothing (an older agent's bare PID), is left alone.
+ */
+async function runningOwnProcess(
+  stateDir: string,
+  logger: Logger,
+): Promise<ProcessIdentity | undefined> {
+  const recorded = await readRecord(join(stateDir, PID_FILE));
+  if (!recorded) return undefined;
+  if (!recorded.identity) {
+    logger.warn(
+      { why: recorded.why },
+      "BGP speaker: PID file not trusted; its process is left alone",
+    );
+    return undefined;
+  }
+  if (await isRunning(recorded.identity)) return recorded.identity;
+  logger.info({ pid: recorded.identity.pid }, "BGP speaker: the recorded gobgpd no longer runs");
+  return undefined;
+}
+
+function sameArgs(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((arg, i) => arg === b[i]);
+}
+
+function sameSettings(have: ListedPeer["settings"], want: PeerConfig): boolean {
+  return (
+    have.port === want.port &&
+    have.password === want.password &&
+    have.holdTimeSec === want.holdTimeSec &&
+    have.connectRetrySec === want.connectRetrySec &&
+    have.gracefulRestartSec === want.gracefulRestartSec
+  );
+}
+
+/** Only the agent's user may enter `dir`: a directory (not a link) of ours, mode 0700 or less. */
+async function checkPrivateDir(dir: string): Promise<void> {
+  const st = await lstat(dir);
+  const uid = process.getuid?.() ?? 0;
+  if (!st.isDirectory()) throw new Error(`${dir} (gobgpd's API socket) is not a directory`);
+  if (st.uid !== uid) {
+    throw new Error(
+      `${dir} (gobgpd's API socket) belongs to uid ${st.uid}, not the agent's ${uid}`,
+    );
+  }
+  if ((st.mode & 0o077) !== 0) {
+    throw new Error(
+      `${dir} (gobgpd's API socket) is open to other users (mode ${(st.mode & 0o777).toString(8)}); make it 0700`,
+    );
   }
 }
 
-async function isGobgpd(pid: number): Promise<boolean> {
-  const comm = await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "");
-  return comm.trim() === "gobgpd" && alive(pid);
+/** Our socket's directory made private, and a socket a dead gobgpd left there removed. */
+async function prepareSocket(socket: string): Promise<void> {
+  const dir = dirname(socket);
+  await mkdir(dir, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "EEXIST") throw err;
+  });
+  const st = await lstat(dir);
+  // Ours by name in our state directory: make it private again if someone opened it.
+  if (st.isDirectory() && !st.isSymbolicLink() && st.uid === (process.getuid?.() ?? 0)) {
+    await chmod(dir, 0o700);
+  }
+  await checkPrivateDir(dir);
+  await removeSocket(socket);
 }
 
-async function terminate(pid: number): Promise<void> {
-  if (!alive(pid)) return;
-  process.kill(pid, "SIGTERM");
-  for (let i = 0; i < 50 && alive(pid) && (await isGobgpd(pid)); i++) await sleep(100);
-  if (alive(pid) && (await isGobgpd(pid))) process.kill(pid, "SIGKILL");
+async function removeSocket(socket: string): Promise<void> {
+  const st = await lstat(socket).catch(() => undefined);
+  if (st?.isSocket()) await rm(socket);
 }
 
 function sleep(ms: number): Promise<void> {
