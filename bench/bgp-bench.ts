@@ -231,7 +231,11 @@ class Agent {
   /** Stops the gobgpd the agent left running (a node boot starts without it). */
   async killSpeaker(): Promise<void> {
     const { readFile } = await import("node:fs/promises");
-    const pid = Number((await readFile(join(this.stateDir, "gobgpd.pid"), "utf8")).trim());
+    // gobgpd.pid is a JSON record (PID, start time, executable, argv): see src/bgp/own-process.ts.
+    const record = JSON.parse(await readFile(join(this.stateDir, "gobgpd.pid"), "utf8")) as {
+      pid: number;
+    };
+    const pid = record.pid;
     if (pid > 0) await stopPids([pid]);
   }
 

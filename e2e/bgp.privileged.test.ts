@@ -1,10 +1,15 @@
 // BGP announcements end to end: real agents running gobgpd on two lab nodes, the lab's EIP
 // router running BIRD 2 (another implementation) and installing what it learns into its
-// kernel table, and traffic from a host behind the router.
+// kernel table, and traffic from a host behind the router. Also what keeps gobgpd the
+// agent's alone: its API reachable by no other process of the node, and a PID file that
+// names another process leaving that process alive.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { chmod, readFile, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { GobgpClient } from "../src/bgp/gobgp-api.js";
+import { identify } from "../src/bgp/own-process.js";
+import { ownApiSocket } from "../src/bgp/speaker.js";
 import { Lab } from "../src/lab/lab.js";
 import { type NodeAgent, eipctl, startAgent } from "../src/lab/agents.js";
 import { type BgpRouter, startBgpRouter } from "../src/lab/bgp-router.js";
@@ -36,8 +41,12 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
       (s) => s.trim(),
       () => undefined,
     );
+  const pidFile = (node: number) => join(lab.stateDir(`agent-node${node}`), "gobgpd.pid");
+  /** The PID gobgpd.pid records (a JSON record: PID, boot id, start time, exe, argv). */
   const gobgpdPid = async (node: number) =>
-    Number((await readFile(join(lab.stateDir(`agent-node${node}`), "gobgpd.pid"), "utf8")).trim());
+    (JSON.parse(await readFile(pidFile(node), "utf8")) as { pid: number }).pid;
+  const apiSocket = (node: number) => ownApiSocket(lab.stateDir(`agent-node${node}`));
+  const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
   const start = async (node: number, extraArgs: readonly string[] = []) => {
     const agent = await startAgent(lab, node, {
       extraArgs: [...router.agentArgs(node), ...extraArgs],
@@ -153,6 +162,30 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
     assert.match(stdout, /^kube_eip_agent_bgp_announced 1$/m);
   });
 
+  test("gobgpd's API: no TCP port in the node's namespace, its socket closed to other users", async () => {
+    const pid = await gobgpdPid(1);
+    const ss = async (flags: string) =>
+      (await lab.nodeExec(1, ["ss", flags])).stdout
+        .split("\n")
+        .filter((l) => l.includes(`pid=${pid},`));
+    assert.equal((await ss("-Hxlnp")).length, 1, "ss in the namespace sees gobgpd's Unix socket");
+    assert.deepEqual(await ss("-Htulnp"), [], "and no TCP or UDP port of gobgpd");
+    const cli = await lab.nodeExec(1, ["gobgp", "--target", `unix://${apiSocket(1)}`, "global"]);
+    assert.match(cli.stdout, /AS:\s+65001/, "the agent's user reaches it");
+    // As if gobgpd had run with umask 0: the directory alone keeps others out.
+    await chmod(apiSocket(1), 0o777);
+    const stateDir = lab.stateDir("agent-node1");
+    const seen = await lab.nodeExec(1, [...asNobody, "ls", stateDir]);
+    assert.match(seen.stdout, /^gobgpd$/m, "uid 65534 can see the socket's directory");
+    // A client of uid 65534 in the node's namespace: it runs (exit 0) and says what
+    // connecting gave.
+    const connect = `require("node:net").connect(${JSON.stringify(apiSocket(1))})
+      .on("connect", () => { console.log("connected"); process.exit(0); })
+      .on("error", (e) => { console.log(e.code); process.exit(0); })`;
+    const other = (await lab.nodeExec(1, [...asNobody, process.execPath, "-e", connect])).stdout;
+    assert.equal(other.trim(), "EACCES");
+  });
+
   test("two nodes announce only their own EIPs; unbind withdraws", async () => {
     const r = await op(2, "bind", EIP_B, vmiB);
     assert.equal(r.code, 0, r.stderr);
@@ -241,6 +274,38 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
     assert.ok(await routeBecomes(EIP_A, mgmt(1), SESSION_MS), "announced again");
   });
 
+  test("a PID file naming another process leaves it alive: with --bgp-type none and at start", async () => {
+    // Our gobgpd gone (as after a node reboot), its PID taken by a `sleep` that even bears
+    // the name gobgpd.
+    const record = JSON.parse(await readFile(pidFile(1), "utf8")) as { pid: number };
+    await agents.get(1)?.stop();
+    process.kill(record.pid, "SIGKILL");
+    assert.ok(await eventually(async () => (await identify(record.pid)) === undefined, 5000));
+    const link = join(lab.stateDir("impostor"), "gobgpd");
+    await symlink("/bin/sleep", link);
+    const impostor = await lab.spawnIn(lab.nodeNamespace(1), [link, "600"], { name: "impostor" });
+    const comm = () => readFile(`/proc/${impostor.pid}/comm`, "utf8").catch(() => "");
+    // `ip netns exec` has exec'd it once its name is gobgpd.
+    assert.ok(await eventually(async () => (await comm()).trim() === "gobgpd", 5000));
+    try {
+      // An older agent's bare PID, with BGP off.
+      await writeFile(pidFile(1), `${impostor.pid}\n`);
+      const off = await startAgent(lab, 1);
+      agents.set(1, off);
+      assert.match(off.proc.output(), /PID file not trusted/);
+      await off.stop();
+      assert.ok(impostor.running(), "--bgp-type none left it alive");
+      // Our gobgpd's record, its PID since taken by the impostor, at a start with BGP.
+      await writeFile(pidFile(1), JSON.stringify({ ...record, pid: impostor.pid }));
+      await start(1);
+      assert.ok(await routeBecomes(EIP_A, mgmt(1), SESSION_MS), "a gobgpd of its own announces");
+      assert.notEqual(await gobgpdPid(1), impostor.pid);
+      assert.ok(impostor.running(), "the start left it alive");
+    } finally {
+      await impostor.stop();
+    }
+  });
+
   test("an unreachable peer is a visible down state; binds still apply their NAT", async () => {
     await agents.get(2)?.stop();
     const agent = await start(2, ["--bgp-peer", "172.16.0.250:65000"]);
@@ -252,6 +317,31 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
     const bad = rsp.peers.find((p) => p.address === "172.16.0.250");
     assert.ok(bad && bad.state !== "ESTABLISHED", JSON.stringify(rsp));
     assert.ok(agent.proc.running());
+  });
+
+  test("password, hold time and graceful restart time reach gobgpd (read back through its API)", async () => {
+    const pid = await gobgpdPid(2);
+    await agents.get(2)?.stop();
+    await start(2, [
+      ...["--bgp-password", "md5-s3cret", "--bgp-hold-time", "33"],
+      ...["--bgp-graceful-restart-time", "77", "--bgp-peer-port", "1179"],
+    ]);
+    assert.equal(await gobgpdPid(2), pid, "the running gobgpd, adopted");
+    const client = new GobgpClient(`unix:${apiSocket(2)}`);
+    try {
+      const peers = await client.listPeers();
+      assert.equal(peers.length, 1, JSON.stringify(peers));
+      assert.equal(peers[0]?.address, lab.describe().router.mgmtAddress);
+      assert.deepEqual(peers[0]?.settings, {
+        port: 1179,
+        password: "md5-s3cret",
+        holdTimeSec: 33,
+        connectRetrySec: 5,
+        gracefulRestartSec: 77,
+      });
+    } finally {
+      client.close();
+    }
   });
 });
 

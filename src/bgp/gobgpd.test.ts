@@ -4,10 +4,11 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { eventually } from "../../e2e/harness.js";
 import { GobgpClient, type PeerConfig } from "./gobgp-api.js";
 import { type ProcessIdentity, identify, isRunning } from "./own-process.js";
 import { GobgpSpeaker, ownApiSocket, stopLeftoverSpeaker } from "./speaker.js";
@@ -171,6 +172,52 @@ describe("the speaker with a real gobgpd", { skip: GOBGPD ? false : "no gobgpd" 
       assert.ok(await isRunning(now), "the start left it alone");
     });
   }
+
+  test("a sidecar's socket: refused while other users may enter its directory, used once 0700", async () => {
+    const dir = join(root, `sidecar${n++}`);
+    await mkdir(dir, { mode: 0o755 });
+    await chmod(dir, 0o755);
+    const socket = join(dir, "api.sock");
+    const sidecar = spawn(GOBGPD ?? "gobgpd", [`--api-hosts=unix://${socket}`, "--pprof-disable"], {
+      stdio: "ignore",
+    });
+    impostors.push(sidecar);
+    const probe = new GobgpClient(`unix:${socket}`);
+    const errors: string[] = [];
+    const logger = pino({ level: "error" }, { write: (line: string) => errors.push(line) });
+    const opts = {
+      global: { asn: 65001, routerId: "10.255.0.1", listenPort: -1 },
+      peers: [PEER],
+      endpoint: `unix:${socket}`,
+      binary: "/nonexistent/gobgpd",
+      stateDir: await newStateDir(),
+      logger,
+      announce: async () => {},
+      probeIntervalMs: 60_000,
+    };
+    const client = new GobgpClient(GobgpSpeaker.target(opts));
+    const speaker = new GobgpSpeaker(client, opts);
+    try {
+      const answers = () =>
+        probe.getGlobal(500).then(
+          () => true,
+          () => false,
+        );
+      assert.ok(await eventually(answers, 10_000), "the sidecar answers");
+      await speaker.start();
+      assert.match(errors.join(""), /open to other users \(mode 755\)/);
+      assert.equal((await probe.getGlobal()).asn, 0, "the agent configured nothing there");
+      await chmod(dir, 0o700);
+      assert.ok(
+        await eventually(async () => (await probe.getGlobal()).asn === 65001, 10_000),
+        "configured once the directory is private",
+      );
+    } finally {
+      await speaker.stop();
+      client.close();
+      probe.close();
+    }
+  });
 
   test("--bgp-type none stops the gobgpd the PID file proves is ours", async () => {
     const stateDir = await newStateDir();
