@@ -292,9 +292,9 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
       await writeFile(pidFile(1), `${impostor.pid}\n`);
       const off = await startAgent(lab, 1);
       agents.set(1, off);
-      assert.match(off.proc.output(), /PID file not trusted/);
       await off.stop();
       assert.ok(impostor.running(), "--bgp-type none left it alive");
+      assert.match(off.proc.output(), /PID file not trusted/);
       // Our gobgpd's record, its PID since taken by the impostor, at a start with BGP.
       await writeFile(pidFile(1), JSON.stringify({ ...record, pid: impostor.pid }));
       await start(1);
