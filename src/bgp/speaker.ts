@@ -11,10 +11,10 @@
 // identity (own-process.ts) kept in the state directory, and a restarted agent adopts it, so
 // an agent restart or upgrade leaves the BGP sessions, and so the routes at the router,
 // untouched. Only a process proven to be that gobgpd is adopted or signalled, never one
-// that took its PID. A gobgpd that is
-// found dead or wrongly configured is replaced, and its peers are added with the graceful
-// restart "restarting" flag: a router that kept our routes as stale keeps them until the
-// new speaker has sent them all again (End-of-RIB), rather than dropping them at once.
+// that took its PID. A gobgpd that is found dead or wrongly configured is replaced, and its
+// peers are added with the graceful restart "restarting" flag: a router that kept our routes
+// as stale keeps them until the new speaker has sent them all again (End-of-RIB), rather
+// than dropping them at once.
 // Paths live only in gobgpd's memory; after a fresh speaker starts, `announce` (the apply
 // loop re-reading and re-announcing every bound EIP) runs before any peer is added, so the
 // first update a router receives already holds all of them.
