@@ -77,7 +77,7 @@ for (const mode of ["nft", "legacy"] as const) {
 
     test("an agent without --internal-net, or whose --eip-cidr overlaps one, exits 2 with the reason", async () => {
       const alone = lab.stateDir("agent-misconfigured");
-      // Were it to start, it would not disturb the running agent.
+      // Were it to start, it would not disturb the running agent (and it is stopped).
       const apart = [
         ...["--state-dir", alone, "--unix-socket", join(alone, "agent.sock")],
         ...["--port", "6128", "--metrics-address", ""],
@@ -92,12 +92,20 @@ for (const mode of ["nft", "legacy"] as const) {
         ],
       ];
       for (const [args, reason] of cases) {
-        const err = await lab.nodeExec(1, [process.execPath, AGENT_BIN, ...args]).then(
-          () => assert.fail("the agent must not start"),
-          (e: { exitCode?: number; stderr?: string }) => e,
+        const started = lab.spawnIn(lab.nodeNamespace(1), [process.execPath, AGENT_BIN, ...args], {
+          name: "agent-misconfigured",
+          waitFor: /"msg":"serving gRPC"/,
+          timeoutMs: 20_000,
+        });
+        const err = await started.then(
+          async (proc) => {
+            await proc.stop();
+            return assert.fail("the agent must not start");
+          },
+          (e: Error) => e,
         );
-        assert.equal(err.exitCode, 2, err.stderr);
-        assert.match(err.stderr ?? "", reason);
+        assert.match(err.message, /exited \(code 2,/);
+        assert.match(err.message, reason);
       }
     });
   });
