@@ -246,7 +246,11 @@ export async function startAgent(
   const service = new AgentService({
     table,
     dataplane,
-    policy: { eipCidr: config.eipCidr, internalNets: config.internalNets },
+    policy: {
+      eipCidr: config.eipCidr,
+      internalNets: config.internalNets,
+      gatewayIp: config.gatewayIp,
+    },
     logger,
     metrics,
     ...(bgp

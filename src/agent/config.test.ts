@@ -10,16 +10,12 @@ const required = [
   "eth1",
   "--eip-cidr",
   "192.168.18.0/24",
+  "--internal-net",
+  "10.244.0.0/16",
 ];
 
 test("the seed's flags and defaults", () => {
-  const c = parseAgentArgs([
-    ...required,
-    "--internal-net",
-    "10.244.0.0/16",
-    "--internal-net",
-    "192.168.223.0/24",
-  ]);
+  const c = parseAgentArgs([...required, "--internal-net", "192.168.223.0/24"]);
   assert.equal(c.port, 6127);
   assert.equal(c.logLevel, "info");
   assert.equal(c.bgpType, "none");
@@ -42,6 +38,8 @@ test("Go-style single-dash flags of the seed's scripts still work", () => {
     "-port",
     "7000",
     "-arp-poisoning",
+    "-internal-net",
+    "10.244.0.0/16",
   ]);
   assert.equal(c.port, 7000);
   assert.equal(c.gatewayDev, "eth1");
@@ -169,4 +167,36 @@ test("bad BGP settings are refused with a clear message", () => {
       },
     );
   }
+});
+
+test("an agent without --internal-net, or whose --eip-cidr overlaps one, does not start", () => {
+  const base = required.slice(0, 6);
+  const cases: [string[], string][] = [
+    [
+      base,
+      "no --internal-net: give the pod and service networks (the ConfigMap's pod_net and svc_net)",
+    ],
+    [
+      [...base, "--internal-net", "192.168.0.0/16"],
+      "--eip-cidr 192.168.18.0/24 overlaps --internal-net 192.168.0.0/16",
+    ],
+    [
+      [...base, "--internal-net", "10.244.0.0/16", "--internal-net", "192.168.18.128/25"],
+      "--eip-cidr 192.168.18.0/24 overlaps --internal-net 192.168.18.128/25",
+    ],
+    [
+      [...base, "--internal-net", "192.168.18.0/24"],
+      "--eip-cidr 192.168.18.0/24 overlaps --internal-net 192.168.18.0/24",
+    ],
+  ];
+  for (const [argv, message] of cases) {
+    assert.throws(
+      () => parseAgentArgs(argv),
+      (e: Error) => e instanceof ConfigError && e.message === message,
+      argv.join(" "),
+    );
+  }
+  // Next to each other is not overlapping.
+  const c = parseAgentArgs([...base, "--internal-net", "192.168.19.0/24"]);
+  assert.deepEqual(c.internalNets.map(formatIpv4Net), ["192.168.19.0/24"]);
 });

@@ -145,7 +145,7 @@ export function agentCommand(): Command {
     )
     .option(
       "--internal-net <cidr>",
-      "pod or service network: traffic to it is never NATed (repeatable)",
+      "pod or service network: traffic to it is never NATed, a VMI address must be in one (repeatable, at least one)",
       collectCidr,
       [] as Ipv4Net[],
     )
@@ -306,6 +306,21 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
   if (missing.length > 0) throw new ConfigError(`missing required flag(s): ${missing.join(", ")}`);
   const eipCidr = o.eipCidr as Ipv4Net;
   const gatewayIp = o.gatewayIp as string;
+  if (o.internalNet.length === 0) {
+    // Without one, any VMI address would be accepted, the node's own services behind the
+    // CNI gateway included, and every destination would be NATed.
+    throw new ConfigError(
+      "no --internal-net: give the pod and service networks (the ConfigMap's pod_net and svc_net)",
+    );
+  }
+  const overlapping = o.internalNet.find(
+    (n) => netContains(n, eipCidr.base) || netContains(eipCidr, n.base),
+  );
+  if (overlapping) {
+    throw new ConfigError(
+      `--eip-cidr ${formatIpv4Net(eipCidr)} overlaps --internal-net ${formatIpv4Net(overlapping)}`,
+    );
+  }
   if (!netContains(eipCidr, parseIpv4(gatewayIp) ?? 0)) {
     throw new ConfigError(
       `--gateway-ip ${gatewayIp} is outside --eip-cidr ${formatIpv4Net(eipCidr)}`,

@@ -78,7 +78,7 @@ test("a re-read spoiled by a concurrent apply is dropped, and the next round rea
   recorder.gate = new Promise((r) => (open = r));
   const resync = dataplane.backgroundResync();
   await new Promise((r) => setImmediate(r));
-  table.apply({ action: "bind", binding: { eip: "192.168.18.5", vmi: "10.0.0.5" } }, "T");
+  table.propose({ action: "bind", binding: { eip: "192.168.18.5", vmi: "10.0.0.5" } }, "T");
   await dataplane.sync(); // an apply while the first read is under way
   recorder.gate = undefined;
   open();
@@ -98,7 +98,7 @@ test("a node too busy for background reads gets its re-read inside the loop", as
   let n = 0;
   recorder.read = async () => {
     // Every read races an apply.
-    table.apply(
+    table.propose(
       { action: "bind", binding: { eip: `192.168.18.${10 + n}`, vmi: `10.0.0.${10 + n}` } },
       "T",
     );

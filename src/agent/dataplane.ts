@@ -1,13 +1,16 @@
 // The agent's one apply loop: the only writer of the node's saved bindings and of every
 // kernel table we own.
 //
-// Requests change the in-memory BindingTable synchronously and then wait on sync(); all
-// requests that arrive while an apply runs share the next one, so N concurrent binds cost
-// one state-file write and one batch per subsystem. One apply: save the table (if it
-// changed), plan the desired kernel state, then let each subsystem write its difference,
-// in order ipset -> iptables -> ip rules/routes/addresses/proxy entries -> sysctls (sets
-// exist before rules use them). A failure rejects the waiting requests with the failing phase and the loop retries
-// by itself with exponential backoff and jitter until the kernel matches again. Every
+// Requests stage their change in the BindingTable synchronously and then wait on sync();
+// all requests that arrive while an apply runs share the next one, so N concurrent binds
+// cost one state-file write and one batch per subsystem. One apply: save the staged
+// changes and only then commit them to the table (a failed save drops them all and fails
+// every waiting request with NotSavedError: nothing changed), plan the desired kernel
+// state, then let each subsystem write its difference, in order ipset -> iptables -> ip
+// rules/routes/addresses/proxy entries -> sysctls (sets exist before rules use them). A
+// kernel failure rejects the waiting requests with the failing phase; their changes are
+// saved and stay wanted, and the loop retries by itself with exponential backoff and
+// jitter until the kernel matches again (the table shows them pending until then). Every
 // resync interval the kernel is re-read and what drifted is repaired.
 // The subsystems write in order on the first apply, on re-reads and after a failure (our
 // sets must exist before rules name them); otherwise their batches run at once.
@@ -71,7 +74,6 @@ export class Dataplane {
   private pending = false;
   private running = false;
   private rereadNext = true;
-  private savedVersion = -1;
   private snapshotNext = true;
   private appliedVersion = -1;
   private failures = 0;
@@ -161,7 +163,8 @@ export class Dataplane {
   private kick(): void {
     this.pending = true;
     if (this.stopped) {
-      this.failWaiters(new KernelError(Phase.State, "the agent is shutting down"));
+      // Nothing saves what these requests staged: they changed nothing.
+      this.failWaiters(new NotSavedError("the agent is shutting down"));
       return;
     }
     if (!this.running) this.idle = this.loop();
@@ -206,6 +209,8 @@ export class Dataplane {
             "apply failed; will retry",
           );
           for (const w of waiters) w.reject(kerr);
+          // Their changes were dropped too (discard), as they were checked against these.
+          if (kerr instanceof NotSavedError) this.failWaiters(kerr);
           this.scheduleRetry();
         }
       }
@@ -242,28 +247,26 @@ export class Dataplane {
   }): Promise<void> {
     const { table, store, config, subsystems, metrics, logger } = this.opts;
     const endTimer = metrics.applyDuration.startTimer();
-    const version = table.version;
-    const bindings = table.list();
-    if (version !== this.savedVersion) {
+    const staged = table.takeStaged();
+    if (staged.changes.length > 0 || this.snapshotNext) {
       try {
         // A fresh snapshot first (it compacts what load replayed) and after a failed save
-        // (whose changes left the table's log); otherwise only the changes are appended.
-        const changes = table.takeChanges();
-        if (this.snapshotNext) await store.save(bindings);
-        else await store.record(changes, bindings);
+        // (a failed append may have left part of a line); otherwise only the changes are
+        // appended.
+        if (this.snapshotNext) await store.save(staged.after);
+        else await store.record(staged.changes, staged.after);
         this.snapshotNext = false;
       } catch (err) {
         this.snapshotNext = true;
-        throw new KernelError(
-          Phase.State,
-          `saving the bindings failed: ${(err as Error).message}`,
-          {
-            cause: err,
-          },
-        );
+        table.discard();
+        throw new NotSavedError(`saving the bindings failed: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
-      this.savedVersion = version;
+      table.commit(staged.changes);
     }
+    const version = table.version;
+    const bindings = table.list();
     const desired = plan(config, bindings);
     const late = (s: Subsystem) => s.withdraw !== undefined || s.after === true;
     const announcers = subsystems.filter((s) => s.withdraw !== undefined);
@@ -311,6 +314,17 @@ export class Dataplane {
       logger.warn({ op: "resync", changes }, "repaired kernel state that had drifted");
     }
     this.appliedVersion = version;
+    table.confirm(version);
+  }
+}
+
+/**
+ * Saving failed, so the table dropped every change not yet saved: the requests waiting
+ * changed nothing.
+ */
+export class NotSavedError extends KernelError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(Phase.State, message, options);
   }
 }
 

@@ -105,7 +105,8 @@ test("the plan depends only on the resulting bindings, not on the order of opera
   ];
   const results = orders.map((order) => {
     const t = new BindingTable();
-    for (const op of order) t.apply(op, "T");
+    for (const op of order) t.propose(op, "T");
+    t.commit(t.takeStaged().changes);
     return plan(config, t.list());
   });
   for (const r of results.slice(1)) assert.deepEqual(r, results[0]);

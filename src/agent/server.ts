@@ -1,6 +1,13 @@
 // The agent's gRPC face: the seed's EipOperate (a refusal is a reply with result "Failed"
 // and a reason, as the seed did, never a gRPC error), ListBindings, and the standard
 // health service. Handlers never throw: every outcome is an answer.
+//
+// A reply means what it says: "Succeed" once the change is saved and in the kernel;
+// "Failed" with errPhase 0 (refused) or 6 and NotSavedError (the save failed) changed
+// nothing; "Failed" with another phase was saved and stays wanted, the loop retries it,
+// the reason says so and ListBindings shows the binding pending. Input is bounded: the
+// server takes messages up to MAX_MESSAGE_BYTES and STREAMS_MAX calls per connection at
+// once, and replies and logs echo a caller's input only cut short (request.ts).
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
@@ -15,9 +22,9 @@ import {
 import { KernelError } from "../kernel/manager.js";
 import type { PeerStatus } from "../bgp/gobgp-api.js";
 import type { BindingTable } from "./binding-table.js";
-import type { Dataplane } from "./dataplane.js";
+import { type Dataplane, NotSavedError } from "./dataplane.js";
 import type { AgentMetrics } from "./metrics.js";
-import { type RequestPolicy, parseRequest } from "./request.js";
+import { type RequestPolicy, parseRequest, shown } from "./request.js";
 
 export interface ServerTls {
   readonly cert: string;
@@ -55,13 +62,18 @@ export class AgentService {
     };
     if (!parsed.ok) {
       logger.warn(
-        { op: req.action, eip: req.eipAddr, vmi: req.vmiAddr, reason: parsed.reason },
+        {
+          op: shown(req.action),
+          eip: shown(req.eipAddr),
+          vmi: shown(req.vmiAddr),
+          reason: parsed.reason,
+        },
         "request refused",
       );
       return answer(failed(0, parsed.reason));
     }
     const { eip, vmi } = parsed.op.binding;
-    const outcome = table.apply(parsed.op, (this.opts.now?.() ?? new Date()).toISOString());
+    const outcome = table.propose(parsed.op, (this.opts.now?.() ?? new Date()).toISOString());
     if (outcome.kind === "conflict") {
       logger.warn({ op: action, eip, vmi, reason: outcome.reason }, "request refused");
       return answer(failed(0, outcome.reason));
@@ -74,8 +86,12 @@ export class AgentService {
       await dataplane.sync();
     } catch (err) {
       const kerr = err instanceof KernelError ? err : undefined;
-      const reason = kerr?.message ?? String(err);
-      logger.error({ op: action, eip, vmi, phase: kerr?.phase, err: reason }, "request failed");
+      const cause = clip(kerr?.message ?? String(err));
+      const reason =
+        err instanceof NotSavedError
+          ? `${cause}; nothing was changed`
+          : `${cause}; ${action === "bind" ? RETRIED_BIND : RETRIED_UNBIND}`;
+      logger.error({ op: action, eip, vmi, phase: kerr?.phase, err: cause }, "request failed");
       return answer(failed(kerr?.phase ?? 6, reason));
     }
     if (outcome.kind === "changed")
@@ -88,7 +104,12 @@ export class AgentService {
     const bindings = table
       .list()
       .sort((a, b) => (a.eip < b.eip ? -1 : 1))
-      .map((b) => ({ eipAddr: b.eip, vmiAddr: b.vmi, since: b.since }));
+      .map((b) => ({
+        eipAddr: b.eip,
+        vmiAddr: b.vmi,
+        since: b.since,
+        pending: table.isPending(b.eip),
+      }));
     return { bindings, inSync: dataplane.inSync, lastError: dataplane.error?.message ?? "" };
   }
 
@@ -115,6 +136,23 @@ export class AgentService {
   }
 }
 
+const RETRIED_BIND =
+  "the binding is saved and the agent retries until the kernel holds it (ListBindings shows it pending; an unbind gives it up)";
+const RETRIED_UNBIND =
+  "the unbind is saved and the agent retries until the kernel no longer holds the binding";
+
+/** The longest kernel error a reply carries (a tool's stderr can be long). */
+const CAUSE_MAX = 1024;
+
+function clip(text: string): string {
+  return text.length <= CAUSE_MAX ? text : `${text.slice(0, CAUSE_MAX)}... (cut)`;
+}
+
+/** The largest message the server takes: a request is a few dozen bytes. */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+/** Calls one connection may have open at once; more wait for one to end. */
+export const STREAMS_MAX = 64;
+
 function succeeded(): EipOpRsp {
   return { result: "Succeed", errPhase: 0, reason: "" };
 }
@@ -138,7 +176,10 @@ export function buildGrpcServer(service: AgentService): {
   server: grpc.Server;
   health: HealthImplementation;
 } {
-  const server = new grpc.Server();
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_concurrent_streams": STREAMS_MAX,
+  });
   server.addService(eipAgentService.service, {
     EipOperate: (
       call: grpc.ServerUnaryCall<EipOpReq, EipOpRsp>,

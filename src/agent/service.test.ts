@@ -1,6 +1,6 @@
 // The agent's request path end to end over real gRPC on localhost, with recording fake
 // subsystems in place of the kernel (the kernel path is tested for real in the lab).
-import { after, before, test } from "node:test";
+import { after, afterEach, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,14 +12,27 @@ import { AgentClient } from "../common/agent-api.js";
 import { parseIpv4Net, type Ipv4Net } from "../common/ipv4.js";
 import { KernelError, Phase } from "../kernel/manager.js";
 import { runEipctl } from "../cli/eipctl.js";
-import { BindingTable } from "./binding-table.js";
+import { SHOWN_MAX } from "./request.js";
+import { BindingTable, type Change, type HeldBinding } from "./binding-table.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
 import type { DesiredState } from "./plan.js";
-import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
+import {
+  AgentService,
+  type AgentServerOptions,
+  STREAMS_MAX,
+  bindServer,
+  buildGrpcServer,
+  serverCredentials,
+} from "./server.js";
 import { BindingStore } from "./store.js";
 
 const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
+const POLICY = {
+  eipCidr: net("192.168.18.0/24"),
+  internalNets: [net("10.244.0.0/16")],
+  gatewayIp: "192.168.18.1",
+};
 
 class FakeKernel implements Subsystem {
   readonly name = "fake";
@@ -39,23 +52,47 @@ class FakeKernel implements Subsystem {
   adopt(): void {}
 }
 
+/** The real store, with failures and a gate a test can set. */
+class FlakyStore {
+  failWith: Error | undefined;
+  /** While set, each write waits for it. */
+  gate: Promise<void> | undefined;
+  writes = 0;
+  constructor(private readonly inner: BindingStore) {}
+  save(bindings: readonly HeldBinding[]): Promise<void> {
+    return this.write(() => this.inner.save(bindings));
+  }
+  record(changes: readonly Change[], bindings: readonly HeldBinding[]): Promise<void> {
+    return this.write(() => this.inner.record(changes, bindings));
+  }
+  private async write(fn: () => Promise<void>): Promise<void> {
+    this.writes++;
+    await this.gate;
+    if (this.failWith) throw this.failWith;
+    return fn();
+  }
+}
+
 let dir: string;
 let server: grpc.Server;
 let target: string;
 let kernel: FakeKernel;
 let store: BindingStore;
+let saver: FlakyStore;
 let dataplane: Dataplane;
+let service: AgentService;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "keip-svc-"));
   kernel = new FakeKernel();
   store = new BindingStore(dir);
+  saver = new FlakyStore(store);
   const table = new BindingTable();
   const logger = pino({ level: "silent" });
   const metrics = new AgentMetrics();
   dataplane = new Dataplane({
     table,
-    store,
+    store: saver,
     config: {
       internalNets: ["10.244.0.0/16"],
       gatewayIp: "192.168.18.1",
@@ -70,16 +107,23 @@ before(async () => {
     retryBaseMs: 10,
     retryMaxMs: 20,
   });
-  const service = new AgentService({
+  service = new AgentService({
     table,
     dataplane,
-    policy: { eipCidr: net("192.168.18.0/24"), internalNets: [net("10.244.0.0/16")] },
+    policy: POLICY,
     logger,
     metrics,
   });
   ({ server } = buildGrpcServer(service));
   const port = await bindServer(server, "127.0.0.1:0", serverCredentials(undefined));
   target = `127.0.0.1:${port}`;
+});
+
+afterEach(() => {
+  // A failed test leaves no failure armed for the next.
+  saver.failWith = undefined;
+  saver.gate = undefined;
+  kernel.failWith = undefined;
 });
 
 after(async () => {
@@ -145,7 +189,10 @@ test("eipctl binds, lists as a table and as JSON, and unbinds; exit codes tell",
   assert.equal(r.code, 0, r.err);
   r = await ctl("--action", "list");
   assert.equal(r.code, 0);
-  assert.match(r.out, /^EIP\s+VMI\s+SINCE\n192\.168\.18\.100\s+10\.244\.1\.10\s+\d{4}-/);
+  assert.match(
+    r.out,
+    /^EIP\s+VMI\s+SINCE\s+STATE\n192\.168\.18\.100\s+10\.244\.1\.10\s+\d{4}-\S+\s+applied$/m,
+  );
   r = await ctl("--action", "list", "--output", "json");
   const listed = JSON.parse(r.out) as {
     bindings: { eipAddr: string; vmiAddr: string }[];
@@ -215,15 +262,34 @@ test("a kernel failure answers Failed with its phase, and the loop retries until
   assert.deepEqual(rsp, {
     result: "Failed",
     errPhase: 2,
-    reason: "iptables-restore: line 3 failed",
+    reason:
+      "iptables-restore: line 3 failed; the binding is saved and the agent retries until the kernel holds it (ListBindings shows it pending; an unbind gives it up)",
   });
   const listed = await client.listBindings();
   assert.equal(listed.inSync, false);
   assert.match(listed.lastError, /iptables-restore/);
+  assert.deepEqual(
+    listed.bindings.map((b) => [b.eipAddr, b.pending]),
+    [["192.168.18.200", true]],
+    "the Failed binding is visible, and pending",
+  );
+  assert.deepEqual(
+    (await store.load())?.map((b) => b.eip),
+    ["192.168.18.200"],
+    "and saved, as the reply says",
+  );
   const applies = kernel.applies;
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(kernel.applies > applies, "retried by itself");
   kernel.failWith = undefined;
+  // Healed by the retry alone: no longer pending, without a new request.
+  for (let i = 0; i < 100 && (await client.listBindings()).bindings[0]?.pending !== false; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.deepEqual(
+    (await client.listBindings()).bindings.map((b) => [b.eipAddr, b.pending]),
+    [["192.168.18.200", false]],
+  );
   // Repeating the bind waits for a successful apply: the binding was kept as desired.
   const again = await client.eipOperate({
     action: "bind",
@@ -255,4 +321,161 @@ test("the health service answers SERVING once the agent says so", async () => {
   assert.equal(rsp.status, "SERVING");
   c.close();
   s.forceShutdown();
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, fn: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await fn()) return;
+    await sleep(10);
+  }
+  assert.fail(`never: ${what}`);
+}
+
+const bindReq = (n: number, vmi = n) => ({
+  action: "bind",
+  eipAddr: `192.168.18.${n}`,
+  vmiAddr: `10.244.1.${vmi}`,
+});
+
+test("a failed save answers Failed, nothing was changed, and the bind never takes effect later", async () => {
+  const client = new AgentClient(target);
+  saver.failWith = new Error("ENOSPC: no space left on device");
+  const rsp = await client.eipOperate(bindReq(210));
+  assert.deepEqual(rsp, {
+    result: "Failed",
+    errPhase: 6,
+    reason: "saving the bindings failed: ENOSPC: no space left on device; nothing was changed",
+  });
+  assert.deepEqual((await client.listBindings()).bindings, [], "not held, not even in memory");
+  saver.failWith = undefined;
+  // The loop retries (and so writes the kernel again), but what it writes has no 210.
+  await until("in sync again", () => dataplane.inSync);
+  assert.deepEqual((await client.listBindings()).bindings, []);
+  assert.ok(!kernel.last?.ruleSources.includes("10.244.1.210"), "never reached the kernel");
+  assert.deepEqual(await store.load(), []);
+  // Asked again, it is a new bind like any other.
+  assert.equal((await client.eipOperate(bindReq(210))).result, "Succeed");
+  await client.eipOperate({ ...bindReq(210), action: "unbind" });
+  client.close();
+});
+
+test("requests checked against a change whose save then fails change nothing either", async () => {
+  let open!: () => void;
+  saver.gate = new Promise((r) => (open = r));
+  saver.failWith = new Error("EIO: i/o error");
+  const writes = saver.writes;
+  const first = service.eipOperate(bindReq(220));
+  await until("the save started", () => saver.writes > writes);
+  // While it is being saved: a second bind (shares the next apply) and one that conflicts
+  // with the first (refused at once, against what is wanted).
+  const second = service.eipOperate(bindReq(221));
+  assert.deepEqual(await service.eipOperate(bindReq(222, 220)), {
+    result: "Failed",
+    errPhase: 0,
+    reason: "VMI 10.244.1.220 already holds EIP 192.168.18.220",
+  });
+  saver.gate = undefined;
+  open();
+  for (const rsp of [await first, await second]) {
+    assert.equal(rsp.result, "Failed");
+    assert.equal(rsp.errPhase, 6);
+    assert.match(rsp.reason, /^saving the bindings failed: EIO: i\/o error; nothing was changed$/);
+  }
+  saver.failWith = undefined;
+  await until("in sync again", () => dataplane.inSync);
+  assert.deepEqual(service.listBindings().bindings, []);
+  assert.deepEqual(await store.load(), []);
+  assert.equal((await service.eipOperate(bindReq(222, 220))).result, "Succeed", "220 is free");
+  await service.eipOperate({ ...bindReq(222, 220), action: "unbind" });
+});
+
+test("a 1 MiB request is refused by the server with a short error and changes nothing", async () => {
+  const client = new AgentClient(target);
+  const writes = saver.writes;
+  const err = await client
+    .eipOperate({ action: "bind", eipAddr: "1".repeat(1 << 20), vmiAddr: "10.244.1.9" })
+    .then(
+      (rsp) => assert.fail(`answered ${rsp.result} with ${rsp.reason.length} characters`),
+      (e: grpc.ServiceError) => e,
+    );
+  assert.equal(err.code, grpc.status.RESOURCE_EXHAUSTED);
+  assert.ok(err.details.length < 200, err.details);
+  assert.equal(saver.writes, writes);
+  assert.deepEqual((await client.listBindings()).bindings, []);
+  client.close();
+});
+
+test("refusal reasons and logged request fields are cut short", async () => {
+  const lines: string[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(line) });
+  const capturing = new AgentService({
+    table: new BindingTable(),
+    dataplane,
+    policy: POLICY,
+    logger,
+    metrics: new AgentMetrics(),
+  });
+  const huge = "9".repeat(1 << 20);
+  const rsps = [
+    await capturing.eipOperate({ action: "bind", eipAddr: huge, vmiAddr: huge }),
+    await capturing.eipOperate({ action: huge, eipAddr: huge, vmiAddr: huge }),
+  ];
+  for (const rsp of rsps) {
+    assert.equal(rsp.result, "Failed");
+    assert.ok(rsp.reason.length < SHOWN_MAX + 100, `a reason of ${rsp.reason.length}`);
+    assert.match(rsp.reason, /\(1048576 characters\)/);
+  }
+  assert.equal(lines.length, 2);
+  for (const line of lines) {
+    assert.match(line, /"msg":"request refused"/);
+    assert.ok(line.length < 8 * SHOWN_MAX + 400, `a log line of ${line.length}`);
+  }
+});
+
+test("a long kernel error is cut short in the reply", async () => {
+  kernel.failWith = new KernelError(Phase.Nat, "iptables-restore: ".padEnd(100_000, "x"));
+  const rsp = await service.eipOperate(bindReq(230));
+  assert.equal(rsp.errPhase, 2);
+  assert.ok(rsp.reason.length < 1500, `a reason of ${rsp.reason.length}`);
+  assert.match(rsp.reason, /^iptables-restore: x+\.\.\. \(cut\); the binding is saved/);
+  kernel.failWith = undefined;
+  await until("in sync again", () => dataplane.inSync);
+  await service.eipOperate({ ...bindReq(230), action: "unbind" });
+});
+
+test("one connection gets at most STREAMS_MAX calls served at once; the rest wait", async () => {
+  let inFlight = 0;
+  let most = 0;
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  const slow = new AgentService({
+    bgp: {
+      peers: async () => {
+        most = Math.max(most, ++inFlight);
+        await gate;
+        inFlight--;
+        return [];
+      },
+      announced: () => 0,
+    },
+  } as unknown as AgentServerOptions);
+  const { server: s } = buildGrpcServer(slow);
+  const port = await bindServer(s, "127.0.0.1:0", serverCredentials(undefined));
+  const client = new AgentClient(`127.0.0.1:${port}`);
+  const calls = Array.from({ length: STREAMS_MAX + 36 }, () => client.listBgpPeers(20_000));
+  try {
+    await until(`${STREAMS_MAX} calls in flight`, () => inFlight >= STREAMS_MAX);
+    await sleep(300); // time enough for the others to arrive, were they let in
+    assert.equal(most, STREAMS_MAX);
+    open();
+    const rsps = await Promise.all(calls);
+    assert.equal(rsps.length, STREAMS_MAX + 36, "the others were served after");
+  } finally {
+    open();
+    await Promise.allSettled(calls);
+    client.close();
+    s.forceShutdown();
+  }
 });

@@ -110,7 +110,11 @@ before(async () => {
   const service = new AgentService({
     table,
     dataplane,
-    policy: { eipCidr: net("192.168.18.0/24"), internalNets: [] },
+    policy: {
+      eipCidr: net("192.168.18.0/24"),
+      internalNets: [net("10.244.0.0/16")],
+      gatewayIp: "192.168.18.1",
+    },
     logger,
     metrics,
   });

@@ -67,8 +67,8 @@ function columns(rows: readonly (readonly string[])[]): string[] {
 
 function formatTable(rsp: ListBindingsRsp): string {
   const lines = columns([
-    ["EIP", "VMI", "SINCE"],
-    ...rsp.bindings.map((b) => [b.eipAddr, b.vmiAddr, b.since]),
+    ["EIP", "VMI", "SINCE", "STATE"],
+    ...rsp.bindings.map((b) => [b.eipAddr, b.vmiAddr, b.since, b.pending ? "pending" : "applied"]),
   ]);
   if (!rsp.inSync)
     lines.push(`\nnot in sync with the kernel: ${rsp.lastError || "an apply is pending"}`);

@@ -25,6 +25,8 @@ export interface BindingInfo {
   eipAddr: string;
   vmiAddr: string;
   since: string;
+  /** Saved, but not yet in the kernel: an apply failed and is retried. */
+  pending: boolean;
 }
 
 export interface ListBindingsRsp {
