@@ -12,7 +12,8 @@ import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import { metricsRoute, serve } from "../common/http.js";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
-import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
+import { IptablesManager } from "../kernel/iptables.js";
+import { inspectIptablesBackends } from "../kernel/iptables-mode.js";
 import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/iproute.js";
 import { ConntrackCleaner } from "../kernel/conntrack.js";
 import type { KernelManager } from "../kernel/manager.js";
@@ -60,10 +61,18 @@ async function kernelSubsystems(
   runner: CommandRunner,
   logger: Logger,
   garp: GratuitousArp,
+  metrics: AgentMetrics,
 ): Promise<Subsystem[]> {
-  const mode =
-    config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
+  const { mode, otherDrops } = await inspectIptablesBackends(runner, config.iptablesMode);
   logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
+  const other = mode === "nft" ? "legacy" : "nft";
+  metrics.iptablesOtherBackendDrops.set({ backend: other }, otherDrops.length);
+  if (otherDrops.length > 0) {
+    logger.warn(
+      { mode, other, drops: otherDrops.slice(0, 20), count: otherDrops.length },
+      "the other iptables backend holds policies or rules that may drop EIP traffic",
+    );
+  }
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
   // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
@@ -80,7 +89,11 @@ async function kernelSubsystems(
   });
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
-    subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
+    subsystem("iptables", iptables, (d) => ({
+      chains: d.chains,
+      jumps: d.jumps,
+      retiredJumps: d.retiredJumps,
+    })),
     subsystem("iproute", route, routeDesired),
     subsystem(
       "sysctl",
@@ -217,7 +230,7 @@ export async function startAgent(
     device: config.gatewayDev,
     count: config.garpCount,
   });
-  const subsystems = await kernelSubsystems(config, runner, logger, garp);
+  const subsystems = await kernelSubsystems(config, runner, logger, garp, metrics);
   const bgp = config.bgp
     ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
     : undefined;

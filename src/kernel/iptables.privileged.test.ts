@@ -12,7 +12,8 @@ import {
 } from "../agent/plan.js";
 import { RecordingRunner } from "./fake-runner.js";
 import { IpsetManager } from "./ipset.js";
-import { IptablesManager, detectIptablesMode, type IptablesMode } from "./iptables.js";
+import { IptablesManager, type IptablesMode } from "./iptables.js";
+import { inspectIptablesBackends } from "./iptables-mode.js";
 import { createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
 
@@ -116,7 +117,7 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
         const desired = plan(CONFIG, bindings);
         ipsets.setDesired(desired.ipsets);
         await ipsets.apply({ reread: false });
-        m.setDesired({ chains: desired.chains, jumps: desired.jumps });
+        m.setDesired(desired);
         runner.clear();
         return m.apply({ reread });
       }
@@ -191,8 +192,28 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
           "--match-set",
           "kube-eip-vmi",
           "dst",
+          "-m",
+          "set",
+          "!",
+          "--match-set",
+          "k8s_internal_net",
+          "src",
           "-j",
           CHAIN_FORWARD,
+        ]);
+        // The seed's FORWARD accept of everything from a bound VMI: retired, so it goes.
+        await ns.run(legacyOrNft, [
+          "-t",
+          "filter",
+          "-I",
+          "FORWARD",
+          "-m",
+          "set",
+          "--match-set",
+          "kube-eip-vmi",
+          "src",
+          "-j",
+          "ACCEPT",
         ]);
         await ns.run(legacyOrNft, [
           "-t",
@@ -208,8 +229,9 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
           CHAIN_POSTROUTING,
         ]);
         assert.equal(await apply(PAIR), 0, "the belief hides drift until a re-read");
-        // 2 DNAT rules, the foreign rule in our chain, the missing jump, the extra jump copy.
-        assert.equal(await apply(PAIR, true), 5);
+        // 2 DNAT rules, the foreign rule in our chain, the missing jump, the extra jump copy,
+        // the seed's rule.
+        assert.equal(await apply(PAIR, true), 6);
         await assertExactly(PAIR);
       });
 
@@ -243,7 +265,7 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
       });
 
       it(`detects the ${mode} backend from where the rules are`, async () => {
-        assert.equal(await detectIptablesMode(ns), mode);
+        assert.equal((await inspectIptablesBackends(ns, "auto")).mode, mode);
       });
     },
   );
