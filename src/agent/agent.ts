@@ -1,6 +1,7 @@
 // Assembles one node agent from its config: the saved bindings (or the seed's, on the first
 // start after an upgrade), the kernel managers, the apply loop, the gRPC server and the
-// metrics endpoint. Start order: restore the kernel state first, then serve. Stopping
+// metrics endpoint. Start order: the HTTP endpoint (metrics and probes: /readyz says
+// "restoring" meanwhile), then restore the kernel state, then serve gRPC. Stopping
 // leaves the kernel state in place, so EIP traffic keeps flowing while the agent restarts.
 import { rm } from "node:fs/promises";
 import type { Server as HttpServer } from "node:http";
@@ -9,7 +10,7 @@ import type { Logger } from "pino";
 import { type AnnouncedSnapshot, BgpAnnouncer } from "../bgp/announcer.js";
 import { GobgpClient } from "../bgp/gobgp-api.js";
 import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
-import { metricsRoute, serve } from "../common/http.js";
+import { metricsRoute, probe, serve } from "../common/http.js";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
 import { IptablesManager } from "../kernel/iptables.js";
@@ -244,6 +245,17 @@ export async function startAgent(
     logger,
     metrics,
   });
+  let metricsServer: HttpServer | undefined;
+  let metricsPort: number | undefined;
+  if (config.metricsAddress) {
+    ({ server: metricsServer, port: metricsPort } = await serve(config.metricsAddress, {
+      ...metricsRoute(metrics.registry),
+      "/healthz": probe(() => dataplane.stalled(config.stallTimeoutSec * 1000)),
+      "/readyz": probe(() => dataplane.notReady()),
+    }));
+    logger.info({ address: config.metricsAddress }, "serving metrics and probes");
+  }
+
   // The speaker first: a fresh one gets every EIP (the apply restores the kernel too)
   // before its peers are added; an adopted one keeps its sessions and is diffed below.
   await bgp?.speaker.start();
@@ -282,16 +294,6 @@ export async function startAgent(
     { port: grpcPort, address: config.listenAddress, tls: config.tls !== undefined },
     "serving gRPC",
   );
-
-  let metricsServer: HttpServer | undefined;
-  let metricsPort: number | undefined;
-  if (config.metricsAddress) {
-    ({ server: metricsServer, port: metricsPort } = await serve(
-      config.metricsAddress,
-      metricsRoute(metrics.registry),
-    ));
-    logger.info({ address: config.metricsAddress }, "serving metrics");
-  }
 
   return {
     grpcPort,
