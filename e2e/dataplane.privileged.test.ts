@@ -185,6 +185,12 @@ for (const mode of ["nft", "legacy"] as const) {
         "--match-set",
         "kube-eip-vmi",
         "src",
+        "-m",
+        "set",
+        "!",
+        "--match-set",
+        "k8s_internal_net",
+        "dst",
         "-j",
         "ACCEPT",
       ]);
