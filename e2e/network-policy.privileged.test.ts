@@ -2,7 +2,8 @@
 // services still meets the CNI's chains, which sit after ours in FORWARD, while its EIP
 // traffic (inbound DNAT, outbound SNAT) flows. The lab's nodes are such a cluster: FORWARD
 // policy DROP and a CNI chain (LAB-CNI-FORWARD) that accepts only in-cluster traffic. Once
-// per iptables backend, with a real agent and real traffic.
+// per iptables backend, with a real agent and real traffic. And what the other backend
+// holds that drops EIP traffic is reported at start.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Lab } from "../src/lab/lab.js";
@@ -98,6 +99,35 @@ for (const mode of ["nft", "legacy"] as const) {
     test("without the CNI's DROP the VMI reaches the pod again, with its own address", async () => {
       await ipt(["-D", ...dropRule]);
       assert.equal(await whoami(lab.vmiNamespace("a"), lab.pod().address, POD_PORT), vmi);
+    });
+
+    test("a FORWARD DROP policy in the other backend is warned about at start and counted", async () => {
+      const other = mode === "nft" ? "legacy" : "nft";
+      await lab.nodeExec(1, [`iptables-${other}`, "-P", "FORWARD", "DROP"]);
+      try {
+        // Both backends see every packet: the other one's policy drops the EIP's traffic.
+        assert.equal(await whoami(outside(), EIP, VMI_PORT), undefined);
+        await agent.stop();
+        agent = await startAgent(lab, 1, { name: "agent-node1-other-backend" });
+        assert.match(agent.proc.output(), new RegExp(`"mode":"${mode}","requested":"auto"`));
+        assert.match(
+          agent.proc.output(),
+          /"drops":\["filter FORWARD policy DROP"\].*"msg":"the other iptables backend holds policies or rules that may drop EIP traffic"/,
+        );
+        const url = `http://${lab.node(1).mgmtAddress}:9127/metrics`;
+        const script = `fetch(${JSON.stringify(url)}).then(r => r.text()).then(t => process.stdout.write(t))`;
+        const { stdout } = await lab.nodeExec(1, [process.execPath, "-e", script]);
+        assert.match(
+          stdout,
+          new RegExp(
+            `^kube_eip_agent_iptables_other_backend_drops\\{backend="${other}"\\} 1$`,
+            "m",
+          ),
+        );
+      } finally {
+        await lab.nodeExec(1, [`iptables-${other}`, "-P", "FORWARD", "ACCEPT"]);
+      }
+      assert.equal(await whoami(outside(), EIP, VMI_PORT), lab.topology.outside);
     });
   });
 }
