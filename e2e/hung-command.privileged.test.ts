@@ -9,7 +9,7 @@ import { access, chmod, constants, rm, writeFile } from "node:fs/promises";
 import { delimiter, join } from "node:path";
 import { Lab } from "../src/lab/lab.js";
 import { type NodeAgent, eipctl, startAgent } from "../src/lab/agents.js";
-import { NEEDS_ROOT, eventually } from "./harness.js";
+import { NEEDS_ROOT, eventually, whoami } from "./harness.js";
 
 const EIP = "192.168.18.120";
 const EIP_2 = "192.168.18.121";
@@ -44,11 +44,7 @@ describe("an agent whose ip never returns", { skip: NEEDS_ROOT }, () => {
   };
   const bind = (eip: string, vmi: string) =>
     eipctl(lab, 1, ["--timeout", "20", "--action", "bind", "--eip-ip", eip, "--vmi-ip", vmi]);
-  const fromOutside = () =>
-    lab.tcpRequest(lab.describe().outside.namespace, EIP_2, VMI_PORT, { timeoutSec: 2 }).then(
-      (s) => s.trim(),
-      () => undefined,
-    );
+  const fromOutside = () => whoami(lab, lab.describe().outside.namespace, EIP_2, VMI_PORT);
 
   before(async () => {
     lab = await Lab.up({ nodes: 1, removeOnExit: true });

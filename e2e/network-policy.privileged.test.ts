@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { Lab } from "../src/lab/lab.js";
 import { type NodeAgent, eipctl, startAgent } from "../src/lab/agents.js";
 import { CNI_FORWARD_CHAIN } from "../src/lab/topology.js";
-import { NEEDS_ROOT, eventually } from "./harness.js";
+import { NEEDS_ROOT, eventually, whoami as whoamiIn } from "./harness.js";
 
 const EIP = "192.168.18.110";
 const VMI_PORT = 8080;
@@ -17,7 +17,7 @@ const OUTSIDE_PORT = 9090;
 const POD_PORT = 7070;
 
 /** The rule the seed (and kube-eip before this) kept at the top of FORWARD. */
-const UNCONDITIONAL_ACCEPT = ["-m", "set", "--match-set", "kube-eip-vmi", "src", "-j", "ACCEPT"];
+const UNCONDITIONAL_ACCEPT = "-m set --match-set kube-eip-vmi src -j ACCEPT".split(" ");
 
 for (const mode of ["nft", "legacy"] as const) {
   describe(`network policy with an EIP bound, on iptables-${mode}`, { skip: NEEDS_ROOT }, () => {
@@ -28,12 +28,8 @@ for (const mode of ["nft", "legacy"] as const) {
 
     const ipt = (args: readonly string[]) => lab.nodeExec(1, [`iptables-${mode}`, ...args]);
     const outside = () => lab.describe().outside.namespace;
-    /** What the server at addr:port saw as our source address, or undefined if unreachable. */
     const whoami = (fromNs: string, addr: string, port: number) =>
-      lab.tcpRequest(fromNs, addr, port, { timeoutSec: 2 }).then(
-        (s) => s.trim(),
-        () => undefined,
-      );
+      whoamiIn(lab, fromNs, addr, port);
 
     before(async () => {
       lab = await Lab.up({ nodes: 2, iptablesModes: mode, removeOnExit: true });

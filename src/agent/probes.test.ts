@@ -7,6 +7,7 @@ import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
+import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
 
 /** A subsystem that fails while `failure` is set and waits while `gate` is set. */
 class Controlled implements Subsystem {
@@ -29,14 +30,7 @@ function setup(now: () => number = Date.now) {
   const dataplane = new Dataplane({
     table: new BindingTable(),
     store: { save: async () => {}, record: async () => {} },
-    config: {
-      internalNets: [],
-      gatewayIp: "192.168.18.1",
-      gatewayDev: "eth1",
-      eipCidr: "192.168.18.0/24",
-      arpPoisoning: false,
-      cniDev: "cni0",
-    },
+    config: TEST_PLAN_CONFIG,
     subsystems: [subsystem],
     logger: pino({ level: "silent" }),
     metrics: new AgentMetrics(),

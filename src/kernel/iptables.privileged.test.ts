@@ -6,6 +6,8 @@ import {
   CHAIN_FORWARD,
   CHAIN_POSTROUTING,
   CHAIN_PREROUTING,
+  JUMPS,
+  RETIRED_JUMPS,
   plan,
   type Binding,
   type PlanConfig,
@@ -182,39 +184,11 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
           "-j",
           "RETURN",
         ]);
-        await ns.run(legacyOrNft, [
-          "-t",
-          "filter",
-          "-D",
-          "FORWARD",
-          "-m",
-          "set",
-          "--match-set",
-          "kube-eip-vmi",
-          "dst",
-          "-m",
-          "set",
-          "!",
-          "--match-set",
-          "k8s_internal_net",
-          "src",
-          "-j",
-          CHAIN_FORWARD,
-        ]);
+        const forwardJump = JUMPS.find((j) => j.rule.endsWith(`-j ${CHAIN_FORWARD}`));
+        await ns.run(legacyOrNft, ["-D", "FORWARD", ...(forwardJump?.rule.split(" ") ?? [])]);
         // The seed's FORWARD accept of everything from a bound VMI: retired, so it goes.
-        await ns.run(legacyOrNft, [
-          "-t",
-          "filter",
-          "-I",
-          "FORWARD",
-          "-m",
-          "set",
-          "--match-set",
-          "kube-eip-vmi",
-          "src",
-          "-j",
-          "ACCEPT",
-        ]);
+        const seedAccept = RETIRED_JUMPS[0]?.rule.split(" ") ?? [];
+        await ns.run(legacyOrNft, ["-I", "FORWARD", ...seedAccept]);
         await ns.run(legacyOrNft, [
           "-t",
           "nat",
