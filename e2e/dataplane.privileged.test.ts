@@ -7,7 +7,8 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Lab } from "../src/lab/lab.js";
 import { type NodeAgent, eipctl, kernelSnapshot, startAgent } from "../src/lab/agents.js";
-import { NEEDS_ROOT, eventually } from "./harness.js";
+import { JUMPS } from "../src/agent/plan.js";
+import { NEEDS_ROOT, eventually, whoami as whoamiIn } from "./harness.js";
 
 const EIP_A = "192.168.18.100";
 const EIP_B = "192.168.18.101";
@@ -29,12 +30,8 @@ for (const mode of ["nft", "legacy"] as const) {
     const unbind = (eip: string, vmi: string) =>
       eipctl(lab, 1, ["--action", "unbind", "--eip-ip", eip, "--vmi-ip", vmi]);
     const outside = () => lab.describe().outside.namespace;
-    /** What the server at addr:port saw as our source address, or undefined if unreachable. */
     const whoami = (fromNs: string, addr: string, port: number) =>
-      lab.tcpRequest(fromNs, addr, port, { timeoutSec: 2 }).then(
-        (s) => s.trim(),
-        () => undefined,
-      );
+      whoamiIn(lab, fromNs, addr, port);
 
     before(async () => {
       lab = await Lab.up({ nodes: 2, iptablesModes: mode, removeOnExit: true });
@@ -174,20 +171,8 @@ for (const mode of ["nft", "legacy"] as const) {
       await lab.nodeExec(1, [ipt, "-t", "nat", "-F", "KUBE-EIP-PREROUTING"]);
       await lab.nodeExec(1, [ipt, "-t", "nat", "-F", "KUBE-EIP-POSTROUTING"]);
       await lab.nodeExec(1, [ipt, "-t", "filter", "-F", "KUBE-EIP-FORWARD"]);
-      await lab.nodeExec(1, [
-        ipt,
-        "-t",
-        "filter",
-        "-D",
-        "FORWARD",
-        "-m",
-        "set",
-        "--match-set",
-        "kube-eip-vmi",
-        "src",
-        "-j",
-        "ACCEPT",
-      ]);
+      const vmiAccept = JUMPS.find((j) => j.chain === "FORWARD" && j.rule.endsWith("-j ACCEPT"));
+      await lab.nodeExec(1, [ipt, "-D", "FORWARD", ...(vmiAccept?.rule.split(" ") ?? [])]);
       await lab.nodeExec(1, ["ipset", "flush", "kube-eip-eip"]);
       await lab.nodeExec(1, ["ipset", "flush", "kube-eip-vmi"]);
       for (const vmi of [vmiA, vmiB])

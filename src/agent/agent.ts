@@ -1,6 +1,7 @@
 // Assembles one node agent from its config: the saved bindings (or the seed's, on the first
 // start after an upgrade), the kernel managers, the apply loop, the gRPC server and the
-// metrics endpoint. Start order: restore the kernel state first, then serve. Stopping
+// metrics endpoint. Start order: the HTTP endpoint (metrics and probes: /readyz says
+// "restoring" meanwhile), then restore the kernel state, then serve gRPC. Stopping
 // leaves the kernel state in place, so EIP traffic keeps flowing while the agent restarts.
 import { rm } from "node:fs/promises";
 import type { Server as HttpServer } from "node:http";
@@ -9,10 +10,11 @@ import type { Logger } from "pino";
 import { type AnnouncedSnapshot, BgpAnnouncer } from "../bgp/announcer.js";
 import { GobgpClient } from "../bgp/gobgp-api.js";
 import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
-import { metricsRoute, serve } from "../common/http.js";
+import { metricsRoute, probe, serve } from "../common/http.js";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
-import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
+import { IptablesManager } from "../kernel/iptables.js";
+import { inspectIptablesBackends } from "../kernel/iptables-mode.js";
 import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/iproute.js";
 import { ConntrackCleaner } from "../kernel/conntrack.js";
 import type { KernelManager } from "../kernel/manager.js";
@@ -60,10 +62,18 @@ async function kernelSubsystems(
   runner: CommandRunner,
   logger: Logger,
   garp: GratuitousArp,
+  metrics: AgentMetrics,
 ): Promise<Subsystem[]> {
-  const mode =
-    config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
+  const { mode, otherDrops } = await inspectIptablesBackends(runner, config.iptablesMode);
   logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
+  const other = mode === "nft" ? "legacy" : "nft";
+  metrics.iptablesOtherBackendDrops.set({ backend: other }, otherDrops.length);
+  if (otherDrops.length > 0) {
+    logger.warn(
+      { mode, other, drops: otherDrops.slice(0, 20), count: otherDrops.length },
+      "the other iptables backend holds policies or rules that may drop EIP traffic",
+    );
+  }
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
   // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
@@ -80,7 +90,11 @@ async function kernelSubsystems(
   });
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
-    subsystem("iptables", iptables, (d) => ({ chains: d.chains, jumps: d.jumps })),
+    subsystem("iptables", iptables, (d) => ({
+      chains: d.chains,
+      jumps: d.jumps,
+      retiredJumps: d.retiredJumps,
+    })),
     subsystem("iproute", route, routeDesired),
     subsystem(
       "sysctl",
@@ -217,7 +231,7 @@ export async function startAgent(
     device: config.gatewayDev,
     count: config.garpCount,
   });
-  const subsystems = await kernelSubsystems(config, runner, logger, garp);
+  const subsystems = await kernelSubsystems(config, runner, logger, garp, metrics);
   const bgp = config.bgp
     ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
     : undefined;
@@ -231,6 +245,17 @@ export async function startAgent(
     logger,
     metrics,
   });
+  let metricsServer: HttpServer | undefined;
+  let metricsPort: number | undefined;
+  if (config.metricsAddress) {
+    ({ server: metricsServer, port: metricsPort } = await serve(config.metricsAddress, {
+      ...metricsRoute(metrics.registry),
+      "/healthz": probe(() => dataplane.stalled(config.stallTimeoutSec * 1000)),
+      "/readyz": probe(() => dataplane.notReady()),
+    }));
+    logger.info({ address: config.metricsAddress }, "serving metrics and probes");
+  }
+
   // The speaker first: a fresh one gets every EIP (the apply restores the kernel too)
   // before its peers are added; an adopted one keeps its sessions and is diffed below.
   await bgp?.speaker.start();
@@ -273,16 +298,6 @@ export async function startAgent(
     { port: grpcPort, address: config.listenAddress, tls: config.tls !== undefined },
     "serving gRPC",
   );
-
-  let metricsServer: HttpServer | undefined;
-  let metricsPort: number | undefined;
-  if (config.metricsAddress) {
-    ({ server: metricsServer, port: metricsPort } = await serve(
-      config.metricsAddress,
-      metricsRoute(metrics.registry),
-    ));
-    logger.info({ address: config.metricsAddress }, "serving metrics");
-  }
 
   return {
     grpcPort,

@@ -51,6 +51,10 @@ export interface AgentConfig {
   readonly cniDev: string;
   readonly iptablesMode: IptablesModeFlag;
   readonly resyncIntervalSec: number;
+  /** Time limit of every command the agent runs (ip, iptables, ipset, sysctl, conntrack...). */
+  readonly commandTimeoutSec: number;
+  /** /healthz fails once one apply has run longer than this. */
+  readonly stallTimeoutSec: number;
   readonly rtTablesPath: string;
   /** Kernel settings as files under this dir instead of through sysctl (a container's view of the node's /proc/sys). */
   readonly procSysDir: string | undefined;
@@ -89,6 +93,15 @@ function intIn(min: number, max: number) {
     }
     return Number(value);
   };
+}
+
+/** Seconds, fractions allowed (0.5), from 0.1 to one day. */
+function seconds(value: string): number {
+  const n = Number(value);
+  if (!/^\d+(\.\d+)?$/.test(value) || n < 0.1 || n > 86400) {
+    throw new InvalidArgumentError("must be a number of seconds from 0.1 to 86400");
+  }
+  return n;
 }
 
 /** A 4-byte AS number; 0 is reserved. */
@@ -235,6 +248,18 @@ export function agentCommand(): Command {
       10,
     )
     .option(
+      "--command-timeout <seconds>",
+      "time limit of each command the agent runs; one past it is killed and its step retried",
+      seconds,
+      30,
+    )
+    .option(
+      "--stall-timeout <seconds>",
+      "/healthz fails once one apply (several commands) has run longer than this",
+      seconds,
+      300,
+    )
+    .option(
       "--rt-tables <path>",
       "iproute2 table names file to register eip_route in",
       "/etc/iproute2/rt_tables",
@@ -288,6 +313,8 @@ interface RawOptions {
   cniDev: string;
   iptablesMode: IptablesModeFlag;
   resyncInterval: number;
+  commandTimeout: number;
+  stallTimeout: number;
   rtTables: string;
   procSys?: string;
   metricsAddress: string;
@@ -361,6 +388,8 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     cniDev: o.cniDev,
     iptablesMode: o.iptablesMode,
     resyncIntervalSec: o.resyncInterval,
+    commandTimeoutSec: o.commandTimeout,
+    stallTimeoutSec: o.stallTimeout,
     rtTablesPath: o.rtTables,
     procSysDir: o.procSys,
     metricsAddress: o.metricsAddress,

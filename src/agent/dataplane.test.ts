@@ -7,6 +7,7 @@ import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
+import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
 import type { DesiredState } from "./plan.js";
 
 class Recorder implements Subsystem {
@@ -40,14 +41,7 @@ function setup() {
   const dataplane = new Dataplane({
     table,
     store: { save: async () => {}, record: async () => {} },
-    config: {
-      internalNets: [],
-      gatewayIp: "192.168.18.1",
-      gatewayDev: "eth1",
-      eipCidr: "192.168.18.0/24",
-      arpPoisoning: false,
-      cniDev: "cni0",
-    },
+    config: TEST_PLAN_CONFIG,
     subsystems: [recorder],
     logger: pino({ level: "silent" }),
     metrics,
@@ -137,14 +131,7 @@ test("an announcer withdraws before the kernel is written and announces after it
   const dataplane = new Dataplane({
     table,
     store: { save: async () => {}, record: async () => {} },
-    config: {
-      internalNets: [],
-      gatewayIp: "192.168.18.1",
-      gatewayDev: "eth1",
-      eipCidr: "192.168.18.0/24",
-      arpPoisoning: false,
-      cniDev: "cni0",
-    },
+    config: TEST_PLAN_CONFIG,
     subsystems: [announcer, kernel],
     logger: pino({ level: "silent" }),
     metrics: new AgentMetrics(),

@@ -62,6 +62,8 @@ export interface DataplaneOptions {
   readonly metrics: AgentMetrics;
   readonly retryBaseMs?: number;
   readonly retryMaxMs?: number;
+  /** The clock of the probes (ms); Date.now by default. */
+  readonly now?: () => number;
 }
 
 interface Waiter {
@@ -88,6 +90,10 @@ export class Dataplane {
   private applies = 0;
   private readingInBackground = false;
   private spoiledRounds = 0;
+  /** When the apply running now started (probe clock); undefined while none runs. */
+  private applyStartedAt: number | undefined;
+  /** Set once an apply succeeded: the kernel was restored from the bindings. */
+  private restored = false;
 
   /** Kernel snapshots read in the background, one per subsystem, for the loop to adopt. */
   private snapshots: unknown[] | undefined;
@@ -101,6 +107,34 @@ export class Dataplane {
 
   get error(): KernelError | undefined {
     return this.lastError;
+  }
+
+  /**
+   * Liveness: undefined while the loop makes progress (idle, waiting to retry, or in an
+   * apply that started less than `stallMs` ago), else why not. Every command has a time
+   * limit, so only something without one (a hung gRPC peer, a stuck disk) gets here.
+   */
+  stalled(stallMs: number): string | undefined {
+    const started = this.applyStartedAt;
+    if (started === undefined) return undefined;
+    const ms = this.clock() - started;
+    return ms > stallMs ? `an apply has been running for ${Math.round(ms / 1000)} s` : undefined;
+  }
+
+  /**
+   * Readiness: undefined once the kernel was restored and the last apply succeeded, else
+   * why not (still restoring, or retrying after a failure, with its phase and error).
+   */
+  notReady(): string | undefined {
+    const err = this.lastError;
+    if (err !== undefined) {
+      return `retrying after ${this.failures} failed apply(s): phase ${err.phase}: ${err.message}`;
+    }
+    return this.restored ? undefined : "restoring the kernel state from the bindings";
+  }
+
+  private clock(): number {
+    return (this.opts.now ?? Date.now)();
   }
 
   /** Resolves once an apply that started after this call has succeeded. */
@@ -183,6 +217,7 @@ export class Dataplane {
         const snapshots = this.snapshots;
         this.snapshots = undefined;
         this.applies++;
+        this.applyStartedAt = this.clock();
         try {
           if (snapshots && !reread) {
             this.opts.subsystems.forEach((s, i) => s.adopt(snapshots[i]));
@@ -192,6 +227,7 @@ export class Dataplane {
           await this.applyOnce({ reread, ordered: checked || !this.primed, checkDrift: checked });
           this.lastError = undefined;
           this.failures = 0;
+          this.restored = true;
           for (const w of waiters) w.resolve();
         } catch (err) {
           this.primed = false;
@@ -216,6 +252,7 @@ export class Dataplane {
       }
     } finally {
       this.running = false;
+      this.applyStartedAt = undefined;
       this.opts.metrics.inSync.set(this.inSync ? 1 : 0);
     }
   }

@@ -60,6 +60,8 @@ export const ENV_SETTINGS: readonly EnvSetting[] = [
   setting("AGENT_CNI_DEV", "--cni-dev"),
   setting("AGENT_IPTABLES_MODE", "--iptables-mode"),
   setting("AGENT_RESYNC_INTERVAL", "--resync-interval"),
+  setting("AGENT_COMMAND_TIMEOUT", "--command-timeout"),
+  setting("AGENT_STALL_TIMEOUT", "--stall-timeout"),
   setting("AGENT_RT_TABLES", "--rt-tables"),
   setting("AGENT_PROC_SYS", "--proc-sys"),
   setting("AGENT_METRICS_ADDRESS", "--metrics-address"),

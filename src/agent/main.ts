@@ -47,7 +47,8 @@ export async function agentMain(argv: readonly string[], options: AgentMainOptio
     );
   }
   try {
-    const agent = await startAgent(config, { runner: new ExecRunner(), logger });
+    const runner = new ExecRunner({ timeoutMs: config.commandTimeoutSec * 1000 });
+    const agent = await startAgent(config, { runner, logger });
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;

@@ -37,6 +37,12 @@ export class AgentMetrics {
     labelNames: ["action", "result"] as const,
     registers: [this.registry],
   });
+  readonly iptablesOtherBackendDrops = new Gauge({
+    name: "kube_eip_agent_iptables_other_backend_drops",
+    help: "Policies and rules of the iptables backend the agent does not write to that may drop forwarded (EIP) traffic, found at start",
+    labelNames: ["backend"] as const,
+    registers: [this.registry],
+  });
 
   readonly bgpSessionUp = new Gauge({
     name: "kube_eip_agent_bgp_session_up",

@@ -10,9 +10,14 @@
 // - the EIP sits on the gateway device as a /32, so each EIP is its own primary address
 //   and removing one never takes secondaries with it (the seed used the EIP network's
 //   prefix; those addresses are adopted and replaced without a gap);
-// - FORWARD also accepts, through KUBE-EIP-FORWARD, exactly the packets that reach a VMI
-//   because of its EIP (DNAT from that EIP) and the replies to connections it opened, so
-//   that both directions pass on nodes whose FORWARD policy is DROP;
+// - FORWARD accepts only EIP traffic, so that a bound VMI's traffic inside the cluster still
+//   meets the CNI's policy chains after ours: the seed's ACCEPT at the top of FORWARD for
+//   sources in kube-eip-vmi now also needs a destination outside k8s_internal_net (the VMI
+//   to the outside: what SNAT carries, and the answers to the outside's connections to its
+//   EIP), and KUBE-EIP-FORWARD, jumped to for a VMI destination and a source outside
+//   k8s_internal_net, accepts exactly the packets that reach a VMI because of its EIP (DNAT
+//   from that EIP) and the replies to connections it opened. The seed's unconditional
+//   ACCEPT, and our earlier unconditional jump, are RETIRED_JUMPS: removed where found;
 // - with --arp-poisoning the kernel answers ARP for the bound EIPs (proxy neighbour entries,
 //   see ArpProxySpec), so the answers outlive the agent process; the seed answered from
 //   the agent process, and nothing answered while it was down.
@@ -101,6 +106,8 @@ export interface DesiredState {
   readonly ipsets: readonly IpsetSpec[];
   readonly chains: readonly ChainSpec[];
   readonly jumps: readonly JumpSpec[];
+  /** Rules of ours from earlier versions, deleted from the chains we do not own. */
+  readonly retiredJumps: readonly JumpSpec[];
   /** Routes of table ROUTE_TABLE_ID; dst "default" or a canonical CIDR. */
   readonly routes: readonly RouteSpec[];
   /** VMI addresses that get `from <vmi> lookup eip_route priority 1001`. */
@@ -140,6 +147,24 @@ export const JUMPS: readonly JumpSpec[] = [
     chain: "POSTROUTING",
     rule: `-m set --match-set ${SET_VMI} src -j ${CHAIN_POSTROUTING}`,
   },
+  {
+    table: "filter",
+    chain: "FORWARD",
+    rule: `-m set --match-set ${SET_VMI} src -m set ! --match-set ${SET_INTERNAL} dst -j ACCEPT`,
+  },
+  {
+    table: "filter",
+    chain: "FORWARD",
+    rule: `-m set --match-set ${SET_VMI} dst -m set ! --match-set ${SET_INTERNAL} src -j ${CHAIN_FORWARD}`,
+  },
+];
+
+/**
+ * Rules that the seed, or an earlier version of ours, kept in FORWARD and that let a bound
+ * VMI's traffic inside the cluster skip the CNI's policy: deleted wherever found. Provably
+ * ours: they name our set and our chain, and nothing else writes them.
+ */
+export const RETIRED_JUMPS: readonly JumpSpec[] = [
   { table: "filter", chain: "FORWARD", rule: `-m set --match-set ${SET_VMI} src -j ACCEPT` },
   {
     table: "filter",
@@ -148,7 +173,7 @@ export const JUMPS: readonly JumpSpec[] = [
   },
 ];
 
-/** Replies to connections a bound VMI opened (its first packet passed the src ACCEPT). */
+/** Replies to connections a bound VMI opened to the outside (they passed the src ACCEPT). */
 export const FORWARD_REPLY_RULE = "-m conntrack --ctdir REPLY -j ACCEPT";
 
 /** A binding's rules, with the addresses they were made from. */
@@ -226,6 +251,7 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
       },
     ],
     jumps: JUMPS,
+    retiredJumps: RETIRED_JUMPS,
     routes: [
       { kind: "link", dst: config.eipCidr, dev: config.gatewayDev },
       { kind: "via", dst: "default", gateway: config.gatewayIp, dev: config.gatewayDev },

@@ -15,6 +15,7 @@ import { runEipctl } from "../cli/eipctl.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
+import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
 
@@ -95,14 +96,7 @@ before(async () => {
   dataplane = new Dataplane({
     table,
     store: new BindingStore(join(dir, "state")),
-    config: {
-      internalNets: [],
-      gatewayIp: "192.168.18.1",
-      gatewayDev: "eth1",
-      eipCidr: "192.168.18.0/24",
-      arpPoisoning: false,
-      cniDev: "cni0",
-    },
+    config: TEST_PLAN_CONFIG,
     subsystems: [],
     logger,
     metrics,

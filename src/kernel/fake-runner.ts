@@ -1,6 +1,6 @@
 // A CommandRunner for unit tests: it records every call and answers from canned output,
 // so a manager's reads and writes can be checked without running anything.
-import { CommandError, type CommandRunner, type RunResult } from "./runner.js";
+import { CommandError, type CommandRunner, type RunOptions, type RunResult } from "./runner.js";
 
 export interface RecordedCall {
   readonly command: string;
@@ -30,7 +30,7 @@ export class FakeRunner implements CommandRunner {
     return this;
   }
 
-  run(command: string, args: readonly string[], options?: { input?: string }): Promise<RunResult> {
+  run(command: string, args: readonly string[], options?: RunOptions): Promise<RunResult> {
     const call: RecordedCall = { command, args: [...args], input: options?.input };
     this.calls.push(call);
     for (const handler of this.handlers) {
@@ -69,7 +69,7 @@ export class RecordingRunner implements CommandRunner {
 
   constructor(private readonly inner: CommandRunner) {}
 
-  run(command: string, args: readonly string[], options?: { input?: string }): Promise<RunResult> {
+  run(command: string, args: readonly string[], options?: RunOptions): Promise<RunResult> {
     this.calls.push({ command, args: [...args], input: options?.input });
     return this.inner.run(command, args, options);
   }

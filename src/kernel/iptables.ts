@@ -7,7 +7,9 @@
 // - one copy of each JumpSpec rule in a chain it does not own (PREROUTING, POSTROUTING,
 //   FORWARD): inserted at the top when absent, extra copies deleted; every other rule of that
 //   chain, and every other chain (KUBE-SERVICES...), is never touched. Chains are never
-//   deleted or flushed.
+//   deleted or flushed;
+// - each `retiredJumps` rule (one that an earlier version of ours or the seed kept in a chain it
+//   does not own): every copy deleted.
 //
 // How it reads: `<backend>-save -t nat` and `-t filter` (only the tables the desired state
 // uses), keeping the declared chain names and, for the chains we care about, each rule spec
@@ -22,8 +24,8 @@
 // chain that does not exist yet (in --noflush mode declaring an existing chain flushes it, so
 // an existing chain is never declared), then `-D CHAIN rule` for each unwanted rule or extra
 // copy in our chains, `-A CHAIN rule` for each missing one (order inside our chains does not
-// matter: every rule matches distinct traffic), then `-D` of extra jump copies and `-I CHAIN 1
-// rule` for each missing jump, after the chain it jumps to has been declared. A single new
+// matter: every rule matches distinct traffic), then `-D` of extra jump copies and of retired
+// rules and `-I CHAIN 1 rule` for each missing jump, after the chain it jumps to has been declared. A single new
 // binding therefore writes three lines, whatever the size of the chains. Each table section
 // is committed atomically by iptables-restore (one nft transaction / one legacy table
 // replace).
@@ -47,6 +49,8 @@ export type IptablesMode = "legacy" | "nft";
 export interface IptablesDesired {
   readonly chains: readonly ChainSpec[];
   readonly jumps: readonly JumpSpec[];
+  /** Rules of ours in chains we do not own that must go (none when absent). */
+  readonly retiredJumps?: readonly JumpSpec[];
 }
 
 /** Rule spec -> number of copies. */
@@ -58,9 +62,6 @@ export interface SavedTable {
   /** Rules of the chains that were asked for (all chains when none were named). */
   readonly rules: Map<string, RuleCounts>;
 }
-
-/** The chain names kubelet (1.17+) creates; their presence tells which backend it uses. */
-const KUBELET_HINT_CHAINS = new Set(["KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY"]);
 
 /**
  * Parses the `*table` section of iptables-save output. With `chains`, only the rules of
@@ -97,51 +98,6 @@ export function parseIptablesSave(
     }
   }
   return result;
-}
-
-/** Number of rules ("-A" lines) in iptables-save output. */
-export function countSavedRules(text: string): number {
-  let count = 0;
-  for (const line of text.split("\n")) if (line.startsWith("-A")) count++;
-  return count;
-}
-
-function hasKubeletHint(text: string): boolean {
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(":")) continue;
-    const nameEnd = line.indexOf(" ");
-    if (KUBELET_HINT_CHAINS.has(nameEnd === -1 ? line.slice(1) : line.slice(1, nameEnd))) {
-      return true;
-    }
-  }
-  return false;
-}
-
-/**
- * Which iptables backend the node uses, decided as kubernetes-sigs/iptables-wrappers does:
- * a backend holding kubelet's hint chains wins (legacy checked first); otherwise the backend
- * with more rules (iptables + ip6tables), a tie going to nft. A save command that fails
- * counts as empty. Never passes `-t` to the legacy tools: that would create the table.
- */
-export async function detectIptablesMode(runner: CommandRunner): Promise<IptablesMode> {
-  const save = async (command: string): Promise<string> => {
-    try {
-      return (await runner.run(command, [])).stdout;
-    } catch {
-      return "";
-    }
-  };
-  const legacy = await save("iptables-legacy-save");
-  if (hasKubeletHint(legacy)) return "legacy";
-  const nft = await save("iptables-nft-save");
-  if (hasKubeletHint(nft)) return "nft";
-  const [legacy6, nft6] = await Promise.all([
-    save("ip6tables-legacy-save"),
-    save("ip6tables-nft-save"),
-  ]);
-  const legacyRules = countSavedRules(legacy) + countSavedRules(legacy6);
-  const nftRules = countSavedRules(nft) + countSavedRules(nft6);
-  return legacyRules > nftRules ? "legacy" : "nft";
 }
 
 /** What read() returns: per table, the declared chains and the rules of the chains we need. */
@@ -421,6 +377,22 @@ export class IptablesManager implements KernelManager<IptablesDesired, IptablesS
         owned: false,
       });
     }
+    for (const old of desired.retiredJumps ?? []) {
+      if (old.table !== table) continue;
+      if (!CHAIN_NAME.test(old.chain) || !RULE_TEXT.test(old.rule)) invalid(desired);
+      const copies = belief.rules.get(old.chain)?.get(old.rule)?.copies ?? 0;
+      if (copies === 0) continue;
+      for (let i = 0; i < copies; i++) jumpDeletes.push(`-D ${old.chain} ${old.rule}`);
+      changes.push({
+        chain: old.chain,
+        pass: 0,
+        removed: [old.rule],
+        single: [],
+        added: [],
+        addedPos: [],
+        owned: false,
+      });
+    }
     // Each insert goes to position 1: insert a chain's last jump first, so that its jumps end
     // up in spec order.
     const inserted = [...inserts.values()].flatMap((lines) => lines.reverse());
@@ -439,7 +411,7 @@ function validate(desired: IptablesDesired): void {
       throw new KernelError(Phase.Nat, `invalid chain spec ${JSON.stringify(spec.name)}`);
     }
   }
-  for (const jump of desired.jumps) {
+  for (const jump of [...desired.jumps, ...(desired.retiredJumps ?? [])]) {
     if (!CHAIN_NAME.test(jump.chain) || !RULE_TEXT.test(jump.rule)) {
       throw new KernelError(Phase.Nat, `invalid jump ${JSON.stringify(jump)}`);
     }
@@ -465,6 +437,7 @@ function chainsByTable(desired: IptablesDesired): Map<IptablesTable, Set<string>
   };
   for (const spec of desired.chains) add(spec.table, spec.name);
   for (const jump of desired.jumps) add(jump.table, jump.chain);
+  for (const old of desired.retiredJumps ?? []) add(old.table, old.chain);
   return result;
 }
 
@@ -519,7 +492,7 @@ function* desiredRules(
   for (const spec of desired.chains) {
     if (spec.table === table && spec.name === chain) yield* spec.rules;
   }
-  for (const jump of desired.jumps) {
+  for (const jump of [...desired.jumps, ...(desired.retiredJumps ?? [])]) {
     if (jump.table === table && jump.chain === chain) yield jump.rule;
   }
 }

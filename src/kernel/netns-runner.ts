@@ -6,7 +6,7 @@
 //
 // Also here: creating and deleting such namespaces, with names that cannot collide.
 import { randomBytes } from "node:crypto";
-import type { CommandRunner, RunResult } from "./runner.js";
+import type { CommandRunner, RunOptions, RunResult } from "./runner.js";
 
 /** Namespace names we create for tests carry this prefix, so strays are easy to spot. */
 export const TEST_NETNS_PREFIX = "keip-t-";
@@ -21,7 +21,7 @@ export class NetnsRunner implements CommandRunner {
     }
   }
 
-  run(command: string, args: readonly string[], options?: { input?: string }): Promise<RunResult> {
+  run(command: string, args: readonly string[], options?: RunOptions): Promise<RunResult> {
     return this.inner.run("ip", ["netns", "exec", this.netns, command, ...args], options);
   }
 }

@@ -31,6 +31,8 @@ export interface AgentStartOptions {
   readonly seedStateDir?: string;
   /** Run under this name (log file); default agent-node<N>. */
   readonly name?: string;
+  /** Environment variables added to the agent's (PATH, to put a wrapper before a tool). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}): string[] {
@@ -76,6 +78,7 @@ export async function startAgent(
   const socket = join(stateDir, "agent.sock");
   const proc = await lab.spawnIn(lab.nodeNamespace(node), [process.execPath, AGENT_BIN, ...args], {
     name: opts.name ?? `agent-node${node}`,
+    env: opts.env,
     waitFor: /"msg":"serving gRPC"/,
     timeoutMs: 20_000,
   });

@@ -102,6 +102,9 @@ export async function removeNamespaces(
   if (left.length > 0) throw new Error(`could not delete namespaces: ${left.join(", ")}`);
 }
 
+/** An exit handler cannot wait for long: each command gets 10 s. */
+const SYNC_LIMIT = { timeout: 10_000, killSignal: "SIGKILL" } as const;
+
 /**
  * The same, synchronously and with SIGKILL at once: for a process 'exit' handler. Runs `ip`
  * with an argument array (never a shell) and swallows every error.
@@ -110,12 +113,12 @@ export function removeNamespacesSync(names: readonly string[]): void {
   const existing = new Set(listNamespaces());
   const present = names.filter((name) => existing.has(name));
   for (const ns of present) {
-    const result = spawnSync("ip", ["netns", "pids", ns], { encoding: "utf8" });
+    const result = spawnSync("ip", ["netns", "pids", ns], { encoding: "utf8", ...SYNC_LIMIT });
     for (const pid of parsePids(result.stdout ?? "")) signal(pid, "SIGKILL");
   }
   if (present.length > 0) {
     const input = present.map((name) => `netns del ${name}\n`).join("");
-    spawnSync("ip", ["-force", "-batch", "-"], { input, encoding: "utf8" });
+    spawnSync("ip", ["-force", "-batch", "-"], { input, encoding: "utf8", ...SYNC_LIMIT });
   }
   for (const name of names) {
     try {

@@ -1,0 +1,11 @@
+// The PlanConfig the apply-loop unit tests share: the seed's public network, no internal nets.
+import type { PlanConfig } from "./plan.js";
+
+export const TEST_PLAN_CONFIG: PlanConfig = {
+  internalNets: [],
+  gatewayIp: "192.168.18.1",
+  gatewayDev: "eth1",
+  eipCidr: "192.168.18.0/24",
+  arpPoisoning: false,
+  cniDev: "cni0",
+};
