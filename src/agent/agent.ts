@@ -24,6 +24,7 @@ import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
+import { NodeAddresses } from "./node-addresses.js";
 import {
   ARP_ROUTE_PROTOCOL,
   type DesiredState,
@@ -250,6 +251,10 @@ export async function startAgent(
     policy: { eipCidr: config.eipCidr, internalNets: config.internalNets },
     logger,
     metrics,
+    nodeAddresses: new NodeAddresses(runner, {
+      gatewayDev: config.gatewayDev,
+      protocol: ARP_ROUTE_PROTOCOL,
+    }),
     ...(bgp
       ? { bgp: { peers: () => bgp.speaker.peers(), announced: () => bgp.announcer.count } }
       : {}),

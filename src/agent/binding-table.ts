@@ -45,6 +45,10 @@ export class BindingTable {
     return log;
   }
 
+  holdsEip(eip: string): boolean {
+    return this.byEip.has(eip);
+  }
+
   list(): HeldBinding[] {
     return [...this.byEip.values()];
   }

@@ -232,6 +232,8 @@ export function parseAddresses(json: string): KernelAddress[] {
 export interface KernelProxy {
   readonly address: string;
   readonly protocol: number | undefined;
+  /** The device, when ip shows it (a dump of every device does; `dev DEV` does not). */
+  readonly dev?: string;
 }
 
 /** Parses `ip -4 -json neigh show proxy [dev DEV]`: the addresses proxied, with their protocol. */
@@ -242,7 +244,12 @@ export function parseProxies(json: string): KernelProxy[] {
     const address = dst === undefined ? undefined : canonicalIpv4(dst);
     const protocol = Number(str(entry, "protocol"));
     if (address === undefined) continue;
-    result.push({ address, protocol: Number.isInteger(protocol) ? protocol : undefined });
+    const dev = str(entry, "dev");
+    result.push({
+      address,
+      protocol: Number.isInteger(protocol) ? protocol : undefined,
+      ...(dev === undefined ? {} : { dev }),
+    });
   }
   return result;
 }
