@@ -12,14 +12,13 @@ import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import { metricsRoute, serve } from "../common/http.js";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
-import { IptablesManager, detectIptablesMode } from "../kernel/iptables.js";
+import { IptablesManager, type IptablesMode, detectIptablesMode } from "../kernel/iptables.js";
 import { RouteManager, routeDesired } from "../kernel/iproute.js";
 import { ensureRouteTableName } from "../kernel/rt-tables.js";
 import { ConntrackCleaner } from "../kernel/conntrack.js";
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { SysctlManager } from "../kernel/sysctl.js";
-import { BindingTable } from "./binding-table.js";
 import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
@@ -33,7 +32,7 @@ import {
   RULE_PRIORITY,
   type PlanConfig,
 } from "./plan.js";
-import { scanSeedState } from "./seed-state.js";
+import { loadBindings, readNatBindings } from "./recovery.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
 
@@ -57,15 +56,13 @@ export function planConfig(config: AgentConfig): PlanConfig {
   };
 }
 
-async function kernelSubsystems(
+function kernelSubsystems(
   config: AgentConfig,
   runner: CommandRunner,
   logger: Logger,
   garp: GratuitousArp,
-): Promise<Subsystem[]> {
-  const mode =
-    config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
-  logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
+  mode: IptablesMode,
+): Subsystem[] {
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
   // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
@@ -177,29 +174,6 @@ function subsystem<D, S>(
   };
 }
 
-async function loadBindings(
-  config: AgentConfig,
-  store: BindingStore,
-  logger: Logger,
-): Promise<BindingTable> {
-  const saved = await store.load();
-  if (saved) {
-    logger.info({ bindings: saved.length, path: store.path }, "restoring saved bindings");
-    return new BindingTable(saved);
-  }
-  const seed = await scanSeedState(config.seedStateDir);
-  for (const s of seed.skipped)
-    logger.warn({ file: s.file, reason: s.reason }, "seed state file not adopted");
-  if (seed.adopted.length > 0) {
-    logger.info(
-      { bindings: seed.adopted.length, dir: config.seedStateDir },
-      "adopting the seed agent's bindings",
-    );
-  }
-  const now = new Date().toISOString();
-  return new BindingTable(seed.adopted.map((b) => ({ ...b, since: now })));
-}
-
 export async function startAgent(
   config: AgentConfig,
   deps: { runner: CommandRunner; logger: Logger },
@@ -214,12 +188,15 @@ export async function startAgent(
   });
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
-  const table = await loadBindings(config, store, logger);
+  const mode =
+    config.iptablesMode === "auto" ? await detectIptablesMode(runner) : config.iptablesMode;
+  logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
+  const table = await loadBindings(config, store, logger, () => readNatBindings(runner, mode));
   const garp = new GratuitousArp(runner, logger, {
     device: config.gatewayDev,
     count: config.garpCount,
   });
-  const subsystems = await kernelSubsystems(config, runner, logger, garp);
+  const subsystems = kernelSubsystems(config, runner, logger, garp, mode);
   const bgp = config.bgp
     ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
     : undefined;

@@ -45,6 +45,8 @@ export interface AgentConfig {
   readonly arpPoisoning: boolean;
   readonly garpCount: number;
   readonly stateDir: string;
+  /** Rebuild lost or unreadable saved bindings from the kernel's NAT rules (recovery.ts). */
+  readonly recoverFromKernel: boolean;
   readonly seedStateDir: string;
   readonly cniDev: string;
   readonly iptablesMode: IptablesModeFlag;
@@ -210,6 +212,11 @@ export function agentCommand(): Command {
     )
     .option("--state-dir <dir>", "where the node's bindings are saved", "/var/lib/kube-eip")
     .option(
+      "--recover-from-kernel",
+      "when the saved bindings are missing or unreadable, rebuild them from the kernel's NAT rules (see README)",
+      false,
+    )
+    .option(
       "--seed-state-dir <dir>",
       "state directory of the Go kube-eip agent, adopted at first start",
       "/var/run/eip_agent",
@@ -283,6 +290,7 @@ interface RawOptions {
   arpPoisoning: boolean;
   garpCount: number;
   stateDir: string;
+  recoverFromKernel: boolean;
   seedStateDir: string;
   cniDev: string;
   iptablesMode: IptablesModeFlag;
@@ -341,6 +349,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     arpPoisoning: o.arpPoisoning,
     garpCount: o.garpCount,
     stateDir: o.stateDir,
+    recoverFromKernel: o.recoverFromKernel,
     seedStateDir: o.seedStateDir,
     cniDev: o.cniDev,
     iptablesMode: o.iptablesMode,
