@@ -86,7 +86,7 @@ for (const poisoning of [false, true]) {
         assert.deepEqual(
           await answering(1),
           poisoning
-            ? [`${EIP} dev ${eth1} proxy`, `${EIP} dev ${lab.node(1).bridge} scope link`]
+            ? [`${EIP} dev ${eth1} proxy proto 225`, `${EIP} dev ${lab.node(1).bridge} scope link`]
             : [`${EIP}/32 on ${eth1}`],
           poisoning ? "the EIP is not an address of the node" : "the EIP is on the gateway device",
         );

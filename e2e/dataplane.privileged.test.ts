@@ -224,7 +224,17 @@ for (const mode of ["nft", "legacy"] as const) {
         "priority",
         "1001",
       ]);
-      await lab.nodeExec(1, ["ip", "addr", "add", "192.168.18.200/32", "dev", "eth1"]);
+      // With our mark (the label eth1:eip): an address without it is someone else's.
+      await lab.nodeExec(1, [
+        "ip",
+        "addr",
+        "add",
+        "192.168.18.200/32",
+        "dev",
+        "eth1",
+        "label",
+        "eth1:eip",
+      ]);
       // Not ours: the node's own address on the public segment and a rule of someone else.
       await lab.nodeExec(1, ["ip", "addr", "add", "192.168.18.11/24", "dev", "eth1"]);
       await lab.nodeExec(1, [

@@ -13,18 +13,19 @@ import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import { metricsRoute, probe, serve } from "../common/http.js";
 import { formatIpv4Net } from "../common/ipv4.js";
 import { IpsetManager } from "../kernel/ipset.js";
-import { IptablesManager } from "../kernel/iptables.js";
+import { IptablesManager, type IptablesMode } from "../kernel/iptables.js";
 import { inspectIptablesBackends } from "../kernel/iptables-mode.js";
-import { RouteManager, ensureRouteTableName, routeDesired } from "../kernel/iproute.js";
+import { RouteManager, routeDesired } from "../kernel/iproute.js";
+import { ensureRouteTableName } from "../kernel/rt-tables.js";
 import { ConntrackCleaner } from "../kernel/conntrack.js";
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { SysctlManager } from "../kernel/sysctl.js";
-import { BindingTable } from "./binding-table.js";
 import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
+import { NodeAddresses } from "./node-addresses.js";
 import {
   ARP_ROUTE_PROTOCOL,
   type DesiredState,
@@ -33,7 +34,7 @@ import {
   RULE_PRIORITY,
   type PlanConfig,
 } from "./plan.js";
-import { scanSeedState } from "./seed-state.js";
+import { loadBindings, readNatBindings } from "./recovery.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
 
@@ -57,23 +58,13 @@ export function planConfig(config: AgentConfig): PlanConfig {
   };
 }
 
-async function kernelSubsystems(
+function kernelSubsystems(
   config: AgentConfig,
   runner: CommandRunner,
   logger: Logger,
   garp: GratuitousArp,
-  metrics: AgentMetrics,
-): Promise<Subsystem[]> {
-  const { mode, otherDrops } = await inspectIptablesBackends(runner, config.iptablesMode);
-  logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
-  const other = mode === "nft" ? "legacy" : "nft";
-  metrics.iptablesOtherBackendDrops.set({ backend: other }, otherDrops.length);
-  if (otherDrops.length > 0) {
-    logger.warn(
-      { mode, other, drops: otherDrops.slice(0, 20), count: otherDrops.length },
-      "the other iptables backend holds policies or rules that may drop EIP traffic",
-    );
-  }
+  mode: IptablesMode,
+): Subsystem[] {
   const ipset = new IpsetManager(runner);
   const iptables = new IptablesManager(runner, { mode });
   // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
@@ -189,27 +180,24 @@ function subsystem<D, S>(
   };
 }
 
-async function loadBindings(
+/** The backend to write to; a warning (and a metric) when the other one may drop our traffic. */
+async function chooseIptablesBackend(
   config: AgentConfig,
-  store: BindingStore,
+  runner: CommandRunner,
   logger: Logger,
-): Promise<BindingTable> {
-  const saved = await store.load();
-  if (saved) {
-    logger.info({ bindings: saved.length, path: store.path }, "restoring saved bindings");
-    return new BindingTable(saved);
-  }
-  const seed = await scanSeedState(config.seedStateDir);
-  for (const s of seed.skipped)
-    logger.warn({ file: s.file, reason: s.reason }, "seed state file not adopted");
-  if (seed.adopted.length > 0) {
-    logger.info(
-      { bindings: seed.adopted.length, dir: config.seedStateDir },
-      "adopting the seed agent's bindings",
+  metrics: AgentMetrics,
+): Promise<IptablesMode> {
+  const { mode, otherDrops } = await inspectIptablesBackends(runner, config.iptablesMode);
+  logger.info({ mode, requested: config.iptablesMode }, "iptables backend chosen");
+  const other = mode === "nft" ? "legacy" : "nft";
+  metrics.iptablesOtherBackendDrops.set({ backend: other }, otherDrops.length);
+  if (otherDrops.length > 0) {
+    logger.warn(
+      { mode, other, drops: otherDrops.slice(0, 20), count: otherDrops.length },
+      "the other iptables backend holds policies or rules that may drop EIP traffic",
     );
   }
-  const now = new Date().toISOString();
-  return new BindingTable(seed.adopted.map((b) => ({ ...b, since: now })));
+  return mode;
 }
 
 export async function startAgent(
@@ -226,12 +214,13 @@ export async function startAgent(
   });
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
-  const table = await loadBindings(config, store, logger);
+  const mode = await chooseIptablesBackend(config, runner, logger, metrics);
+  const table = await loadBindings(config, store, logger, () => readNatBindings(runner, mode));
   const garp = new GratuitousArp(runner, logger, {
     device: config.gatewayDev,
     count: config.garpCount,
   });
-  const subsystems = await kernelSubsystems(config, runner, logger, garp, metrics);
+  const subsystems = kernelSubsystems(config, runner, logger, garp, mode);
   const bgp = config.bgp
     ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
     : undefined;
@@ -278,6 +267,10 @@ export async function startAgent(
     },
     logger,
     metrics,
+    nodeAddresses: new NodeAddresses(runner, {
+      gatewayDev: config.gatewayDev,
+      protocol: ARP_ROUTE_PROTOCOL,
+    }),
     ...(bgp
       ? { bgp: { peers: () => bgp.speaker.peers(), announced: () => bgp.announcer.count } }
       : {}),

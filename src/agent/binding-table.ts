@@ -76,6 +76,11 @@ export class BindingTable {
     return this.changes;
   }
 
+  /** Whether the EIP is ours by record: held, or wanted by a change being saved. */
+  holdsEip(eip: string): boolean {
+    return this.held.byEip.has(eip) || this.wanted.byEip.has(eip);
+  }
+
   list(): HeldBinding[] {
     return [...this.held.byEip.values()].map(({ eip, vmi, since }) => ({ eip, vmi, since }));
   }

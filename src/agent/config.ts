@@ -47,6 +47,8 @@ export interface AgentConfig {
   readonly arpPoisoning: boolean;
   readonly garpCount: number;
   readonly stateDir: string;
+  /** Rebuild lost or unreadable saved bindings from the kernel's NAT rules (recovery.ts). */
+  readonly recoverFromKernel: boolean;
   readonly seedStateDir: string;
   readonly cniDev: string;
   readonly iptablesMode: IptablesModeFlag;
@@ -224,6 +226,11 @@ export function agentCommand(): Command {
     )
     .option("--state-dir <dir>", "where the node's bindings are saved", "/var/lib/kube-eip")
     .option(
+      "--recover-from-kernel",
+      "when the saved bindings are missing or unreadable, rebuild them from the kernel's NAT rules (see README)",
+      false,
+    )
+    .option(
       "--seed-state-dir <dir>",
       "state directory of the Go kube-eip agent, adopted at first start",
       "/var/run/eip_agent",
@@ -309,6 +316,7 @@ interface RawOptions {
   arpPoisoning: boolean;
   garpCount: number;
   stateDir: string;
+  recoverFromKernel: boolean;
   seedStateDir: string;
   cniDev: string;
   iptablesMode: IptablesModeFlag;
@@ -384,6 +392,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     arpPoisoning: o.arpPoisoning,
     garpCount: o.garpCount,
     stateDir: o.stateDir,
+    recoverFromKernel: o.recoverFromKernel,
     seedStateDir: o.seedStateDir,
     cniDev: o.cniDev,
     iptablesMode: o.iptablesMode,

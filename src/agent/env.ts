@@ -56,6 +56,7 @@ export const ENV_SETTINGS: readonly EnvSetting[] = [
   setting("AGENT_ARP_POISONING", "--arp-poisoning", "switch"),
   setting("AGENT_GARP_COUNT", "--garp-count"),
   setting("AGENT_STATE_DIR", "--state-dir"),
+  setting("AGENT_RECOVER_FROM_KERNEL", "--recover-from-kernel", "switch"),
   setting("AGENT_SEED_STATE_DIR", "--seed-state-dir"),
   setting("AGENT_CNI_DEV", "--cni-dev"),
   setting("AGENT_IPTABLES_MODE", "--iptables-mode"),

@@ -24,7 +24,8 @@ import type { PeerStatus } from "../bgp/gobgp-api.js";
 import type { BindingTable } from "./binding-table.js";
 import { type Dataplane, NotSavedError } from "./dataplane.js";
 import type { AgentMetrics } from "./metrics.js";
-import { type RequestPolicy, parseRequest, shown } from "./request.js";
+import type { NodeAddresses } from "./node-addresses.js";
+import { type Parsed, type RequestPolicy, parseRequest, shown } from "./request.js";
 
 export interface ServerTls {
   readonly cert: string;
@@ -47,6 +48,8 @@ export interface AgentServerOptions {
   readonly metrics: AgentMetrics;
   readonly bgp?: BgpStatus;
   readonly now?: () => Date;
+  /** The node's own addresses: a bind of one of them is refused. */
+  readonly nodeAddresses?: NodeAddresses;
 }
 
 export class AgentService {
@@ -54,7 +57,7 @@ export class AgentService {
 
   async eipOperate(req: EipOpReq): Promise<EipOpRsp> {
     const { table, dataplane, policy, logger, metrics } = this.opts;
-    const parsed = parseRequest(req, policy);
+    const parsed = await this.checkNode(parseRequest(req, policy));
     const action = parsed.ok ? parsed.op.action : "invalid";
     const answer = (rsp: EipOpRsp): EipOpRsp => {
       metrics.requests.inc({ action, result: rsp.result });
@@ -97,6 +100,19 @@ export class AgentService {
     if (outcome.kind === "changed")
       logger.info({ op: action, eip, vmi }, action === "bind" ? "bound" : "unbound");
     return answer(succeeded());
+  }
+
+  /** Refuses a bind of an address the node holds for another purpose (node-addresses.ts). */
+  private async checkNode(parsed: Parsed): Promise<Parsed> {
+    const { nodeAddresses, table } = this.opts;
+    if (!parsed.ok || parsed.op.action !== "bind" || nodeAddresses === undefined) return parsed;
+    const { binding } = parsed.op;
+    try {
+      const reason = await nodeAddresses.refusal(binding, table.holdsEip(binding.eip));
+      return reason === undefined ? parsed : { ok: false, reason };
+    } catch (err) {
+      return { ok: false, reason: `cannot read the node's addresses: ${(err as Error).message}` };
+    }
   }
 
   listBindings(): ListBindingsRsp {

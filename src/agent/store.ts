@@ -9,6 +9,12 @@
 // the lines of the snapshot's generation (older lines are leftovers of a compaction cut
 // short by a crash); a torn last line was never acknowledged and is dropped.
 // Writes are serialised.
+//
+// Loading never returns fewer bindings than were acknowledged: it refuses (StateError)
+// instead, when a file cannot be read or parsed, when a line before the last is damaged,
+// and when the journal exists without its snapshot (the journal only ever exists next to a
+// snapshot: a compaction renames the snapshot into place before it empties the journal).
+// Only a directory with neither file is a node with nothing saved.
 import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { canonicalIpv4 } from "../common/ipv4.js";
@@ -40,10 +46,12 @@ export class BindingStore {
     const snapshotText = await readOptional(this.path);
     const journalText = await readOptional(this.journalPath);
     if (snapshotText === undefined && journalText === undefined) return undefined;
-    const snapshot =
-      snapshotText === undefined
-        ? { generation: 0, bindings: [] }
-        : parseSnapshot(snapshotText, this.path);
+    if (snapshotText === undefined) {
+      throw new StateError(
+        `${this.journalPath} exists but ${this.path} is missing: the saved bindings are incomplete`,
+      );
+    }
+    const snapshot = parseSnapshot(snapshotText, this.path);
     this.generation = snapshot.generation;
     const table = new Replay(snapshot.bindings);
     const lines = (journalText ?? "").split("\n");
@@ -60,6 +68,26 @@ export class BindingStore {
       this.journalLines++;
     });
     return table.bindings();
+  }
+
+  /**
+   * Renames the state files that exist to `<name>.lost-<stamp>` (kept for a person to look
+   * at), so that a recovered table starts a fresh snapshot. Resolves to the new names.
+   */
+  async setAside(stamp: string): Promise<string[]> {
+    const moved: string[] = [];
+    for (const path of [this.path, this.journalPath]) {
+      const to = `${path}.lost-${stamp}`;
+      try {
+        await rename(path, to);
+        moved.push(to);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      }
+    }
+    this.generation = 0;
+    this.journalLines = 0;
+    return moved;
   }
 
   /** Replaces the snapshot with this table and empties the journal. */
@@ -129,7 +157,7 @@ async function readOptional(path: string): Promise<string | undefined> {
     return await readFile(path, "utf8");
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
+    throw new StateError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
 import { RecordingRunner } from "./fake-runner.js";
-import { RouteManager, ensureRouteTableName, routeDesired, type RouteDesired } from "./iproute.js";
+import { RouteManager, routeDesired, type RouteDesired } from "./iproute.js";
+import { ensureRouteTableName } from "./rt-tables.js";
 import { KernelError, Phase } from "./manager.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
@@ -167,7 +168,8 @@ describe("RouteManager in a network namespace", { skip: notRoot ? "needs root" :
       "1001",
     ]);
     await ns.run("ip", ["addr", "del", "192.168.18.101/32", "dev", "eth1"]);
-    await ns.run("ip", ["addr", "add", "192.168.18.102/32", "dev", "eth1"]);
+    // A stray address of ours (our label): removed. (An unlabeled one is someone else's.)
+    await ns.run("ip", ["addr", "add", "192.168.18.102/32", "dev", "eth1", "label", "eth1:eip"]);
     await ns.run("ip", ["route", "del", "default", "table", "1001"]);
     await ns.run("ip", ["route", "add", "10.99.0.0/16", "dev", "eth1", "table", "1001"]);
     await ns.run("ip", ["route", "add", "unreachable", "10.98.0.0/16", "table", "1001"]);
@@ -325,8 +327,8 @@ describe(
       assert.deepEqual(await addresses(ns), []);
       assert.deepEqual((await proxies()).sort(), [
         "10.9.9.9 proxy",
-        "192.168.18.100 proxy",
-        "192.168.18.101 proxy",
+        "192.168.18.100 proxy proto 225",
+        "192.168.18.101 proxy proto 225",
       ]);
       assert.deepEqual(await arpRoutes(), [
         "192.168.18.100 dev cni0 scope link",

@@ -5,34 +5,32 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
 import { FakeRunner, commandLine, failure } from "./fake-runner.js";
+import { RouteManager, failedBatchLines, routeDesired, type RouteDesired } from "./iproute.js";
 import {
-  RouteManager,
-  ensureRouteTableName,
-  failedBatchLines,
   parseAddresses,
   parseArpRoutes,
   parseProxies,
   parseRoutes,
   parseRules,
-  routeDesired,
   routeKey,
-  type RouteDesired,
-} from "./iproute.js";
+} from "./iproute-parse.js";
+import { ensureRouteTableName } from "./rt-tables.js";
 import { KernelError, Phase } from "./manager.js";
 
 // Captured with iproute2 6.1.0 in a throwaway netns. Table 1001 holds the desired routes
 // plus a /32 throw, a tos route, a metric route and an unreachable route; the rules include
 // a stale VMI (10.0.0.12), a rule with an extra selector (iif), and foreign rules (priority
 // 500, table 1002); eth1 has the node's 192.168.18.11/24, a foreign 10.10.0.5/16, EIP /32s
-// and an EIP the previous version added with the network's prefix (192.168.18.101/24).
+// an EIP the previous version added with the network's prefix (192.168.18.101/24), and a
+// foreign VIP in the EIP network without our label (192.168.18.150/32, keepalived's).
 const ROUTES = `[{"dst":"default","gateway":"192.168.18.1","dev":"eth1","flags":[]},{"type":"throw","dst":"10.1.2.3","flags":[]},{"dst":"10.5.0.0/16","tos":"0x10","dev":"eth1","scope":"link","flags":[]},{"dst":"10.7.0.0/16","gateway":"192.168.18.1","dev":"eth1","metric":100,"flags":[]},{"type":"unreachable","dst":"10.8.0.0/16","flags":[]},{"type":"throw","dst":"10.96.0.0/12","flags":[]},{"type":"throw","dst":"10.244.0.0/16","flags":[]},{"dst":"192.168.18.0/24","dev":"eth1","scope":"link","flags":[]}]`;
 const RULES = `[{"priority":0,"src":"all","table":"255"},{"priority":500,"src":"10.0.0.0","srclen":8,"table":"254"},{"priority":1001,"src":"10.0.0.1","table":"1001"},{"priority":1001,"src":"10.0.0.11","table":"1001"},{"priority":1001,"src":"10.0.0.12","table":"1001"},{"priority":1001,"src":"10.0.0.1","iif":"eth1","table":"1001"},{"priority":1001,"src":"10.0.0.13","table":"1002"},{"priority":32766,"src":"all","table":"254"},{"priority":32767,"src":"all","table":"253"}]`;
-const ADDRS = `[{"ifindex":3,"link":"eth1-peer","ifname":"eth1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,"qdisc":"noqueue","operstate":"UP","group":"default","txqlen":1000,"addr_info":[{"family":"inet","local":"192.168.18.11","prefixlen":24,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.100","prefixlen":32,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.102","prefixlen":32,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"10.10.0.5","prefixlen":16,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.101","prefixlen":24,"scope":"global","secondary":true,"label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295}]}]`;
-// Captured the same way: the proxy entries of eth1 (a foreign 10.9.9.9, a stale EIP
-// 192.168.18.102, a wanted 192.168.18.100), the main table's routes with protocol 225 (a
+const ADDRS = `[{"ifindex":3,"link":"eth1-peer","ifname":"eth1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1500,"qdisc":"noqueue","operstate":"UP","group":"default","txqlen":1000,"addr_info":[{"family":"inet","local":"192.168.18.11","prefixlen":24,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.100","prefixlen":32,"scope":"global","label":"eth1:eip","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.102","prefixlen":32,"scope":"global","label":"eth1:eip","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.150","prefixlen":32,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"10.10.0.5","prefixlen":16,"scope":"global","label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295},{"family":"inet","local":"192.168.18.101","prefixlen":24,"scope":"global","secondary":true,"label":"eth1","valid_life_time":4294967295,"preferred_life_time":4294967295}]}]`;
+// Captured the same way: the proxy entries of eth1 (a foreign 10.9.9.9, our stale EIP
+// 192.168.18.102, our wanted 192.168.18.100, a foreign unmarked 192.168.18.150), the main table's routes with protocol 225 (a
 // /26, EIP host routes through cni0, one through eth0, one with a metric, one via a
 // gateway).
-const PROXIES = `[{"dst":"10.9.9.9","proxy":null},{"dst":"192.168.18.102","proxy":null},{"dst":"192.168.18.100","proxy":null}]`;
+const PROXIES = `[{"dst":"10.9.9.9","proxy":null},{"dst":"192.168.18.102","proxy":null,"protocol":"225"},{"dst":"192.168.18.100","proxy":null,"protocol":"225"},{"dst":"192.168.18.150","proxy":null}]`;
 const ARP_ROUTES = `[{"dst":"192.168.18.64/26","dev":"cni0","scope":"link","flags":[]},{"dst":"192.168.18.100","dev":"cni0","scope":"link","flags":[]},{"dst":"192.168.18.101","dev":"eth0","scope":"link","flags":[]},{"dst":"192.168.18.102","dev":"cni0","scope":"link","metric":100,"flags":[]},{"dst":"192.168.18.103","gateway":"10.244.1.10","dev":"cni0","flags":[]}]`;
 
 const ROUTE_CMD = "ip -json route show table 1001";
@@ -80,7 +78,9 @@ function batchInput(runner: FakeRunner): string {
 }
 
 /** An `ip -json -4 addr show` answer for eth1 with these addresses. */
-function addrJson(addrs: { local: string; prefixlen: number; secondary?: boolean }[]): string {
+function addrJson(
+  addrs: { local: string; prefixlen: number; secondary?: boolean; label?: string }[],
+): string {
   return JSON.stringify([
     {
       ifindex: 3,
@@ -92,7 +92,12 @@ function addrJson(addrs: { local: string; prefixlen: number; secondary?: boolean
 
 describe("iproute parsers", () => {
   it("reads proxy entries and our main-table routes", () => {
-    assert.deepEqual(parseProxies(PROXIES), ["10.9.9.9", "192.168.18.102", "192.168.18.100"]);
+    assert.deepEqual(parseProxies(PROXIES), [
+      { address: "10.9.9.9", protocol: undefined },
+      { address: "192.168.18.102", protocol: 225 },
+      { address: "192.168.18.100", protocol: 225 },
+      { address: "192.168.18.150", protocol: undefined },
+    ]);
     assert.deepEqual(parseArpRoutes(ARP_ROUTES, 225), [
       {
         address: undefined,
@@ -193,11 +198,12 @@ describe("iproute parsers", () => {
 
   it("reads the device's IPv4 addresses", () => {
     assert.deepEqual(parseAddresses(ADDRS), [
-      { address: "192.168.18.11", prefix: 24, secondary: false },
-      { address: "192.168.18.100", prefix: 32, secondary: false },
-      { address: "192.168.18.102", prefix: 32, secondary: false },
-      { address: "10.10.0.5", prefix: 16, secondary: false },
-      { address: "192.168.18.101", prefix: 24, secondary: true },
+      { address: "192.168.18.11", prefix: 24, secondary: false, label: "eth1" },
+      { address: "192.168.18.100", prefix: 32, secondary: false, label: "eth1:eip" },
+      { address: "192.168.18.102", prefix: 32, secondary: false, label: "eth1:eip" },
+      { address: "192.168.18.150", prefix: 32, secondary: false, label: "eth1" },
+      { address: "10.10.0.5", prefix: 16, secondary: false, label: "eth1" },
+      { address: "192.168.18.101", prefix: 24, secondary: true, label: "eth1" },
     ]);
   });
 
@@ -228,7 +234,7 @@ describe("RouteManager", () => {
         "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001",
         "rule del from 10.0.0.12/32 lookup 1001 priority 1001",
         // The /24 EIP of the previous version: the /32 comes first, then the /24 goes.
-        "address replace 192.168.18.101/32 dev eth1",
+        "address add 192.168.18.101/32 dev eth1 label eth1:eip",
         "address del 192.168.18.102/32 dev eth1",
         "address del 192.168.18.101/24 dev eth1",
         "",
@@ -277,8 +283,8 @@ describe("RouteManager", () => {
         "route replace throw 10.96.0.0/12 table 1001",
         "rule add from 10.0.0.1/32 lookup 1001 priority 1001",
         "rule add from 10.0.0.11/32 lookup 1001 priority 1001",
-        "address replace 192.168.18.100/32 dev eth1",
-        "address replace 192.168.18.101/32 dev eth1",
+        "address add 192.168.18.100/32 dev eth1 label eth1:eip",
+        "address add 192.168.18.101/32 dev eth1 label eth1:eip",
         "",
       ].join("\n"),
     );
@@ -301,7 +307,7 @@ describe("RouteManager", () => {
     assert.deepEqual(runner.lines(), [BATCH_CMD]);
     assert.equal(
       runner.calls[0]?.input,
-      "rule add from 10.0.0.7/32 lookup 1001 priority 1001\naddress replace 192.168.18.7/32 dev eth1\n",
+      "rule add from 10.0.0.7/32 lookup 1001 priority 1001\naddress add 192.168.18.7/32 dev eth1 label eth1:eip\n",
     );
     runner.clear();
     manager.setDesired(desired(TWO));
@@ -330,6 +336,9 @@ describe("RouteManager", () => {
     await manager.apply({ reread: false });
     const input = batchInput(runner);
     assert.doesNotMatch(input, /192\.168\.18\.11\/|10\.10\.0\.5|192\.168\.18\.101\/24/);
+    // A VIP in the EIP network without our label is someone else's, even with no binding.
+    assert.doesNotMatch(input, /192\.168\.18\.150/);
+    assert.match(input, /address del 192\.168\.18\.100\/32 dev eth1\n/);
     assert.doesNotMatch(input, /priority 500|lookup 1002/);
   });
 
@@ -368,11 +377,18 @@ describe("RouteManager", () => {
     ]);
     assert.equal(
       batchInput(runner),
-      "address replace 192.168.18.100/32 dev eth1\naddress del 192.168.18.100/24 dev eth1\n",
+      "address add 192.168.18.100/32 dev eth1 label eth1:eip\naddress del 192.168.18.100/24 dev eth1\n",
     );
     // Secondaries may have been promoted: the next apply reads again.
     runner.clear();
-    await manager.apply({ reread: false });
+    runner.on(
+      ADDR_CMD,
+      addrJson([
+        { local: "192.168.18.11", prefixlen: 24 },
+        { local: "192.168.18.100", prefixlen: 32, label: "eth1:eip" },
+      ]),
+    );
+    assert.equal(await manager.apply({ reread: false }), 0);
     assert.deepEqual(runner.lines().slice(0, READS.length), READS);
   });
 
@@ -521,7 +537,7 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
     assert.deepEqual(arpLines(runner), [
       // Ours, through the wrong device: replaced.
       "route replace 192.168.18.101/32 dev cni0 table main proto 225",
-      "neigh replace proxy 192.168.18.101 dev eth1",
+      "neigh replace proxy 192.168.18.101 dev eth1 protocol 225",
       // Stale entries go, the proxy entry before its route; 10.9.9.9 is not ours.
       "neigh del proxy 192.168.18.102 dev eth1",
       "route del 192.168.18.103/32 table main proto 225",
@@ -538,7 +554,7 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
     await manager.apply({ reread: false });
     assert.deepEqual(arpLines(runner), [
       "route add 192.168.18.7/32 dev cni0 table main proto 225",
-      "neigh replace proxy 192.168.18.7 dev eth1",
+      "neigh replace proxy 192.168.18.7 dev eth1 protocol 225",
     ]);
     runner.clear();
     manager.setDesired(desired(TWO.slice(1), POISONING));
@@ -666,7 +682,7 @@ describe("RouteManager read/adopt", () => {
         "route del 10.8.0.0/16 table 1001",
         "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001",
         "rule del from 10.0.0.12/32 lookup 1001 priority 1001",
-        "address replace 192.168.18.101/32 dev eth1",
+        "address add 192.168.18.101/32 dev eth1 label eth1:eip",
         "address del 192.168.18.102/32 dev eth1",
         "address del 192.168.18.101/24 dev eth1",
         "",

@@ -7,15 +7,22 @@
 //   EIP network, default via the gateway, throw routes for the internal nets);
 // - every ip rule at priority 1001 whose table is 1001 (shown as "eip_route" when that name
 //   is registered): exactly one `from VMI/32 lookup 1001` per bound VMI, nothing else;
-// - on the gateway device, the addresses inside the EIP network that are /32, and an address
-//   with another prefix only while it equals a desired EIP: the previous version put EIPs
-//   there with the EIP network's prefix (e.g. /24), and those are replaced by a /32 without a
-//   gap (the /32 is added before the old one is deleted). Any other address is never touched:
-//   the node may have its own address in that network with a /24;
-// - on the gateway device, the proxy neighbour entries for addresses inside the EIP network
-//   (`ip neigh add proxy EIP dev <gatewayDev>`: the kernel answers ARP for EIP there with the
-//   device's MAC, as long as forwarding is on and the route to EIP leaves through another
-//   device); proxy entries for other addresses are never touched;
+// - on the gateway device, the addresses it marked: each EIP it adds is a /32 with the label
+//   `<dev>:eip` (ourAddressLabel; addresses have no other mark iproute2 6.1 can write, and a
+//   label cannot change in place). Adopted at the first read only, while their EIP is bound
+//   (the saved binding is the record): the seed's EIPs with the EIP network's prefix (e.g.
+//   /24), replaced by a marked /32 without a gap (added before the old one is deleted), and
+//   an earlier version's unmarked /32s, kept as they are and remembered as ours until
+//   deleted. Any other address is never touched, even inside the EIP network (the node's
+//   own /24, a keepalived or kube-vip VIP); a bound EIP that someone else holds there is
+//   never taken over: the apply fails with Phase.Address naming it. (A device name too long
+//   for the label leaves only the in-memory record: such addresses are ours while this
+//   process knows it added them.)
+// - on the gateway device, the proxy neighbour entries with protocol `protocol` (225)
+//   (`ip neigh replace proxy EIP dev <gatewayDev> protocol 225`: the kernel answers ARP for
+//   EIP there with the device's MAC, as long as forwarding is on and the route to EIP leaves
+//   through another device); an unmarked entry of a bound EIP is adopted at the first read
+//   and marked in place; any other entry is never touched;
 // - every route of the main table with protocol `protocol` (225): the host routes
 //   `EIP/32 dev <cni bridge>` that give each proxied EIP such a route.
 // (The gateway device's arp_ignore and proxy_delay are SysctlManager's.)
@@ -32,7 +39,8 @@
 // replaces (link routes first, so the gateway of the default route is reachable, then via
 // routes, then throw routes), route deletions, rule additions, rule deletions (rules with
 // extra selectors first: `ip rule del` treats every selector it is not given as a wildcard),
-// address additions (`address replace EIP/32`, idempotent), address deletions, then the ARP
+// address additions (`address add EIP/32 label <dev>:eip`: an address someone else added
+// since the read fails the line rather than become ours), address deletions, then the ARP
 // answers: host routes (`route add`: a route of someone else's at that address
 // is an error, never overwritten), proxy entries, then proxy entry deletions before host
 // route deletions (so an answer never outlives its route). `-force` makes ip run every line
@@ -60,25 +68,32 @@
 // way, in maps by EIP. After a write the manager tells its owner which EIPs arrived on the
 // node (an address or proxy entry added) and which left, for gratuitous ARP. read() and
 // adopt() let the caller do the slow `ip -json ... show` apart from apply().
-import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { dirname } from "node:path";
-import { randomBytes } from "node:crypto";
 import {
   type ArpProxySpec,
   type DesiredState,
-  ROUTE_TABLE_ID,
   ROUTE_TABLE_NAME,
   type RouteSpec,
 } from "../agent/plan.js";
-import {
-  canonicalIpv4,
-  formatIpv4Net,
-  type Ipv4Net,
-  netContains,
-  parseIpv4,
-  parseIpv4Net,
-} from "../common/ipv4.js";
+import { type Ipv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
 import { canonicalAddress } from "./canonical.js";
+import {
+  type ArpRoute,
+  type KernelAddress,
+  type KernelProxy,
+  type KernelRoute,
+  type KernelRule,
+  canonicalDst,
+  identityOf,
+  ourAddressLabel,
+  parseAddresses,
+  parseArpRoutes,
+  parseProxies,
+  parseRoutes,
+  parseRules,
+  routeDelLine,
+  routeKey,
+  routeReplaceLine,
+} from "./iproute-parse.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import { CommandError, type CommandRunner } from "./runner.js";
 import { PreparedBeliefs, sameStrings } from "./snapshot.js";
@@ -121,265 +136,13 @@ export interface RouteManagerOptions {
   readonly onEipsLeft?: (eips: readonly string[]) => void;
 }
 
-/** A route of our table as the kernel holds it. */
-export interface KernelRoute {
-  /** What the kernel tells routes of one table apart by: "dst tos T metric M". */
-  readonly identity: string;
-  /** Comparable with routeKey(desired): "via default 192.168.18.1 eth1", "throw 10.0.0.0/8". */
-  readonly key: string;
-  /** The batch line that deletes it. */
-  readonly del: string;
-}
-
-/** One of our ip rules as the kernel holds it. */
-export interface KernelRule {
-  /** "from 10.0.0.1/32" for a rule with no other selector; anything else is unique. */
-  readonly key: string;
-  /** True when `del` names every selector the rule has (so it deletes exactly this rule). */
-  readonly exact: boolean;
-  readonly del: string;
-}
-
-export interface KernelAddress {
-  readonly address: string;
-  readonly prefix: number;
-  readonly secondary: boolean;
-}
-
-type JsonObject = Record<string, unknown>;
-
-function parseJsonArray(text: string, what: string): JsonObject[] {
-  const trimmed = text.trim();
-  if (trimmed === "") return [];
-  const value: unknown = JSON.parse(trimmed);
-  if (!Array.isArray(value)) throw new Error(`${what}: expected a JSON array`);
-  return value.filter((v): v is JsonObject => typeof v === "object" && v !== null);
-}
-
-function str(obj: JsonObject, key: string): string | undefined {
-  const v = obj[key];
-  return typeof v === "string" ? v : typeof v === "number" ? String(v) : undefined;
-}
-
-/** "default" or a canonical CIDR; other text comes back unchanged. */
-export function canonicalDst(dst: string): string {
-  if (dst === "default" || dst === "0.0.0.0/0") return "default";
-  const net = parseIpv4Net(dst);
-  return net === undefined ? dst : formatIpv4Net(net);
-}
-
-/** The comparison key of a desired route (see KernelRoute.key). */
-export function routeKey(route: RouteSpec): string {
-  const dst = canonicalDst(route.dst);
-  switch (route.kind) {
-    case "via":
-      return `via ${dst} ${canonicalIpv4(route.gateway) ?? route.gateway} ${route.dev}`;
-    case "link":
-      return `link ${dst} ${route.dev}`;
-    case "throw":
-      return `throw ${dst}`;
-  }
-}
-
-function routeReplaceLine(route: RouteSpec, table: number): string {
-  const dst = canonicalDst(route.dst);
-  switch (route.kind) {
-    case "via":
-      return `route replace ${dst} via ${route.gateway} dev ${route.dev} table ${table}`;
-    case "link":
-      return `route replace ${dst} dev ${route.dev} scope link table ${table}`;
-    case "throw":
-      return `route replace throw ${dst} table ${table}`;
-  }
-}
-
-function identityOf(dst: string, tos: string, metric: number): string {
-  return `${dst} tos ${tos} metric ${metric}`;
-}
-
-function routeDelLine(dst: string, tos: string, metric: number, table: number | "main"): string {
-  let line = `route del ${dst} table ${table}`;
-  if (tos !== "0") line += ` tos ${tos}`;
-  if (metric !== 0) line += ` metric ${metric}`;
-  return line;
-}
-
-/** Parses `ip -json route show table N`. */
-export function parseRoutes(json: string, table: number): KernelRoute[] {
-  const routes: KernelRoute[] = [];
-  for (const r of parseJsonArray(json, "ip route")) {
-    const rawDst = str(r, "dst");
-    if (rawDst === undefined) continue;
-    const dst = canonicalDst(rawDst);
-    const type = str(r, "type") ?? "unicast";
-    const tosText = str(r, "tos") ?? str(r, "dsfield") ?? "0";
-    const tos = tosText === "0x00" || tosText === "0x0" ? "0" : tosText;
-    const metric = Number(str(r, "metric") ?? "0") || 0;
-    const gateway = str(r, "gateway");
-    const dev = str(r, "dev");
-    let key: string;
-    if (type === "throw") {
-      key = `throw ${dst}`;
-    } else if (type === "unicast" && r.nexthops === undefined && gateway !== undefined && dev) {
-      key = `via ${dst} ${gateway} ${dev}`;
-    } else if (
-      type === "unicast" &&
-      r.nexthops === undefined &&
-      dev &&
-      str(r, "scope") === "link"
-    ) {
-      key = `link ${dst} ${dev}`;
-    } else {
-      key = `other ${JSON.stringify(r)}`;
-    }
-    if (tos !== "0" || metric !== 0) key += ` tos ${tos} metric ${metric}`;
-    routes.push({
-      identity: identityOf(dst, tos, metric),
-      key,
-      del: routeDelLine(dst, tos, metric, table),
-    });
-  }
-  return routes;
-}
-
-/** Rule attributes that do not select packets: a rule with only these is "from X lookup T". */
-const PLAIN_RULE_KEYS = new Set(["priority", "src", "srclen", "table", "protocol"]);
-
-function ruleFrom(src: string | undefined, len: string | undefined): string {
-  if (src === undefined || src === "all") return "all";
-  const net = parseIpv4Net(`${src}/${len ?? "32"}`, { allowHostBits: true });
-  return net === undefined ? `${src}/${len ?? "32"}` : formatIpv4Net(net);
-}
-
 /**
- * Parses `ip -json [-N] rule show`, keeping only our rules: priority `priority`, table
- * `table` (or `tableName`).
+ * An address of the gateway device, with whether it lies in the EIP network and whether it
+ * carries our mark (the label `<dev>:eip`).
  */
-export function parseRules(
-  json: string,
-  options: { table: number; priority: number; tableName?: string },
-): KernelRule[] {
-  const tableName = options.tableName ?? ROUTE_TABLE_NAME;
-  const rules: KernelRule[] = [];
-  for (const r of parseJsonArray(json, "ip rule")) {
-    if (str(r, "priority") !== String(options.priority)) continue;
-    const table = str(r, "table");
-    if (table !== String(options.table) && table !== tableName) continue;
-    const from = ruleFrom(str(r, "src"), str(r, "srclen"));
-    const plain = Object.keys(r).every((k) => PLAIN_RULE_KEYS.has(k));
-    const tail = `lookup ${options.table} priority ${options.priority}`;
-    if (plain) {
-      // `from all` is a wildcard for `ip rule del`: it could hit any of our rules.
-      rules.push({
-        key: `from ${from}`,
-        exact: from !== "all",
-        del: `rule del from ${from} ${tail}`,
-      });
-      continue;
-    }
-    const parts = ["rule del"];
-    let exact = true;
-    for (const k of Object.keys(r)) {
-      if (!PLAIN_RULE_KEYS.has(k) && !RULE_SELECTORS.has(k)) exact = false;
-    }
-    if ("not" in r) parts.push("not");
-    parts.push(`from ${from}`);
-    const dst = str(r, "dst");
-    if (dst !== undefined && dst !== "all") parts.push(`to ${dst}/${str(r, "dstlen") ?? "32"}`);
-    const iif = str(r, "iif");
-    if (iif !== undefined) parts.push(`iif ${iif}`);
-    const oif = str(r, "oif");
-    if (oif !== undefined) parts.push(`oif ${oif}`);
-    const fwmark = str(r, "fwmark");
-    const fwmask = str(r, "fwmask");
-    if (fwmark !== undefined) parts.push(`fwmark ${fwmark}${fwmask ? `/${fwmask}` : ""}`);
-    const tos = str(r, "tos");
-    if (tos !== undefined) parts.push(`tos ${tos}`);
-    parts.push(tail);
-    // Unique key: a rule with extra selectors is never one we want.
-    rules.push({
-      key: `other ${JSON.stringify(r)}`,
-      exact: exact && from !== "all",
-      del: parts.join(" "),
-    });
-  }
-  return rules;
-}
-
-/** Selectors parseRules can name in a `rule del` line. */
-const RULE_SELECTORS = new Set(["not", "dst", "dstlen", "iif", "oif", "fwmark", "fwmask", "tos"]);
-
-/** Parses `ip -json -4 addr show dev DEV`: the IPv4 addresses of the device. */
-export function parseAddresses(json: string): KernelAddress[] {
-  const result: KernelAddress[] = [];
-  for (const link of parseJsonArray(json, "ip addr")) {
-    const infos = link.addr_info;
-    if (!Array.isArray(infos)) continue;
-    for (const info of infos as JsonObject[]) {
-      if (info.family !== "inet") continue;
-      const local = str(info, "local");
-      const prefix = Number(str(info, "prefixlen"));
-      if (local === undefined || !Number.isInteger(prefix)) continue;
-      result.push({
-        address: canonicalIpv4(local) ?? local,
-        prefix,
-        secondary: info.secondary === true,
-      });
-    }
-  }
-  return result;
-}
-
-/** Parses `ip -4 -json neigh show proxy dev DEV`: the addresses proxied on the device. */
-export function parseProxies(json: string): string[] {
-  const result: string[] = [];
-  for (const entry of parseJsonArray(json, "ip neigh")) {
-    const dst = str(entry, "dst");
-    const address = dst === undefined ? undefined : canonicalIpv4(dst);
-    if (address !== undefined) result.push(address);
-  }
-  return result;
-}
-
-/** A route of the main table with our protocol. */
-export interface ArpRoute {
-  /** The address of a host route (/32, tos 0, metric 0: the identity of ours); else undefined. */
-  readonly address: string | undefined;
-  /** The device of a host route that is a plain `dev D scope link` route; else undefined. */
-  readonly dev: string | undefined;
-  /** The batch line that deletes it. */
-  readonly del: string;
-}
-
-/** Parses `ip -json route show table main proto P` (ip leaves the protocol out). */
-export function parseArpRoutes(json: string, protocol: number): ArpRoute[] {
-  const routes: ArpRoute[] = [];
-  for (const r of parseJsonArray(json, "ip route")) {
-    const rawDst = str(r, "dst");
-    if (rawDst === undefined) continue;
-    const dst = canonicalDst(rawDst);
-    const tosText = str(r, "tos") ?? str(r, "dsfield") ?? "0";
-    const tos = tosText === "0x00" || tosText === "0x0" ? "0" : tosText;
-    const metric = Number(str(r, "metric") ?? "0") || 0;
-    const host = dst.endsWith("/32") && tos === "0" && metric === 0;
-    const dev = str(r, "dev");
-    const plain =
-      (str(r, "type") ?? "unicast") === "unicast" &&
-      r.nexthops === undefined &&
-      str(r, "gateway") === undefined &&
-      str(r, "scope") === "link";
-    routes.push({
-      address: host ? dst.slice(0, -3) : undefined,
-      dev: host && plain ? dev : undefined,
-      del: `${routeDelLine(dst, tos, metric, "main")} proto ${protocol}`,
-    });
-  }
-  return routes;
-}
-
-/** An address of the gateway device, with whether it lies in the EIP network. */
 export interface HeldAddress extends KernelAddress {
   readonly inEipNet: boolean;
+  readonly marked: boolean;
 }
 
 /**
@@ -390,12 +153,14 @@ export interface RouteSnapshot {
   readonly routes: readonly KernelRoute[];
   readonly rules: readonly KernelRule[];
   readonly addresses: readonly HeldAddress[];
-  readonly proxies: readonly string[];
+  readonly proxies: readonly KernelProxy[];
   readonly arpRoutes: readonly ArpRoute[];
 }
 
 /** A held address in the belief. */
 interface AddressEntry extends HeldAddress {
+  /** Marked, or recorded as ours: only such an address is ever deleted. */
+  readonly ours: boolean;
   /** Its position on the device: deletions are written in this order. */
   readonly seq: number;
   /** The last plan pass that wanted this address. */
@@ -439,8 +204,8 @@ interface Belief {
   irregularRules: readonly ReadRule[] | undefined;
   /** The /32 addresses of the gateway device, by canonical address (see fileAddress). */
   readonly addresses32: Map<string, AddressEntry>;
-  /** How many of addresses32 lie in the EIP network. */
-  inEipNet32: number;
+  /** How many of addresses32 are ours. */
+  ours32: number;
   /** The other addresses of the device (mostly other prefixes), in device order. */
   others: AddressEntry[];
   /** Those of `others` that lie in the EIP network, by address. */
@@ -448,6 +213,8 @@ interface Belief {
   nextSeq: number;
   /** Our proxy entries on the gateway device, by EIP. */
   readonly proxies: Map<string, ArpEntry>;
+  /** Proxy entries in the EIP network that are not ours (no protocol mark): never touched. */
+  readonly foreignProxies: Set<string>;
   /** Our host routes in the main table, by EIP. */
   readonly arpRoutes: Map<string, ArpEntry>;
   /** Our other main-table routes (not at a host route's identity): the next write deletes them. */
@@ -471,6 +238,10 @@ interface WritePlan {
   readonly arrived: readonly string[];
   /** EIPs whose address (not wanted any more) or proxy entry the lines delete. */
   readonly left: readonly string[];
+  /** The addresses ("A/P") the lines delete. */
+  readonly deleted: readonly string[];
+  /** Wanted EIPs someone else holds on the gateway device: left alone, the apply fails. */
+  readonly conflicts: readonly string[];
 }
 
 export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> {
@@ -485,6 +256,14 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   private readonly tableName: string;
   /** Numbers the plan passes, so that marking a rule or address as wanted allocates nothing. */
   private pass = 0;
+  /** Our mark on the addresses we add; undefined when `<dev>:eip` is longer than a label may be. */
+  private readonly label: string | undefined;
+  /** True until the first read: the only one that adopts unmarked state of bound EIPs. */
+  private firstRead = true;
+  /** Unmarked addresses ("A/P") that are ours: adopted at start, or added without a label. */
+  private readonly recorded = new Set<string>();
+  /** Unmarked proxy entries of bound EIPs adopted at start, until a write marks them. */
+  private readonly adoptedProxies = new Set<string>();
 
   constructor(
     private readonly runner: CommandRunner,
@@ -497,6 +276,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     }
     this.eipNet = net;
     this.tableName = options.tableName ?? ROUTE_TABLE_NAME;
+    this.label = ourAddressLabel(options.gatewayDev);
   }
 
   setDesired(desired: RouteDesired): void {
@@ -512,16 +292,24 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
         this.belief = belief;
       }
       const plan = this.plan(desired, belief);
-      if (plan.lines.length === 0) return 0;
-      // Forget the belief before writing: a failed or partial write leaves it unknown.
-      this.belief = undefined;
-      if (plan.promoteSecondaries) await this.promoteSecondaries();
-      await this.runBatch(plan.lines);
-      if (plan.left.length > 0) this.options.onEipsLeft?.(plan.left);
-      if (plan.arrived.length > 0) this.options.onEipsArrived?.(plan.arrived);
-      if (!plan.rereadAfter) {
-        plan.commit();
-        this.belief = belief;
+      if (plan.lines.length > 0) {
+        // Forget the belief before writing: a failed or partial write leaves it unknown.
+        this.belief = undefined;
+        if (plan.promoteSecondaries) await this.promoteSecondaries();
+        await this.runBatch(plan.lines);
+        for (const a of plan.deleted) this.recorded.delete(a);
+        if (plan.left.length > 0) this.options.onEipsLeft?.(plan.left);
+        if (plan.arrived.length > 0) this.options.onEipsArrived?.(plan.arrived);
+        if (!plan.rereadAfter) {
+          plan.commit();
+          this.belief = belief;
+        }
+      }
+      if (plan.conflicts.length > 0) {
+        throw new KernelError(
+          Phase.Address,
+          `not taking over ${plan.conflicts.join(", ")}: held on ${this.options.gatewayDev} by someone else`,
+        );
       }
       return plan.lines.length;
     } catch (err) {
@@ -567,7 +355,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       routes: parseRoutes(routesOut, table),
       rules: parseRules(rulesOut, { table, priority, tableName: this.tableName }),
       addresses: parseAddresses(addressesOut).map((a) => this.held(a)),
-      proxies: parseProxies(output(proxies, Phase.Address)).filter((a) => this.inEipNet(a)),
+      proxies: parseProxies(output(proxies, Phase.Address)).filter((p) => this.inEipNet(p.address)),
       arpRoutes: parseArpRoutes(output(arpRoutes, Phase.Address), protocol),
     };
   }
@@ -578,7 +366,8 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   }
 
   private held(a: KernelAddress): HeldAddress {
-    return { ...a, inEipNet: this.inEipNet(a.address) };
+    const marked = this.label !== undefined && a.label === this.label;
+    return { ...a, inEipNet: this.inEipNet(a.address), marked };
   }
 
   /**
@@ -587,6 +376,8 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
    */
   private beliefOf(snapshot: RouteSnapshot, desired: RouteDesired): Belief {
     const { table, priority } = this.options;
+    const adopting = this.firstRead;
+    this.firstRead = false;
     const sameSource = sameStrings(desired.ruleSources);
     const sources = new Map<string, SourceEntry>();
     const readRules: ReadRule[] = [];
@@ -613,17 +404,25 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       sources,
       irregularRules: irregular ? readRules : undefined,
       addresses32: new Map(),
-      inEipNet32: 0,
+      ours32: 0,
       others: [],
       othersInEipNet: new Map(),
       nextSeq: 0,
       proxies: new Map(),
+      foreignProxies: new Set(),
       arpRoutes: new Map(),
       otherArpRoutes: [],
     };
     const sameEip = sameStrings(desired.arpProxy?.eips ?? []);
-    for (const address of snapshot.proxies) {
-      belief.proxies.set(sameEip.get(address) ?? address, { dev: undefined, seen: 0 });
+    for (const { address, protocol } of snapshot.proxies) {
+      if (protocol === this.options.protocol) {
+        belief.proxies.set(sameEip.get(address) ?? address, { dev: undefined, seen: 0 });
+      } else if (adopting && sameEip.has(address)) {
+        // An earlier version's entry of a bound EIP: marked in place by the next write.
+        this.adoptedProxies.add(address);
+      } else if (!this.adoptedProxies.has(address)) {
+        belief.foreignProxies.add(address);
+      }
     }
     const otherArpRoutes: ArpRoute[] = [];
     for (const route of snapshot.arpRoutes) {
@@ -637,11 +436,20 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     belief.otherArpRoutes = otherArpRoutes;
     const sameAddress = sameStrings(desired.gatewayAddresses);
     for (const a of snapshot.addresses) {
+      const key = `${a.address}/${a.prefix}`;
+      // The seed's /24 EIPs and an earlier version's unmarked /32s: adopted at start while
+      // bound (the binding is the record), remembered until deleted. A label cannot be
+      // changed in place, so they stay unmarked.
+      if (adopting && a.inEipNet && !a.marked && sameAddress.has(a.address)) {
+        this.recorded.add(key);
+      }
       const entry: AddressEntry = {
         address: sameAddress.get(a.address) ?? a.address,
         prefix: a.prefix,
         secondary: a.secondary,
         inEipNet: a.inEipNet,
+        marked: a.marked,
+        ours: a.inEipNet && (a.marked || this.recorded.has(key)),
         seq: belief.nextSeq++,
         seen: 0,
       };
@@ -763,6 +571,8 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     const addedAddresses: string[] = [];
     adding = undefined;
     const addresses = desired.gatewayAddresses;
+    /** Wanted EIPs that someone else holds here: never taken over (the apply fails). */
+    const conflicts: string[] = [];
     for (let i = 0; i < addresses.length; i++) {
       const text = addresses[i] as string;
       let address = text;
@@ -776,12 +586,24 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
         if (canonical !== text) entry = addresses32.get(canonical);
       }
       const others = othersInEipNet.size > 0 ? othersInEipNet.get(address) : undefined;
-      if (others !== undefined) for (const other of others) other.seen = pass;
-      if (entry !== undefined) {
-        if (entry.seen !== pass) {
-          entry.seen = pass;
-          if (entry.inEipNet) addressHits++;
+      let foreign = false;
+      if (others !== undefined) {
+        for (const other of others) {
+          other.seen = pass;
+          if (!other.ours) foreign = true;
         }
+      }
+      if (entry !== undefined) {
+        if (!entry.ours) {
+          conflicts.push(address);
+        } else if (entry.seen !== pass) {
+          entry.seen = pass;
+          addressHits++;
+        }
+        continue;
+      }
+      if (foreign) {
+        conflicts.push(address);
         continue;
       }
       adding ??= new Set();
@@ -789,23 +611,30 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       adding.add(address);
       addedAddresses.push(address);
     }
-    // Ours: a /32 in the EIP network that is not wanted, another prefix of a wanted EIP.
+    // Deleted: an address of ours that is not wanted, another prefix of a wanted EIP.
     const deleted: AddressEntry[] = [];
-    if (addressHits < belief.inEipNet32) {
+    if (addressHits < belief.ours32) {
       addresses32.forEach((a) => {
-        if (a.inEipNet && a.seen !== pass) deleted.push(a);
+        if (a.ours && a.seen !== pass) deleted.push(a);
       });
     }
     let otherDeleted = false;
     for (const a of belief.others) {
-      if (!a.inEipNet) continue;
-      if (a.prefix === 32 ? a.seen === pass : a.seen !== pass) continue;
+      if (!a.ours || (a.prefix === 32 && a.seen === pass)) continue;
       deleted.push(a);
       otherDeleted = true;
     }
     if (otherDeleted) deleted.sort((a, b) => a.seq - b.seq);
+    const label = this.label === undefined ? "" : ` label ${this.label}`;
     for (const address of addedAddresses) {
-      lines.push({ text: `address replace ${address}/32 dev ${gatewayDev}`, phase: Phase.Address });
+      // `add`, not `replace`: an address someone added since the read fails the line
+      // instead of becoming ours.
+      lines.push({
+        text: `address add ${address}/32 dev ${gatewayDev}${label}`,
+        phase: Phase.Address,
+      });
+      // Without a label the record is the only mark: kept from the write on.
+      if (this.label === undefined) this.recorded.add(`${address}/32`);
     }
     for (const a of deleted) {
       lines.push({
@@ -837,7 +666,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       }
     }
 
-    const arp = this.planArpAnswers(desired.arpProxy, belief, pass);
+    const arp = this.planArpAnswers(desired.arpProxy, belief, pass, conflicts);
     for (const line of arp.lines) lines.push({ text: line, phase: Phase.Address });
 
     const commit = (): void => {
@@ -872,11 +701,16 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       for (const a of deleted) {
         if (addresses32.get(a.address) !== a) continue;
         addresses32.delete(a.address);
-        if (a.inEipNet) belief.inEipNet32--;
+        if (a.ours) belief.ours32--;
       }
       for (const address of addedAddresses) {
-        const held = this.held({ address, prefix: 32, secondary: false });
-        fileAddress(belief, { ...held, seq: belief.nextSeq++, seen: pass }, true);
+        const held = this.held({
+          address,
+          prefix: 32,
+          secondary: false,
+          ...(this.label === undefined ? {} : { label: this.label }),
+        });
+        fileAddress(belief, { ...held, ours: true, seq: belief.nextSeq++, seen: pass }, true);
       }
       arp.commit();
     };
@@ -889,6 +723,8 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       commit,
       arrived: [...addedAddresses, ...arp.addedProxies],
       left: [...left, ...arp.removedProxies],
+      deleted: deleted.map((a) => `${a.address}/${a.prefix}`),
+      conflicts,
     };
   }
 
@@ -900,9 +736,11 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     spec: ArpProxySpec | undefined,
     belief: Belief,
     pass: number,
+    conflicts: string[],
   ): { lines: string[]; addedProxies: string[]; removedProxies: string[]; commit(): void } {
     const { gatewayDev, protocol } = this.options;
     const { proxies, arpRoutes } = belief;
+    const adoptedProxies = this.adoptedProxies;
     const eips = spec?.eips ?? [];
     const routeDev = spec?.routeDev ?? "";
     if (spec !== undefined && (!isDeviceName(routeDev) || routeDev === gatewayDev)) {
@@ -940,6 +778,11 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
         if (route.dev !== routeDev) replacedRoutes.push(address);
       }
       if (proxy !== undefined && route !== undefined) continue;
+      if (proxy === undefined && belief.foreignProxies.has(address)) {
+        // Someone else's answer: neither it nor the route to that address is ours to write.
+        conflicts.push(address);
+        continue;
+      }
       adding ??= new Set();
       if (adding.has(address)) continue;
       adding.add(address);
@@ -963,7 +806,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     for (const address of addedRoutes) lines.push(`route add ${address}/32 ${tail}`);
     for (const address of replacedRoutes) lines.push(`route replace ${address}/32 ${tail}`);
     for (const address of addedProxies) {
-      lines.push(`neigh replace proxy ${address} dev ${gatewayDev}`);
+      lines.push(`neigh replace proxy ${address} dev ${gatewayDev} protocol ${protocol}`);
     }
     for (const address of removedProxies) {
       lines.push(`neigh del proxy ${address} dev ${gatewayDev}`);
@@ -979,7 +822,10 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       commit() {
         for (const address of removedProxies) proxies.delete(address);
         for (const address of removedRoutes) arpRoutes.delete(address);
-        for (const address of addedProxies) proxies.set(address, { dev: undefined, seen: pass });
+        for (const address of addedProxies) {
+          proxies.set(address, { dev: undefined, seen: pass });
+          adoptedProxies.delete(address);
+        }
         for (const address of [...addedRoutes, ...replacedRoutes]) {
           arpRoutes.set(address, { dev: routeDev, seen: pass });
         }
@@ -1042,7 +888,7 @@ const prepared = new PreparedBeliefs<RouteSnapshot, Belief>();
 function fileAddress(belief: Belief, a: AddressEntry, byAddress: boolean): void {
   if (byAddress && !belief.addresses32.has(a.address)) {
     belief.addresses32.set(a.address, a);
-    if (a.inEipNet) belief.inEipNet32++;
+    if (a.ours) belief.ours32++;
     return;
   }
   belief.others.push(a);
@@ -1093,55 +939,6 @@ export function failedBatchLines(stderr: string): number[] {
   const lines: number[] = [];
   for (const match of stderr.matchAll(/Command failed -:(\d+)/g)) lines.push(Number(match[1]));
   return lines;
-}
-
-const RESERVED_TABLES =
-  "#\n# reserved values\n#\n255\tlocal\n254\tmain\n253\tdefault\n0\tunspec\n#\n";
-
-function parseTableId(text: string): number | undefined {
-  if (/^0x[0-9a-f]+$/i.test(text)) return Number.parseInt(text.slice(2), 16);
-  if (/^\d+$/.test(text)) return Number(text);
-  return undefined;
-}
-
-/**
- * Makes sure `path` has a line mapping table `id` to `name`, so `ip` shows our table by name.
- * Creates the directory and file when missing (with the reserved names), appends the line
- * otherwise; never duplicates it; writes atomically (temp file + rename). Resolves to true
- * when it wrote the file.
- */
-export async function ensureRouteTableName(
-  path = "/etc/iproute2/rt_tables",
-  id: number = ROUTE_TABLE_ID,
-  name: string = ROUTE_TABLE_NAME,
-): Promise<boolean> {
-  let text: string;
-  let mode = 0o644;
-  try {
-    text = await readFile(path, "utf8");
-    mode = (await stat(path)).mode & 0o7777;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-    text = RESERVED_TABLES;
-  }
-  for (const line of text.split("\n")) {
-    const fields = line.replace(/#.*/, "").trim().split(/\s+/);
-    if (fields.length >= 2 && parseTableId(fields[0] ?? "") === id && fields[1] === name) {
-      return false;
-    }
-  }
-  const next = `${text}${text === "" || text.endsWith("\n") ? "" : "\n"}${id}\t${name}\n`;
-  await mkdir(dirname(path), { recursive: true });
-  const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
-  try {
-    await writeFile(temp, next, { mode });
-    await chmod(temp, mode);
-    await rename(temp, path);
-  } catch (err) {
-    await rm(temp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-  return true;
 }
 
 function errorMessage(err: unknown): string {
