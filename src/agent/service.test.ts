@@ -21,14 +21,27 @@ import { BindingStore } from "./store.js";
 
 const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 
+/**
+ * Lets the event loop run until cond holds. No wall-clock figure: the test's timeout bounds
+ * it, and its signal ends the wait when the test times out.
+ */
+async function until(cond: () => boolean, signal: AbortSignal): Promise<void> {
+  while (!cond()) {
+    signal.throwIfAborted();
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 class FakeKernel implements Subsystem {
   readonly name = "fake";
   applies = 0;
   failWith: KernelError | undefined;
   last: DesiredState | undefined;
+  /** While set, every apply waits for it: the test decides when the kernel answers. */
+  gate: Promise<void> | undefined;
   async sync(desired: DesiredState): Promise<number> {
     this.applies++;
-    await new Promise((r) => setTimeout(r, 5));
+    await (this.gate ?? Promise.resolve());
     if (this.failWith) throw this.failWith;
     this.last = desired;
     return 1;
@@ -44,13 +57,14 @@ let server: grpc.Server;
 let target: string;
 let kernel: FakeKernel;
 let store: BindingStore;
+let table: BindingTable;
 let dataplane: Dataplane;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), "keip-svc-"));
   kernel = new FakeKernel();
   store = new BindingStore(dir);
-  const table = new BindingTable();
+  table = new BindingTable();
   const logger = pino({ level: "silent" });
   const metrics = new AgentMetrics();
   dataplane = new Dataplane({
@@ -177,10 +191,14 @@ test("eipctl binds, lists as a table and as JSON, and unbinds; exit codes tell",
   assert.equal(down, 3);
 });
 
-test("concurrent requests share one apply", async () => {
+test("concurrent requests share one apply", { timeout: 10_000 }, async (t) => {
   const before = kernel.applies;
   const client = new AgentClient(target);
-  const rsps = await Promise.all(
+  // The kernel answers only once all 32 binds are in the table: the first apply is under
+  // way with what had arrived, and every later one must share the one apply after it.
+  let open = () => {};
+  kernel.gate = new Promise<void>((r) => (open = r));
+  const replies = Promise.all(
     Array.from({ length: 32 }, (_, i) =>
       client.eipOperate({
         action: "bind",
@@ -189,8 +207,12 @@ test("concurrent requests share one apply", async () => {
       }),
     ),
   );
+  await until(() => table.size === 32, t.signal);
+  kernel.gate = undefined;
+  open();
+  const rsps = await replies;
   assert.ok(rsps.every((r) => r.result === "Succeed"));
-  assert.ok(kernel.applies - before <= 3, `32 binds took ${kernel.applies - before} applies`);
+  assert.equal(kernel.applies - before, 2, "one apply under way, one for all that came during it");
   assert.equal(kernel.last?.ruleSources.length, 32);
   await Promise.all(
     Array.from({ length: 32 }, (_, i) =>
@@ -204,37 +226,45 @@ test("concurrent requests share one apply", async () => {
   client.close();
 });
 
-test("a kernel failure answers Failed with its phase, and the loop retries until it heals", async () => {
-  const client = new AgentClient(target);
-  kernel.failWith = new KernelError(Phase.Nat, "iptables-restore: line 3 failed");
-  const rsp = await client.eipOperate({
-    action: "bind",
-    eipAddr: "192.168.18.200",
-    vmiAddr: "10.244.1.200",
-  });
-  assert.deepEqual(rsp, {
-    result: "Failed",
-    errPhase: 2,
-    reason: "iptables-restore: line 3 failed",
-  });
-  const listed = await client.listBindings();
-  assert.equal(listed.inSync, false);
-  assert.match(listed.lastError, /iptables-restore/);
-  const applies = kernel.applies;
-  await new Promise((r) => setTimeout(r, 100));
-  assert.ok(kernel.applies > applies, "retried by itself");
-  kernel.failWith = undefined;
-  // Repeating the bind waits for a successful apply: the binding was kept as desired.
-  const again = await client.eipOperate({
-    action: "bind",
-    eipAddr: "192.168.18.200",
-    vmiAddr: "10.244.1.200",
-  });
-  assert.equal(again.result, "Succeed");
-  assert.equal((await client.listBindings()).inSync, true);
-  await client.eipOperate({ action: "unbind", eipAddr: "192.168.18.200", vmiAddr: "10.244.1.200" });
-  client.close();
-});
+test(
+  "a kernel failure answers Failed with its phase, and the loop retries until it heals",
+  { timeout: 10_000 },
+  async (t) => {
+    const client = new AgentClient(target);
+    kernel.failWith = new KernelError(Phase.Nat, "iptables-restore: line 3 failed");
+    const rsp = await client.eipOperate({
+      action: "bind",
+      eipAddr: "192.168.18.200",
+      vmiAddr: "10.244.1.200",
+    });
+    assert.deepEqual(rsp, {
+      result: "Failed",
+      errPhase: 2,
+      reason: "iptables-restore: line 3 failed",
+    });
+    const listed = await client.listBindings();
+    assert.equal(listed.inSync, false);
+    assert.match(listed.lastError, /iptables-restore/);
+    // Retried by itself: nobody asks, yet another apply runs (the test's timeout bounds it).
+    const applies = kernel.applies;
+    await until(() => kernel.applies > applies, t.signal);
+    kernel.failWith = undefined;
+    // Repeating the bind waits for a successful apply: the binding was kept as desired.
+    const again = await client.eipOperate({
+      action: "bind",
+      eipAddr: "192.168.18.200",
+      vmiAddr: "10.244.1.200",
+    });
+    assert.equal(again.result, "Succeed");
+    assert.equal((await client.listBindings()).inSync, true);
+    await client.eipOperate({
+      action: "unbind",
+      eipAddr: "192.168.18.200",
+      vmiAddr: "10.244.1.200",
+    });
+    client.close();
+  },
+);
 
 test("the health service answers SERVING once the agent says so", async () => {
   const { health, server: s } = buildGrpcServer(new AgentService({} as never));
