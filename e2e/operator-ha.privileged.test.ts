@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import { rm } from "node:fs/promises";
 import { performance } from "node:perf_hooks";
 import { Lab, type LabProcess } from "../src/lab/lab.js";
-import { type NodeAgent, eipctl, seedNodeHolding, startAgent } from "../src/lab/agents.js";
+import { type NodeAgent, listedBindings, seedNodeHolding, startAgent } from "../src/lab/agents.js";
 import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
 import { type LabOperator, startOperator } from "../src/lab/operator.js";
 import { FINALIZER, SEED_FINALIZER } from "../src/operator/types.js";
@@ -84,10 +84,7 @@ class Site {
 
   /** The EIPs node `node`'s agent holds, as eipctl lists them. */
   async held(node: number): Promise<string[]> {
-    const r = await eipctl(this.lab, node, ["--action", "list", "--output", "json"]);
-    assert.equal(r.code, 0, r.stderr);
-    const listed = JSON.parse(r.stdout) as { bindings?: { eipAddr: string }[] };
-    return (listed.bindings ?? []).map((b) => b.eipAddr);
+    return (await listedBindings(this.lab, node)).map((b) => b.eipAddr);
   }
 
   async holds(node: number, eip: string): Promise<boolean> {
@@ -305,6 +302,38 @@ describe("two eip-operator replicas with leader election", { skip: NEEDS_ROOT },
     t.diagnostic(
       `standby led ${(tookOver - stopped).toFixed(0)} ms after the SIGTERM; the next move was done ${(done - tookOver).toFixed(0)} ms after that`,
     );
+    leader = standby;
+  });
+
+  test("a leader whose Lease another holder takes over stops and exits (code 1) once it cannot renew", async (t) => {
+    assert.equal(await holder(), identity(leader), "the Lease names the leader");
+    assert.ok(leader.proc.running());
+    // Another holder writes the Lease, as a replica that (wrongly or not) believes it leads.
+    const now = new Date().toISOString().replace(/Z$/, "000Z");
+    const taken = performance.now();
+    await site.kubectl(
+      "patch",
+      "lease",
+      "-n",
+      "kube-eip-system",
+      "kube-eip-leader",
+      "--type",
+      "merge",
+      "-p",
+      JSON.stringify({
+        spec: { holderIdentity: "intruder", acquireTime: now, renewTime: now },
+      }),
+    );
+    const exit = await Promise.race([leader.proc.exited, sleep(30_000).then(() => undefined)]);
+    const exitedMs = performance.now() - taken;
+    assert.ok(exit, "the leader exited");
+    assert.equal(exit.code, 1, "exit code 1: its Deployment restarts it as a standby");
+    const log = leader.proc.output();
+    assert.match(log, /"msg":"lost the lease: renewing failed until the deadline"/);
+    assert.match(log, /"msg":"lost the lease: stopping"/);
+    assert.equal(await holder(), "intruder", "it did not take the Lease back");
+    assert.ok(exitedMs > 5_000, "not before renewing had failed for a while (renew deadline 10 s)");
+    t.diagnostic(`the leader exited ${exitedMs.toFixed(0)} ms after its Lease was taken over`);
   });
 });
 

@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import { Lab } from "../src/lab/lab.js";
-import { type NodeAgent, eipctl, startAgent } from "../src/lab/agents.js";
+import { type NodeAgent, eipctl, listedBindings, startAgent } from "../src/lab/agents.js";
 import { type BgpRouter, startBgpRouter } from "../src/lab/bgp-router.js";
 import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
 import { type LabOperator, startOperator } from "../src/lab/operator.js";
@@ -44,25 +44,25 @@ describe(
     const kubectl = (...args: string[]) => cluster.kubectl(args);
     const apply = (name: string, eip: string, vmi: string) =>
       cluster.applyEipBinding(name, eip, vmi);
+    /** The EipBinding's status; undefined only when the apiserver says it is NotFound. */
     const status = async (name: string): Promise<Status | undefined> => {
+      let out: string;
       try {
-        const out = await kubectl("get", "eipbinding", name, "-o", "jsonpath={.status}");
-        return out ? (JSON.parse(out) as Status) : {};
-      } catch {
-        return undefined; // gone
+        out = await kubectl("get", "eipbinding", name, "-o", "jsonpath={.status}");
+      } catch (err) {
+        const stderr = (err as { stderr?: string }).stderr ?? "";
+        if (/\(NotFound\): eipbindings\.extension\.lucheng0127 "[^"]+" not found/.test(stderr)) {
+          return undefined; // gone
+        }
+        throw err; // kubectl or the apiserver failed: not an answer
       }
+      return out ? (JSON.parse(out) as Status) : {};
     };
     const ready = async (name: string) =>
       (await status(name))?.conditions?.find((c) => c.type === "Ready");
     const becomes = (name: string, reason: string, ms = 10_000) =>
       eventually(async () => (await ready(name))?.reason === reason, ms, 50);
-    const held = async (node: number) => {
-      const r = await eipctl(lab, node, ["--action", "list", "--output", "json"]);
-      return (
-        (JSON.parse(r.stdout || "{}") as { bindings?: { eipAddr: string; vmiAddr: string }[] })
-          .bindings ?? []
-      );
-    };
+    const held = (node: number) => listedBindings(lab, node);
     const holds = async (node: number, eip: string) =>
       (await held(node)).some((b) => b.eipAddr === eip);
     const whoami = (fromNs: string, addr: string) =>

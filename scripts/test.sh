@@ -7,6 +7,8 @@ scripts/setup.sh
 npx eslint .
 npx prettier --check .
 # Leftovers of an interrupted earlier run would collide with nothing (names are per run),
-# but they waste the machine: remove them first.
-node dist/src/bin/lab.js cleanup --prefix keip- >/dev/null
+# but they waste the machine: remove them first. Only leftovers (--stale: labs whose
+# process, which was to remove them on exit, is gone); a demo or a lab kept with
+# `kube-eip-lab up` on the same host stays.
+node dist/src/bin/lab.js cleanup --prefix keip- --stale >/dev/null
 node --test --test-concurrency=1 --test-reporter=spec dist/

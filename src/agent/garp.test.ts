@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
 import type { CommandRunner } from "../kernel/runner.js";
+import { FakeClock } from "../kube/fake-clock.js";
 import { GratuitousArp } from "./garp.js";
 
 const silent = pino({ level: "silent" });
@@ -10,29 +11,42 @@ const silent = pino({ level: "silent" });
 function recorder(options: { failFirst?: boolean } = {}) {
   const rounds: string[][] = [];
   const args: string[][] = [];
+  const commands: string[] = [];
   const runner: CommandRunner = {
+    // No assertion in here: send() catches and logs every error, so a failed assertion
+    // would pass unnoticed. Record, and let the test assert.
     async run(command, a, opts) {
-      assert.equal(command, "arp-scan");
+      commands.push(command);
       args.push([...a]);
       rounds.push((opts?.input ?? "").split("\n").filter(Boolean).sort());
-      await new Promise((r) => setTimeout(r, 2));
+      await Promise.resolve();
       if (options.failFirst && rounds.length === 1) throw new Error("arp-scan: boom");
       return { stdout: "", stderr: "" };
     },
   };
-  return { runner, rounds, args };
+  return { runner, rounds, args, commands };
 }
 
 test("one arp-scan per round for every EIP due, `count` rounds, a failure only logged", async () => {
-  const { runner, rounds, args } = recorder({ failFirst: true });
-  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3, roundMs: 20 });
+  const { runner, rounds, args, commands } = recorder({ failFirst: true });
+  const clock = new FakeClock();
+  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3, roundMs: 20, clock });
   garp.announce(["192.168.18.10", "192.168.18.11"]);
+  assert.deepEqual(rounds, [], "the first round waits for a later turn");
+  await clock.advance(0);
+  assert.equal(rounds.length, 1, "the first round at once");
+  await clock.advance(19);
+  assert.equal(rounds.length, 1, "the next one a round later");
+  await clock.advance(1);
+  assert.equal(rounds.length, 2);
+  await clock.advance(1000);
   await garp.idle();
   assert.deepEqual(rounds, [
     ["192.168.18.10", "192.168.18.11"],
     ["192.168.18.10", "192.168.18.11"],
     ["192.168.18.10", "192.168.18.11"],
   ]);
+  assert.deepEqual(commands, ["arp-scan", "arp-scan", "arp-scan"]);
   assert.deepEqual(args[0], [
     "--interface=eth1",
     "--arpspa=dest",
@@ -47,11 +61,13 @@ test("one arp-scan per round for every EIP due, `count` rounds, a failure only l
 
 test("an EIP that leaves is not announced any more; one that arrives later joins", async () => {
   const { runner, rounds } = recorder();
-  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3, roundMs: 30 });
+  const clock = new FakeClock();
+  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3, roundMs: 30, clock });
   garp.announce(["192.168.18.10", "192.168.18.11"]);
-  await new Promise((r) => setTimeout(r, 15)); // after the first round
+  await clock.advance(15); // after the first round
   garp.withdraw(["192.168.18.11"]);
   garp.announce(["192.168.18.12"]);
+  await clock.advance(1000);
   await garp.idle();
   assert.deepEqual(rounds, [
     ["192.168.18.10", "192.168.18.11"],
@@ -65,18 +81,21 @@ test("an EIP that leaves is not announced any more; one that arrives later joins
 
 test("withdrawn before the first round: nothing is sent", async () => {
   const { runner, rounds } = recorder();
-  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3 });
+  const clock = new FakeClock();
+  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 3, clock });
   garp.announce(["192.168.18.10"]);
   garp.withdraw(["192.168.18.10"]);
   await garp.idle();
+  await clock.advance(10_000);
   assert.deepEqual(rounds, []);
 });
 
 test("count 0 sends nothing", async () => {
-  const garp = new GratuitousArp({ run: () => assert.fail("no command expected") }, silent, {
-    device: "eth1",
-    count: 0,
-  });
+  const { runner, commands } = recorder();
+  const clock = new FakeClock();
+  const garp = new GratuitousArp(runner, silent, { device: "eth1", count: 0, clock });
   garp.announce(["192.168.18.10"]);
+  await clock.advance(10_000);
   await garp.idle();
+  assert.deepEqual(commands, [], "no command ran");
 });

@@ -19,6 +19,7 @@
 // logged and otherwise ignored: the neighbours still learn the EIP when their entry expires.
 import type { Logger } from "pino";
 import type { CommandRunner } from "../kernel/runner.js";
+import { type Clock, type Timer, realClock } from "../kube/clock.js";
 
 export interface GratuitousArpOptions {
   readonly device: string;
@@ -26,27 +27,32 @@ export interface GratuitousArpOptions {
   readonly count: number;
   /** Time between the starts of two rounds, default 1000 ms. */
   readonly roundMs?: number;
+  /** The clock of the rounds (a fake one in unit tests), default the real one. */
+  readonly clock?: Clock;
 }
 
 interface Pending {
   /** Announcements still to send. */
   left: number;
-  /** When the next one is due (ms, Date.now() clock). */
+  /** When the next one is due (ms, the clock's now()). */
   due: number;
 }
 
 export class GratuitousArp {
   private readonly pending = new Map<string, Pending>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private timerAt = Infinity;
   private running = false;
   private idleWaiters: (() => void)[] = [];
+  private readonly clock: Clock;
 
   constructor(
     private readonly runner: CommandRunner,
     private readonly logger: Logger,
     private readonly opts: GratuitousArpOptions,
-  ) {}
+  ) {
+    this.clock = opts.clock ?? realClock;
+  }
 
   /**
    * Announces the EIPs `count` times from now on; returns at once. The first round starts on
@@ -55,7 +61,7 @@ export class GratuitousArp {
    */
   announce(eips: readonly string[]): void {
     if (this.opts.count <= 0 || eips.length === 0) return;
-    const now = Date.now();
+    const now = this.clock.now();
     for (const eip of eips) this.pending.set(eip, { left: this.opts.count, due: now });
     this.schedule();
   }
@@ -83,7 +89,7 @@ export class GratuitousArp {
   }
 
   private stopTimer(): void {
-    clearTimeout(this.timer);
+    this.timer?.cancel();
     this.timer = undefined;
     this.timerAt = Infinity;
     if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve();
@@ -99,15 +105,15 @@ export class GratuitousArp {
       return;
     }
     if (this.timer !== undefined && this.timerAt <= next) return;
-    clearTimeout(this.timer);
+    this.timer?.cancel();
     this.timerAt = next;
-    this.timer = setTimeout(() => void this.round(), Math.max(0, next - Date.now()));
+    this.timer = this.clock.setTimer(() => void this.round(), next - this.clock.now());
   }
 
   private async round(): Promise<void> {
     this.timer = undefined;
     this.timerAt = Infinity;
-    const start = Date.now();
+    const start = this.clock.now();
     const due: string[] = [];
     for (const [eip, p] of this.pending) {
       if (p.due > start) continue;

@@ -259,11 +259,10 @@ describe("IptablesManager", () => {
     bindings.push({ eip: "172.17.0.1", vmi: "10.2.0.1" });
     manager.setDesired(desired(bindings));
     runner.clear();
-    const started = performance.now();
+    // What the diff costs in time is measured by bench/agent-bench.ts (bind latency with
+    // 10,000 held), not asserted here.
     assert.equal(await manager.apply({ reread: false }), 3);
-    const elapsed = performance.now() - started;
     assert.equal(runner.calls[0]?.input?.split("\n").length, 8);
-    assert.ok(elapsed < 500, `diff took ${elapsed} ms`);
   });
 
   it("re-reads when asked and repairs a flushed chain", async () => {

@@ -52,7 +52,10 @@ describe("SysctlManager", () => {
     await assert.rejects(m.apply({ reread: false }));
     assert.equal(runner.lines()[0], READ, "read again after the failure");
 
-    const bad = new SysctlManager({ run: () => assert.fail("nothing may run") });
+    // A recording runner, not a throwing one: a runner's error would come back wrapped as a
+    // KernelError of the same phase, indistinguishable from the refusal.
+    const untouched = new FakeRunner();
+    const bad = new SysctlManager(untouched);
     for (const spec of [
       { key: "net/ipv4/conf/eth1/arp_ignore 1", value: "1" },
       { key: "kernel.panic", value: "1" },
@@ -60,8 +63,13 @@ describe("SysctlManager", () => {
       { key: "net/ipv4/conf/../arp_ignore", value: "1" },
     ]) {
       bad.setDesired([spec]);
-      await assert.rejects(bad.apply({ reread: false }), { phase: Phase.Address });
+      await assert.rejects(bad.apply({ reread: false }), {
+        name: "KernelError",
+        phase: Phase.Address,
+        message: `invalid sysctl ${JSON.stringify(`${spec.key}=${spec.value}`)}`,
+      });
     }
+    assert.deepEqual(untouched.lines(), [], "nothing ran");
   });
 
   it("read() leaves the belief alone; adopt() makes the next apply diff against it", async () => {
@@ -88,10 +96,8 @@ describe("SysctlManager", () => {
         await mkdir(dirname(join(dir, key)), { recursive: true });
         await writeFile(join(dir, key), value);
       }
-      const m = new SysctlManager(
-        { run: () => assert.fail("sysctl must not run") },
-        { procSysDir: dir },
-      );
+      const runner = new FakeRunner();
+      const m = new SysctlManager(runner, { procSysDir: dir });
       m.setDesired(BOTH);
       assert.equal(await m.apply({ reread: false }), 2);
       assert.equal(await readFile(join(dir, ARP_IGNORE), "utf8"), "1\n");
@@ -105,7 +111,11 @@ describe("SysctlManager", () => {
       );
       // A setting the kernel does not have (no such device) fails the phase.
       m.setDesired([{ key: "net/ipv4/conf/eth9/arp_ignore", value: "1" }]);
-      await assert.rejects(m.apply({ reread: false }), { phase: Phase.Address });
+      await assert.rejects(m.apply({ reread: false }), {
+        phase: Phase.Address,
+        message: /ENOENT/,
+      });
+      assert.deepEqual(runner.lines(), [], "sysctl never ran");
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -119,6 +119,24 @@ export async function eipctl(lab: Lab, node: number, args: readonly string[]) {
 }
 
 /**
+ * What node `node`'s agent holds, as `eipctl --action list --output json` lists it. Throws
+ * unless eipctl exited 0 with a well-formed list, so "holds nothing" is never read from an
+ * agent that did not answer.
+ */
+export async function listedBindings(
+  lab: Lab,
+  node: number,
+): Promise<{ eipAddr: string; vmiAddr: string }[]> {
+  const r = await eipctl(lab, node, ["--action", "list", "--output", "json"]);
+  if (r.code !== 0) throw new Error(`eipctl list on node${node} exited ${r.code}: ${r.stderr}`);
+  const listed = JSON.parse(r.stdout) as { bindings?: unknown; inSync?: unknown };
+  if (!Array.isArray(listed.bindings) || typeof listed.inSync !== "boolean") {
+    throw new Error(`eipctl list on node${node}: not a list: ${r.stdout}`);
+  }
+  return listed.bindings as { eipAddr: string; vmiAddr: string }[];
+}
+
+/**
  * Everything of ours a person would look at on the node, normalised (no counters, no
  * random ipset initvals), so two snapshots can be compared for equality.
  */

@@ -216,9 +216,13 @@ export function labCommand(io: Io): Command {
     .command("cleanup")
     .description("remove the leftovers of every lab whose names start with the prefix")
     .option("--prefix <prefix>", "name prefix", DEFAULT_PREFIX_BASE)
+    .option(
+      "--stale",
+      "only labs left behind: built to be removed on exit by a process that is gone",
+    )
     .option("--json", "print what was removed as JSON")
-    .action(async (opts: { prefix: string; json?: boolean }) => {
-      const report = await cleanup({ prefix: opts.prefix });
+    .action(async (opts: { prefix: string; stale?: boolean; json?: boolean }) => {
+      const report = await cleanup({ prefix: opts.prefix, staleOnly: opts.stale ?? false });
       print(
         io,
         opts.json ?? false,

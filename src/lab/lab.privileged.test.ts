@@ -1,7 +1,7 @@
 // Builds real labs in network namespaces: needs root. Skipped (with the reason shown) otherwise.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { ExecRunner, type CommandRunner } from "../kernel/runner.js";
 import { cleanup, Lab, removeLab, STATE_FILE } from "./lab.js";
@@ -263,5 +263,38 @@ describe("lab failure handling and cleanup", { skip }, () => {
     assert.ok(!processAlive(sleeper));
     await a.down();
     await b.down();
+  });
+
+  test("cleanup with staleOnly removes only labs left by a process that is gone and was to remove them", async () => {
+    const base = `keip-stale${process.pid}`;
+    // Each lab's lab.json names its owner (this process); two of them are made to look as if
+    // their owner were gone (a PID that exited), one of which was kept on purpose.
+    const inUse = await Lab.up({ nodes: 1, prefix: `${base}-use`, removeOnExit: true });
+    const leftover = await Lab.up({ nodes: 1, prefix: `${base}-left`, removeOnExit: true });
+    const kept = await Lab.up({ nodes: 1, prefix: `${base}-kept` });
+    try {
+      assert.equal(inUse.describe().owner?.pid, process.pid);
+      assert.equal(inUse.describe().owner?.removeOnExit, true);
+      assert.equal(kept.describe().owner?.removeOnExit, false);
+      const gone = spawn("true");
+      const deadPid = gone.pid ?? -1;
+      await new Promise((resolve) => gone.on("exit", resolve));
+      for (const lab of [leftover, kept]) {
+        const file = join(lab.runDir, STATE_FILE);
+        const state = JSON.parse(readFileSync(file, "utf8")) as { owner: { pid: number } };
+        state.owner.pid = deadPid;
+        writeFileSync(file, JSON.stringify(state));
+      }
+      const report = await cleanup({ prefix: base, staleOnly: true });
+      assert.deepEqual(report.runDirs, [leftover.runDir]);
+      assert.deepEqual(leftovers(leftover.prefix), [], "the leftover is gone");
+      assert.ok(report.namespaces.includes(leftover.nodeNamespace(1)));
+      for (const lab of [inUse, kept]) {
+        assert.ok(listNamespaces().includes(lab.nodeNamespace(1)), `${lab.prefix} stays`);
+        assert.ok(existsSync(join(lab.runDir, STATE_FILE)), `${lab.prefix}'s lab.json stays`);
+      }
+    } finally {
+      for (const lab of [inUse, leftover, kept]) await lab.down().catch(() => {});
+    }
   });
 });

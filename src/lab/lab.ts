@@ -28,6 +28,8 @@ import {
   etcNetnsWithPrefix,
   listNamespaces,
   NETNS_ETC_DIR,
+  processAlive,
+  processStartTime,
   removeNamespaces,
   removeNamespacesSync,
 } from "./netns.js";
@@ -134,11 +136,24 @@ export interface ProcessInfo {
   readonly logFile: string;
 }
 
+/**
+ * The process that built the lab. With removeOnExit it removes the lab when it exits (a test
+ * run, the demo), so such a lab whose owner is gone is a leftover; a lab kept on purpose
+ * (`kube-eip-lab up`) has removeOnExit false.
+ */
+export interface LabOwner {
+  readonly pid: number;
+  /** The process's start time (see processStartTime), against PID reuse. */
+  readonly startTime: string;
+  readonly removeOnExit: boolean;
+}
+
 export interface LabDescription {
   readonly kind: typeof STATE_KIND;
   readonly version: typeof STATE_VERSION;
   readonly prefix: string;
   readonly runDir: string;
+  readonly owner?: LabOwner;
   readonly topology: LabTopology;
   readonly namespaces: {
     readonly switch: string;
@@ -356,6 +371,8 @@ export class Lab {
   private readonly downHooks: (() => Promise<void> | void)[] = [];
   private nextSerial = 1;
   private isDown = false;
+  /** Whether this process removes the lab when it exits (recorded in lab.json's owner). */
+  private removedOnExit = false;
   private downing: Promise<void> | undefined;
 
   private constructor(config: LabConfig) {
@@ -610,6 +627,11 @@ export class Lab {
       version: STATE_VERSION,
       prefix: this.prefix,
       runDir: this.runDir,
+      owner: {
+        pid: process.pid,
+        startTime: processStartTime(process.pid) ?? "",
+        removeOnExit: this.removedOnExit,
+      },
       topology: t,
       namespaces: {
         switch: this.names.switch,
@@ -974,7 +996,13 @@ export class Lab {
    */
   removeOnExit(): () => void {
     if (!this.isDown) registerExit(this);
-    return () => unregisterExit(this);
+    this.removedOnExit = true;
+    this.saveState();
+    return () => {
+      unregisterExit(this);
+      this.removedOnExit = false;
+      this.saveState();
+    };
   }
 
   /**
@@ -1136,13 +1164,22 @@ export async function removeLab(
   return { namespaces, etcDirs, runDirs };
 }
 
+/** A lab built to be removed when its owner exits, whose owner is gone: a leftover. */
+export function isStaleLab(state: LabDescription): boolean {
+  const owner = state.owner;
+  if (!owner?.removeOnExit) return false;
+  return !processAlive(owner.pid) || processStartTime(owner.pid) !== owner.startTime;
+}
+
 /**
  * Removes the leftovers of every run whose names start with `prefix` (default "keip-"):
  * namespaces (stopping their processes by PID, SIGTERM then SIGKILL), /etc/netns entries,
- * and run directories holding a lab.json.
+ * and run directories holding a lab.json. With `staleOnly`, only labs whose lab.json says
+ * they were to be removed by a process that is gone (see isStaleLab): a lab in use (a demo,
+ * another test run) or kept on purpose stays, and so does anything without a lab.json.
  */
 export async function cleanup(
-  options: { prefix?: string; runner?: CommandRunner; runRoot?: string } = {},
+  options: { prefix?: string; runner?: CommandRunner; runRoot?: string; staleOnly?: boolean } = {},
 ): Promise<CleanupReport> {
   const prefix = options.prefix ?? DEFAULT_PREFIX_BASE;
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{2,}$/.test(prefix)) {
@@ -1150,6 +1187,16 @@ export async function cleanup(
   }
   const runner = options.runner ?? new ExecRunner();
   const runRoot = options.runRoot ?? DEFAULT_RUN_ROOT;
+  if (options.staleOnly) {
+    const report = { namespaces: [] as string[], etcDirs: [] as string[], runDirs: [] as string[] };
+    for (const { state } of findRunDirs(prefix, runRoot).filter((d) => isStaleLab(d.state))) {
+      const r = await removeLab(state.prefix, { runner, runRoot });
+      report.namespaces.push(...r.namespaces);
+      report.etcDirs.push(...r.etcDirs);
+      report.runDirs.push(...r.runDirs);
+    }
+    return report;
+  }
   const namespaces = listNamespaces().filter((ns) => ns.startsWith(prefix));
   await removeNamespaces(runner, namespaces);
   const etcDirs = etcNetnsWithPrefix(prefix);

@@ -54,6 +54,20 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/**
+ * When the process started (clock ticks since boot, /proc/<pid>/stat field 22), so a PID
+ * reused by another process is told apart; undefined when there is no such process.
+ */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // After "pid (comm)": state is field 3, starttime field 22.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
 function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);

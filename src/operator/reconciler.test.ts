@@ -280,3 +280,75 @@ test("a node without an InternalIP, or a VMI without an address, is not placed",
   await r.reconcile("default/b");
   assert.equal(w.ready("b")?.reason, "VMINoAddress");
 });
+
+test("a VMI on a node that does not exist: NodeNotFound, no agent called, the status holds nothing", async () => {
+  w.setVmi("vm", "Running", "node9", "10.244.9.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.status, "False");
+  assert.equal(w.ready("b")?.reason, "NodeNotFound");
+  assert.equal(w.ready("b")?.message, "node node9 does not exist");
+  assert.deepEqual(w.calls, ["status default/b NodeNotFound"], "no agent was called");
+  // Bound on node 1, then its node is gone from the API (the VMI's status still names it).
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.reason, "Bound");
+  w.calls.length = 0;
+  w.nodes.delete("node1");
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.reason, "NodeNotFound");
+  assert.equal(w.bindings.get("default/b")?.status?.nodeName, undefined);
+  // The node is gone, and with it its agent: nobody to call, the status drops the EIP.
+  assert.deepEqual(w.calls, ["status default/b NodeNotFound"]);
+});
+
+test("an agent that refuses the bind: AgentRefused with the agent's reason, retried, nothing applied", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "192.168.18.100", "vm", "t1");
+  // Node 1's agent already binds the EIP to another VMI (made by hand with eipctl).
+  w.agents.set("172.16.0.11", new Map([["192.168.18.100", "10.244.1.99"]]));
+  await assert.rejects(r.reconcile("default/b"), RetryLater);
+  const ready = w.ready("b");
+  assert.equal(ready?.status, "False");
+  assert.equal(ready?.reason, "AgentRefused");
+  assert.match(ready?.message ?? "", /EIP 192\.168\.18\.100 is already bound$/);
+  assert.equal(w.bindings.get("default/b")?.status?.nodeName, undefined);
+  assert.deepEqual(w.events, ["Warning AgentRefused"]);
+  assert.equal(w.agents.get("172.16.0.11")?.get("192.168.18.100"), "10.244.1.99", "untouched");
+  w.agents.get("172.16.0.11")?.delete("192.168.18.100");
+  await r.reconcile("default/b");
+  assert.equal(w.ready("b")?.reason, "Bound");
+});
+
+test("two bindings for one EIP created in the same second: namespace/name decides, whatever the order", async () => {
+  const second = "2026-11-26T00:00:00Z";
+  for (const order of [
+    ["a", "b"],
+    ["b", "a"],
+  ] as const) {
+    for (const reconcileFirst of order) {
+      w = new World();
+      w.addNode("node1", "172.16.0.11");
+      w.addNode("node2", "172.16.0.12");
+      r = new Reconciler({
+        caches: w,
+        agents: { bind: w.agentOp("bind"), unbind: w.agentOp("unbind") },
+        writer: w,
+        events: { record: () => {} },
+        logger: pino({ level: "silent" }),
+      });
+      w.setVmi("vm1", "Running", "node1", "10.244.1.10");
+      w.setVmi("vm2", "Running", "node2", "10.244.2.10");
+      // Added in `order` (the caches' order), reconciled starting with `reconcileFirst`.
+      for (const name of order)
+        w.addBinding(name, "192.168.18.100", name === "a" ? "vm1" : "vm2", second);
+      await r.reconcile(`default/${reconcileFirst}`);
+      await r.reconcile(`default/${reconcileFirst === "a" ? "b" : "a"}`);
+      const where = `added ${order.join(",")}, reconciled ${reconcileFirst} first`;
+      assert.equal(w.ready("a")?.reason, "Bound", where);
+      assert.equal(w.ready("b")?.reason, "EipConflict", where);
+      assert.match(w.ready("b")?.message ?? "", /held by the older EipBinding default\/a$/, where);
+      assert.equal(w.agents.get("172.16.0.12")?.size ?? 0, 0, where);
+    }
+  }
+});
