@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { GobgpClient } from "../src/bgp/gobgp-api.js";
 import { identify } from "../src/bgp/own-process.js";
 import { ownApiSocket } from "../src/bgp/speaker.js";
+import { BindingStore } from "../src/agent/store.js";
 import { Lab } from "../src/lab/lab.js";
 import { type NodeAgent, eipctl, startAgent } from "../src/lab/agents.js";
 import { type BgpRouter, startBgpRouter } from "../src/lab/bgp-router.js";
@@ -258,14 +259,9 @@ describe("BGP: EIP routes at a BIRD router", { skip: NEEDS_ROOT }, () => {
 
   test("an unbind while the agent was down is withdrawn when it comes back", async () => {
     await agents.get(1)?.kill();
-    // Edit the saved state as an operator's anti-entropy would see it: no bindings at all.
-    const stateDir = lab.stateDir("agent-node1");
-    await lab.nodeExec(1, [
-      "rm",
-      "-f",
-      join(stateDir, "bindings.json"),
-      join(stateDir, "bindings.journal"),
-    ]);
+    // Edit the saved state as an operator's anti-entropy would see it: no bindings at all
+    // (an empty table; deleting the files would be a wiped state dir, which the agent refuses).
+    await new BindingStore(lab.stateDir("agent-node1")).save([]);
     await start(1);
     assert.ok(await routeBecomes(EIP_A, undefined), "nothing bound, nothing announced");
     assert.equal((await op(1, "bind", EIP_A, vmiA)).code, 0);
