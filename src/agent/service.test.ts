@@ -26,6 +26,7 @@ import {
   serverCredentials,
 } from "./server.js";
 import { BindingStore } from "./store.js";
+import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
 
 const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 const POLICY = {
@@ -93,14 +94,7 @@ before(async () => {
   dataplane = new Dataplane({
     table,
     store: saver,
-    config: {
-      internalNets: ["10.244.0.0/16"],
-      gatewayIp: "192.168.18.1",
-      gatewayDev: "eth1",
-      eipCidr: "192.168.18.0/24",
-      arpPoisoning: false,
-      cniDev: "cni0",
-    },
+    config: { ...TEST_PLAN_CONFIG, internalNets: ["10.244.0.0/16"] },
     subsystems: [kernel],
     logger,
     metrics,

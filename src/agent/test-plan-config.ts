@@ -9,3 +9,12 @@ export const TEST_PLAN_CONFIG: PlanConfig = {
   arpPoisoning: false,
   cniDev: "cni0",
 };
+
+/** RouteManager's options on that network: our table, rule priority and route protocol. */
+export const TEST_ROUTE_OPTIONS = {
+  table: 1001,
+  priority: 1001,
+  protocol: 225,
+  gatewayDev: "eth1",
+  eipCidr: "192.168.18.0/24",
+};

@@ -9,24 +9,12 @@ import { RouteManager, routeDesired } from "./iproute.js";
 import { KernelError, Phase } from "./manager.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
+import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../agent/test-plan-config.js";
 
 const notRoot = process.getuid?.() !== 0;
 
-const CONFIG: PlanConfig = {
-  internalNets: ["10.244.0.0/16"],
-  gatewayIp: "192.168.18.1",
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-  arpPoisoning: false,
-  cniDev: "cni0",
-};
-const OPTIONS = {
-  table: 1001,
-  priority: 1001,
-  protocol: 225,
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-};
+const CONFIG: PlanConfig = { ...TEST_PLAN_CONFIG, internalNets: ["10.244.0.0/16"] };
+const OPTIONS = TEST_ROUTE_OPTIONS;
 const OURS: Binding = { eip: "192.168.18.100", vmi: "10.244.1.10" };
 const NEIGHBOUR: Binding = { eip: "192.168.18.101", vmi: "10.244.1.11" };
 const VIP = "192.168.18.150";

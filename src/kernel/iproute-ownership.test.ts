@@ -7,27 +7,15 @@ import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
 import { FakeRunner, commandLine } from "./fake-runner.js";
 import { RouteManager, routeDesired } from "./iproute.js";
 import { KernelError, Phase } from "./manager.js";
+import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../agent/test-plan-config.js";
 
 const ADDR_CMD = "ip -json -4 addr show dev eth1";
 const PROXY_CMD = "ip -4 -json neigh show proxy dev eth1";
 const BATCH_CMD = "ip -force -batch -";
 
-const CONFIG: PlanConfig = {
-  internalNets: ["10.244.0.0/16"],
-  gatewayIp: "192.168.18.1",
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-  arpPoisoning: false,
-  cniDev: "cni0",
-};
+const CONFIG: PlanConfig = { ...TEST_PLAN_CONFIG, internalNets: ["10.244.0.0/16"] };
 const POISONING: PlanConfig = { ...CONFIG, arpPoisoning: true };
-const OPTIONS = {
-  table: 1001,
-  priority: 1001,
-  protocol: 225,
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-};
+const OPTIONS = TEST_ROUTE_OPTIONS;
 
 const ONE: Binding[] = [{ eip: "192.168.18.100", vmi: "10.244.1.10" }];
 const TWO: Binding[] = [...ONE, { eip: "192.168.18.150", vmi: "10.244.1.11" }];

@@ -10,25 +10,16 @@ import { ensureRouteTableName } from "./rt-tables.js";
 import { KernelError, Phase } from "./manager.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
+import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../agent/test-plan-config.js";
 
 const notRoot = process.getuid?.() !== 0;
 
 const CONFIG: PlanConfig = {
+  ...TEST_PLAN_CONFIG,
   internalNets: ["10.244.0.0/16", "10.96.0.0/12", "10.1.2.3/32"],
-  gatewayIp: "192.168.18.1",
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-  arpPoisoning: false,
-  cniDev: "cni0",
 };
 
-const OPTIONS = {
-  table: 1001,
-  priority: 1001,
-  protocol: 225,
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-};
+const OPTIONS = TEST_ROUTE_OPTIONS;
 
 const PAIR: Binding[] = [
   { eip: "192.168.18.100", vmi: "10.0.0.1" },

@@ -16,6 +16,7 @@ import {
 } from "./iproute-parse.js";
 import { ensureRouteTableName } from "./rt-tables.js";
 import { KernelError, Phase } from "./manager.js";
+import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../agent/test-plan-config.js";
 
 // Captured with iproute2 6.1.0 in a throwaway netns. Table 1001 holds the desired routes
 // plus a /32 throw, a tos route, a metric route and an unreachable route; the rules include
@@ -41,22 +42,9 @@ const ARP_ROUTE_CMD = "ip -json route show table main proto 225";
 const READS = [ROUTE_CMD, RULE_CMD, ADDR_CMD, PROXY_CMD, ARP_ROUTE_CMD];
 const BATCH_CMD = "ip -force -batch -";
 
-const CONFIG: PlanConfig = {
-  internalNets: ["10.244.0.0/16", "10.96.0.0/12"],
-  gatewayIp: "192.168.18.1",
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-  arpPoisoning: false,
-  cniDev: "cni0",
-};
+const CONFIG: PlanConfig = { ...TEST_PLAN_CONFIG, internalNets: ["10.244.0.0/16", "10.96.0.0/12"] };
 
-const OPTIONS = {
-  table: 1001,
-  priority: 1001,
-  protocol: 225,
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-};
+const OPTIONS = TEST_ROUTE_OPTIONS;
 
 const TWO: Binding[] = [
   { eip: "192.168.18.100", vmi: "10.0.0.1" },
