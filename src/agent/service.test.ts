@@ -3,6 +3,7 @@
 import { after, afterEach, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, rm } from "node:fs/promises";
+import * as http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -273,13 +274,13 @@ test("a kernel failure answers Failed with its phase, and the loop retries until
     "and saved, as the reply says",
   );
   const applies = kernel.applies;
-  await new Promise((r) => setTimeout(r, 100));
-  assert.ok(kernel.applies > applies, "retried by itself");
+  await until("retried by itself", () => kernel.applies > applies);
   kernel.failWith = undefined;
   // Healed by the retry alone: no longer pending, without a new request.
-  for (let i = 0; i < 100 && (await client.listBindings()).bindings[0]?.pending !== false; i++) {
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await until(
+    "no longer pending",
+    async () => (await client.listBindings()).bindings[0]?.pending === false,
+  );
   assert.deepEqual(
     (await client.listBindings()).bindings.map((b) => [b.eipAddr, b.pending]),
     [["192.168.18.200", false]],
@@ -318,6 +319,20 @@ test("the health service answers SERVING once the agent says so", async () => {
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** SETTINGS_MAX_CONCURRENT_STREAMS as the server at `port` announces it to a new client. */
+async function advertisedStreams(port: number): Promise<number | undefined> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  try {
+    await new Promise<void>((res, rej) => {
+      session.once("remoteSettings", () => res());
+      session.once("error", rej);
+    });
+    return session.remoteSettings.maxConcurrentStreams;
+  } finally {
+    session.destroy();
+  }
+}
 
 async function until(what: string, fn: () => boolean | Promise<boolean>): Promise<void> {
   for (let i = 0; i < 500; i++) {
@@ -461,7 +476,9 @@ test("one connection gets at most STREAMS_MAX calls served at once; the rest wai
   const calls = Array.from({ length: STREAMS_MAX + 36 }, () => client.listBgpPeers(20_000));
   try {
     await until(`${STREAMS_MAX} calls in flight`, () => inFlight >= STREAMS_MAX);
-    await sleep(300); // time enough for the others to arrive, were they let in
+    // The limit is the server's HTTP/2 setting, which every client must obey: read it as a
+    // client sees it, rather than waiting for calls that must not arrive.
+    assert.equal(await advertisedStreams(port), STREAMS_MAX);
     assert.equal(most, STREAMS_MAX);
     open();
     const rsps = await Promise.all(calls);
