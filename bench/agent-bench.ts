@@ -42,11 +42,10 @@ import { AgentClient, type EipOpRsp } from "../src/common/agent-api.js";
 import {
   ARP_ROUTE_PROTOCOL,
   type DesiredState,
-  type PlanConfig,
-  plan,
   ROUTE_TABLE_ID,
   RULE_PRIORITY,
-} from "../src/agent/plan.js";
+} from "../src/model/desired.js";
+import { type PlanConfig, plan } from "../src/model/plan.js";
 import { BindingStore } from "../src/agent/store.js";
 import type { Change, HeldBinding } from "../src/agent/binding-table.js";
 import { IpsetManager } from "../src/kernel/ipset.js";

@@ -32,8 +32,8 @@ import {
   ROUTE_TABLE_ID,
   ROUTE_TABLE_NAME,
   RULE_PRIORITY,
-  type PlanConfig,
-} from "./plan.js";
+} from "../model/desired.js";
+import { type PlanConfig } from "../model/plan.js";
 import { loadBindings, readNatBindings } from "./recovery.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";

@@ -7,8 +7,8 @@ import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
-import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
-import type { DesiredState } from "./plan.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
+import type { DesiredState } from "../model/desired.js";
 
 class Recorder implements Subsystem {
   readonly name = "recorder";

@@ -29,7 +29,8 @@ import type { Logger } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
 import type { BindingTable } from "./binding-table.js";
 import type { AgentMetrics } from "./metrics.js";
-import { type DesiredState, type PlanConfig, plan } from "./plan.js";
+import { type DesiredState } from "../model/desired.js";
+import { type PlanConfig, plan } from "../model/plan.js";
 import type { BindingStore } from "./store.js";
 
 /** One kernel subsystem as the loop sees it. */

@@ -7,7 +7,7 @@ import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
-import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 
 /** A subsystem that fails while `failure` is set and waits while `gate` is set. */
 class Controlled implements Subsystem {

@@ -16,7 +16,7 @@ import { SHOWN_MAX } from "./request.js";
 import { BindingTable, type Change, type HeldBinding } from "./binding-table.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
-import type { DesiredState } from "./plan.js";
+import type { DesiredState } from "../model/desired.js";
 import {
   AgentService,
   type AgentServerOptions,
@@ -26,7 +26,7 @@ import {
   serverCredentials,
 } from "./server.js";
 import { BindingStore } from "./store.js";
-import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 
 const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 const POLICY = {

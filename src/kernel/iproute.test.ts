@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
+import { type Binding } from "../model/desired.js";
+import { plan, type PlanConfig } from "../model/plan.js";
 import { FakeRunner, commandLine, failure } from "./fake-runner.js";
 import { RouteManager, failedBatchLines, routeDesired, type RouteDesired } from "./iproute.js";
 import {
@@ -16,7 +17,7 @@ import {
 } from "./iproute-parse.js";
 import { ensureRouteTableName } from "./rt-tables.js";
 import { KernelError, Phase } from "./manager.js";
-import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../agent/test-plan-config.js";
+import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
 
 // Captured with iproute2 6.1.0 in a throwaway netns. Table 1001 holds the desired routes
 // plus a /32 throw, a tos route, a metric route and an unreachable route; the rules include

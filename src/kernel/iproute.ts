@@ -73,7 +73,7 @@ import {
   type DesiredState,
   ROUTE_TABLE_NAME,
   type RouteSpec,
-} from "../agent/plan.js";
+} from "../model/desired.js";
 import { type Ipv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
 import { canonicalAddress } from "./canonical.js";
 import {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { SET_EIP, SET_INTERNAL, SET_VMI, type IpsetSpec } from "../agent/plan.js";
+import { SET_EIP, SET_INTERNAL, SET_VMI, type IpsetSpec } from "../model/desired.js";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { IpsetManager, normalizeMember, parseIpsetSave } from "./ipset.js";
 import { KernelError, Phase } from "./manager.js";

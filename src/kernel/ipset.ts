@@ -26,7 +26,7 @@
 // go or, once, to renumber their order after a write that changed the set; so its cost
 // follows the change, not the size of the sets. read() and adopt() let the caller do the
 // slow `ipset save` apart from apply().
-import type { IpsetSpec } from "../agent/plan.js";
+import type { IpsetSpec } from "../model/desired.js";
 import { formatIpv4Net, parseIpv4Net } from "../common/ipv4.js";
 import { canonicalAddress } from "./canonical.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
+import { type Binding } from "../model/desired.js";
+import { plan, type PlanConfig } from "../model/plan.js";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { IptablesManager, parseIptablesSave, type IptablesDesired } from "./iptables.js";
 import { KernelError, Phase } from "./manager.js";

@@ -39,7 +39,7 @@
 // rules only when some must go or, once, to renumber their order after a write that changed
 // the chain; so its cost follows the change, not the size of the chains. read() and adopt()
 // let the caller do the slow save apart from apply().
-import type { ChainSpec, IptablesTable, JumpSpec } from "../agent/plan.js";
+import type { ChainSpec, IptablesTable, JumpSpec } from "../model/desired.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import type { CommandRunner } from "./runner.js";
 import { PreparedBeliefs, sameStrings } from "./snapshot.js";

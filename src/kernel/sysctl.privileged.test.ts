@@ -2,7 +2,7 @@
 // the settings it writes are the namespace's, never the host's.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { gatewaySysctls, type PlanConfig } from "../agent/plan.js";
+import { gatewaySysctls, type PlanConfig } from "../model/plan.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
 import { SysctlManager } from "./sysctl.js";

@@ -21,7 +21,7 @@
 // failure. A handful of settings: no incremental bookkeeping is needed.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { SysctlSpec } from "../agent/plan.js";
+import type { SysctlSpec } from "../model/desired.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import type { CommandRunner } from "./runner.js";
 
