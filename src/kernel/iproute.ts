@@ -76,6 +76,7 @@ import {
 } from "../model/desired.js";
 import { type Ipv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
 import { canonicalAddress } from "./canonical.js";
+import { type DeltaEntry, DeltaTracker } from "./delta.js";
 import {
   type ArpRoute,
   type KernelAddress,
@@ -174,29 +175,16 @@ interface ReadRule {
   readonly source: string | undefined;
 }
 
-/** One of our plain `from VMI/32 lookup T priority P` rules, under its VMI. */
-interface SourceEntry {
-  /** The last plan pass that wanted it, and the index of its first desired source then. */
-  seen: number;
-  pos: number;
-  /**
-   * Its place among our rules: the kernel's order after a read, the desired order after a
-   * write. Deletions are written in this order.
-   */
-  order: number;
-}
-
 /** A proxy entry, or a host route with its device (undefined: not a plain `dev D` route). */
-interface ArpEntry {
-  readonly dev: string | undefined;
-  /** The last plan pass that wanted it. */
-  seen: number;
+interface ArpEntry extends DeltaEntry {
+  dev: string | undefined;
 }
 
 interface Belief {
   /** The routes of our table (a handful). */
   routes: readonly KernelRoute[];
-  readonly sources: Map<string, SourceEntry>;
+  /** Our plain `from VMI/32 lookup T priority P` rules, by VMI. */
+  readonly sources: DeltaTracker<DeltaEntry>;
   /**
    * Every rule as read, in kernel order, when some are not plain /32 rules or are copies:
    * the next write deletes those, in this order. Undefined once the rules are just `sources`.
@@ -212,11 +200,11 @@ interface Belief {
   othersInEipNet: Map<string, AddressEntry[]>;
   nextSeq: number;
   /** Our proxy entries on the gateway device, by EIP. */
-  readonly proxies: Map<string, ArpEntry>;
+  readonly proxies: DeltaTracker<ArpEntry>;
   /** Proxy entries in the EIP network that are not ours (no protocol mark): never touched. */
   readonly foreignProxies: Set<string>;
   /** Our host routes in the main table, by EIP. */
-  readonly arpRoutes: Map<string, ArpEntry>;
+  readonly arpRoutes: DeltaTracker<ArpEntry>;
   /** Our other main-table routes (not at a host route's identity): the next write deletes them. */
   otherArpRoutes: readonly ArpRoute[];
 }
@@ -379,7 +367,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     const adopting = this.firstRead;
     this.firstRead = false;
     const sameSource = sameStrings(desired.ruleSources);
-    const sources = new Map<string, SourceEntry>();
+    const sources = new Map<string, DeltaEntry>();
     const readRules: ReadRule[] = [];
     let irregular = false;
     for (const rule of snapshot.rules) {
@@ -401,22 +389,29 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     }
     const belief: Belief = {
       routes: [...snapshot.routes],
-      sources,
+      sources: new DeltaTracker(sources),
       irregularRules: irregular ? readRules : undefined,
       addresses32: new Map(),
       ours32: 0,
       others: [],
       othersInEipNet: new Map(),
       nextSeq: 0,
-      proxies: new Map(),
+      proxies: new DeltaTracker(),
       foreignProxies: new Set(),
-      arpRoutes: new Map(),
+      arpRoutes: new DeltaTracker(),
       otherArpRoutes: [],
     };
     const sameEip = sameStrings(desired.arpProxy?.eips ?? []);
     for (const { address, protocol } of snapshot.proxies) {
       if (protocol === this.options.protocol) {
-        belief.proxies.set(sameEip.get(address) ?? address, { dev: undefined, seen: 0 });
+        const { believed } = belief.proxies;
+        const order = believed.size;
+        believed.set(sameEip.get(address) ?? address, {
+          dev: undefined,
+          seen: 0,
+          pos: order,
+          order,
+        });
       } else if (adopting && sameEip.has(address)) {
         // An earlier version's entry of a bound EIP: marked in place by the next write.
         this.adoptedProxies.add(address);
@@ -427,11 +422,13 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     const otherArpRoutes: ArpRoute[] = [];
     for (const route of snapshot.arpRoutes) {
       const address = route.address;
-      if (address === undefined || belief.arpRoutes.has(address)) {
+      const { believed } = belief.arpRoutes;
+      if (address === undefined || believed.has(address)) {
         otherArpRoutes.push(route);
         continue;
       }
-      belief.arpRoutes.set(sameEip.get(address) ?? address, { dev: route.dev, seen: 0 });
+      const order = believed.size;
+      believed.set(sameEip.get(address) ?? address, { dev: route.dev, seen: 0, pos: order, order });
     }
     belief.otherArpRoutes = otherArpRoutes;
     const sameAddress = sameStrings(desired.gatewayAddresses);
@@ -501,57 +498,28 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
 
     // Rules: one `from VMI/32` rule per desired source.
     const { sources } = belief;
-    let ruleHits = 0;
-    let adding: Set<string> | undefined;
-    const addedSources: string[] = [];
-    const addedPos: number[] = [];
-    // An index loop: a for-of allocates an iterator result per item until the loop is
-    // optimised, and these loops run over every binding.
-    const list = desired.ruleSources;
-    for (let pos = 0; pos < list.length; pos++) {
-      const text = list[pos] as string;
-      let source = text;
-      let entry = sources.get(text);
-      if (entry === undefined) {
-        // Not a source we hold (those are canonical addresses): check it.
+    const ruleDelta = sources.diff(desired.ruleSources, {
+      // Not a source we hold (those are canonical addresses): check it.
+      canonical: (text) => {
         const address = canonicalAddress(text);
         if (address === undefined) {
           throw new KernelError(Phase.PolicyRouting, `invalid rule source ${JSON.stringify(text)}`);
         }
-        source = address;
-        if (address !== text) entry = sources.get(address);
-      }
-      if (entry !== undefined) {
-        if (entry.seen !== pass) {
-          entry.seen = pass;
-          entry.pos = pos;
-          ruleHits++;
-        }
-        continue;
-      }
-      adding ??= new Set();
-      if (adding.has(source)) continue;
-      adding.add(source);
-      addedSources.push(source);
-      addedPos.push(pos);
-    }
+        return address;
+      },
+    });
+    const addedSources = ruleDelta.adds;
     const ruleDeletes: string[] = [];
     const plainDeletes: string[] = [];
-    const removedSources: string[] = [];
     const irregularRules = belief.irregularRules;
     if (irregularRules !== undefined) {
       for (const { rule, source } of irregularRules) {
-        if (source !== undefined && sources.get(source)?.seen === pass) continue;
+        if (source !== undefined && sources.wanted(ruleDelta, source)) continue;
         if (!rule.exact) rereadAfter = true;
         (rule.key.startsWith("other ") ? ruleDeletes : plainDeletes).push(rule.del);
       }
-    } else if (ruleHits < sources.size) {
-      // forEach: a for-of over the entries allocates a pair per rule.
-      sources.forEach((entry, source) => {
-        if (entry.seen !== pass) removedSources.push(source);
-      });
-      removedSources.sort((a, b) => (sources.get(a)?.order ?? 0) - (sources.get(b)?.order ?? 0));
-      for (const source of removedSources) {
+    } else {
+      for (const source of ruleDelta.deletes) {
         plainDeletes.push(`rule del from ${source}/32 lookup ${table} priority ${priority}`);
       }
     }
@@ -569,7 +537,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     const { addresses32, othersInEipNet } = belief;
     let addressHits = 0;
     const addedAddresses: string[] = [];
-    adding = undefined;
+    let adding: Set<string> | undefined;
     const addresses = desired.gatewayAddresses;
     /** Wanted EIPs that someone else holds here: never taken over (the apply fails). */
     const conflicts: string[] = [];
@@ -666,7 +634,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       }
     }
 
-    const arp = this.planArpAnswers(desired.arpProxy, belief, pass, conflicts);
+    const arp = this.planArpAnswers(desired.arpProxy, belief, conflicts);
     for (const line of arp.lines) lines.push({ text: line, phase: Phase.Address });
 
     const commit = (): void => {
@@ -674,23 +642,9 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
         const dst = canonicalDst(route.dst);
         return { identity, key: routeKey(route), del: routeDelLine(dst, "0", 0, table) };
       });
-      if (irregularRules !== undefined) {
-        // Every rule but the kept plain ones was deleted.
-        sources.forEach((entry, source) => {
-          if (entry.seen !== pass) sources.delete(source);
-        });
-        belief.irregularRules = undefined;
-      } else {
-        for (const source of removedSources) sources.delete(source);
-      }
-      addedSources.forEach((source, i) => {
-        const at = addedPos[i] ?? 0;
-        sources.set(source, { seen: pass, pos: at, order: at });
-      });
-      // Every rule left was wanted by this pass: they are now in the desired order.
-      sources.forEach((entry) => {
-        entry.order = entry.pos;
-      });
+      // Every rule but the kept plain ones was deleted (with irregular rules, those too).
+      sources.commit(ruleDelta, (_source, base) => base);
+      belief.irregularRules = undefined;
       if (otherDeleted) {
         const gone = new Set(deleted);
         const others = belief.others.filter((a) => !gone.has(a));
@@ -735,9 +689,13 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   private planArpAnswers(
     spec: ArpProxySpec | undefined,
     belief: Belief,
-    pass: number,
     conflicts: string[],
-  ): { lines: string[]; addedProxies: string[]; removedProxies: string[]; commit(): void } {
+  ): {
+    lines: string[];
+    addedProxies: readonly string[];
+    removedProxies: readonly string[];
+    commit(): void;
+  } {
     const { gatewayDev, protocol } = this.options;
     const { proxies, arpRoutes } = belief;
     const adoptedProxies = this.adoptedProxies;
@@ -746,61 +704,32 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     if (spec !== undefined && (!isDeviceName(routeDev) || routeDev === gatewayDev)) {
       throw new KernelError(Phase.Address, `invalid route device ${JSON.stringify(routeDev)}`);
     }
-    let proxyHits = 0;
-    let routeHits = 0;
-    const addedProxies: string[] = [];
-    const addedRoutes: string[] = [];
-    const replacedRoutes: string[] = [];
-    let adding: Set<string> | undefined;
-    for (let i = 0; i < eips.length; i++) {
-      const text = eips[i] as string;
-      let address = text;
-      let proxy = proxies.get(text);
-      let route = arpRoutes.get(text);
-      if (proxy === undefined || route === undefined) {
-        const canonical = canonicalAddress(text);
-        if (canonical === undefined || !this.inEipNet(canonical)) {
-          throw new KernelError(Phase.Address, `invalid EIP ${JSON.stringify(text)}`);
-        }
-        address = canonical;
-        if (canonical !== text) {
-          proxy = proxies.get(canonical);
-          route = arpRoutes.get(canonical);
-        }
+    const canonical = (text: string): string => {
+      const address = canonicalAddress(text);
+      if (address === undefined || !this.inEipNet(address)) {
+        throw new KernelError(Phase.Address, `invalid EIP ${JSON.stringify(text)}`);
       }
-      if (proxy !== undefined && proxy.seen !== pass) {
-        proxy.seen = pass;
-        proxyHits++;
-      }
-      if (route !== undefined && route.seen !== pass) {
-        route.seen = pass;
-        routeHits++;
-        if (route.dev !== routeDev) replacedRoutes.push(address);
-      }
-      if (proxy !== undefined && route !== undefined) continue;
-      if (proxy === undefined && belief.foreignProxies.has(address)) {
+      return address;
+    };
+    const proxyDelta = proxies.diff(eips, {
+      canonical,
+      refused: (address) => {
         // Someone else's answer: neither it nor the route to that address is ours to write.
+        if (!belief.foreignProxies.has(address)) return false;
         conflicts.push(address);
-        continue;
-      }
-      adding ??= new Set();
-      if (adding.has(address)) continue;
-      adding.add(address);
-      if (proxy === undefined) addedProxies.push(address);
-      if (route === undefined) addedRoutes.push(address);
-    }
-    const removedProxies: string[] = [];
-    if (proxyHits < proxies.size) {
-      proxies.forEach((entry, address) => {
-        if (entry.seen !== pass) removedProxies.push(address);
-      });
-    }
-    const removedRoutes: string[] = [];
-    if (routeHits < arpRoutes.size) {
-      arpRoutes.forEach((entry, address) => {
-        if (entry.seen !== pass) removedRoutes.push(address);
-      });
-    }
+        return true;
+      },
+    });
+    const routeDelta = arpRoutes.diff(eips, {
+      canonical,
+      changed: (route) => route.dev !== routeDev,
+      refused: (address) => belief.foreignProxies.has(address),
+    });
+    const addedProxies = proxyDelta.adds;
+    const removedProxies = proxyDelta.deletes;
+    const addedRoutes = routeDelta.adds;
+    const replacedRoutes = routeDelta.changes;
+    const removedRoutes = routeDelta.deletes;
     const lines: string[] = [];
     const tail = `dev ${routeDev} table main proto ${protocol}`;
     for (const address of addedRoutes) lines.push(`route add ${address}/32 ${tail}`);
@@ -820,14 +749,11 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
       addedProxies,
       removedProxies,
       commit() {
-        for (const address of removedProxies) proxies.delete(address);
-        for (const address of removedRoutes) arpRoutes.delete(address);
-        for (const address of addedProxies) {
-          proxies.set(address, { dev: undefined, seen: pass });
-          adoptedProxies.delete(address);
-        }
-        for (const address of [...addedRoutes, ...replacedRoutes]) {
-          arpRoutes.set(address, { dev: routeDev, seen: pass });
+        proxies.commit(proxyDelta, (_address, base) => ({ ...base, dev: undefined }));
+        for (const address of addedProxies) adoptedProxies.delete(address);
+        arpRoutes.commit(routeDelta, (_address, base) => ({ ...base, dev: routeDev }));
+        for (const address of replacedRoutes) {
+          (arpRoutes.believed.get(address) as ArpEntry).dev = routeDev;
         }
         belief.otherArpRoutes = [];
       },
