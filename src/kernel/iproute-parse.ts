@@ -199,6 +199,11 @@ export function parseRules(
 /** Selectors parseRules can name in a `rule del` line. */
 const RULE_SELECTORS = new Set(["not", "dst", "dstlen", "iif", "oif", "fwmark", "fwmask", "tos"]);
 
+/** A device name ip accepts: a syntax error would make `ip -batch` skip the rest of a batch. */
+export function isDeviceName(name: string): boolean {
+  return /^[^\s/]{1,15}$/.test(name) && name !== "." && name !== "..";
+}
+
 /** What marks our addresses on a device: the label `<dev>:eip`, when it fits (15 bytes). */
 export function ourAddressLabel(dev: string): string | undefined {
   const label = `${dev}:eip`;
