@@ -20,7 +20,7 @@ import { ensureRouteTableName } from "../kernel/rt-tables.js";
 import { ConntrackCleaner } from "../kernel/conntrack.js";
 import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
-import { SysctlManager } from "../kernel/sysctl.js";
+import { SysctlManager, SysctlWriter } from "../kernel/sysctl.js";
 import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
@@ -66,6 +66,8 @@ function kernelSubsystems(
   mode: IptablesMode,
 ): Subsystem[] {
   const ipset = new IpsetManager(runner);
+  // The one writer of kernel settings: through --proc-sys when it is given.
+  const sysctl = new SysctlWriter(runner, { procSysDir: config.procSysDir });
   const iptables = new IptablesManager(runner, { mode });
   // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
   // move, a start after the kernel lost its state): announce it; one that leaves is no
@@ -78,6 +80,7 @@ function kernelSubsystems(
     eipCidr: formatIpv4Net(config.eipCidr),
     onEipsArrived: (eips) => garp.announce(eips),
     onEipsLeft: (eips) => garp.withdraw(eips),
+    sysctl,
   });
   return [
     subsystem("ipset", ipset, (d) => d.ipsets),
@@ -87,11 +90,7 @@ function kernelSubsystems(
       retiredJumps: d.retiredJumps,
     })),
     subsystem("iproute", route, routeDesired),
-    subsystem(
-      "sysctl",
-      new SysctlManager(runner, { procSysDir: config.procSysDir }),
-      (d) => d.sysctls,
-    ),
+    subsystem("sysctl", new SysctlManager(sysctl), (d) => d.sysctls),
     conntrackSubsystem(new ConntrackCleaner(runner, logger)),
   ];
 }

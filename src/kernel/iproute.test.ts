@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { type Binding } from "../model/desired.js";
 import { plan, type PlanConfig } from "../model/plan.js";
@@ -16,6 +16,7 @@ import {
   routeKey,
 } from "./iproute-parse.js";
 import { ensureRouteTableName } from "./rt-tables.js";
+import { SysctlWriter } from "./sysctl.js";
 import { KernelError, Phase } from "./manager.js";
 import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
 
@@ -379,6 +380,37 @@ describe("RouteManager", () => {
     );
     assert.equal(await manager.apply({ reread: false }), 0);
     assert.deepEqual(runner.lines().slice(0, READS.length), READS);
+  });
+
+  it("with --proc-sys, promote_secondaries is written as a file, never with sysctl", async () => {
+    // The unprivileged DaemonSet has no writable /proc/sys: `sysctl -w` would fail there.
+    const dir = await mkdtemp(join(tmpdir(), "kube-eip-procsys-"));
+    const key = join(dir, "net/ipv4/conf/eth1/promote_secondaries");
+    try {
+      await mkdir(dirname(key), { recursive: true });
+      await writeFile(key, "0\n");
+      const runner = kernel(
+        "[]",
+        "[]",
+        addrJson([
+          { local: "192.168.18.100", prefixlen: 24 },
+          { local: "192.168.18.11", prefixlen: 24, secondary: true },
+        ]),
+      );
+      const sysctl = new SysctlWriter(runner, { procSysDir: dir });
+      const manager = new RouteManager(runner, { ...OPTIONS, sysctl });
+      manager.setDesired({
+        routes: [],
+        ruleSources: [],
+        gatewayAddresses: ["192.168.18.100"],
+        arpProxy: undefined,
+      });
+      assert.equal(await manager.apply({ reread: false }), 2);
+      assert.equal(await readFile(key, "utf8"), "1\n");
+      assert.deepEqual(runner.lines().slice(READS.length), [BATCH_CMD]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it("maps failed batch lines to the lowest failing phase", async () => {

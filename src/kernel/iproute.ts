@@ -22,7 +22,8 @@
 // `Command failed` line; so every desired address, route and device name is validated
 // before anything is written. One exception to "one call": when the addresses' plan deletes
 // the primary of a subnet with other secondaries, the manager first sets
-// net.ipv4.conf.<dev>.promote_secondaries=1 with `sysctl -w`.
+// net.ipv4.conf.<dev>.promote_secondaries=1 through the agent's SysctlWriter (sysctl.ts),
+// which honours --proc-sys.
 //
 // Belief: after a successful write the manager believes the kernel holds what it wrote and
 // does not read again unless asked (reread). It forgets the belief after any failure, and
@@ -55,6 +56,7 @@ import {
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import { PolicyRoutes, type RoutingBelief } from "./policy-routes.js";
 import { CommandError, type CommandRunner } from "./runner.js";
+import { SysctlWriter } from "./sysctl.js";
 import { PreparedBeliefs } from "./snapshot.js";
 
 export interface RouteDesired {
@@ -93,6 +95,11 @@ export interface RouteManagerOptions {
   readonly onEipsArrived?: (eips: readonly string[]) => void;
   /** Told the EIPs a successful write stopped answering ARP for (told before any arrivals). */
   readonly onEipsLeft?: (eips: readonly string[]) => void;
+  /**
+   * Writes promote_secondaries (the agent's one writer, which honours --proc-sys); when
+   * absent, `sysctl -w` through the runner.
+   */
+  readonly sysctl?: SysctlWriter;
 }
 
 /**
@@ -131,6 +138,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   private readonly routing: PolicyRoutes;
   private readonly addresses: GatewayAddresses;
   private readonly arp: ArpAnswers;
+  private readonly sysctl: SysctlWriter;
   /** True until the first read: the only one that adopts unmarked state of bound EIPs. */
   private firstRead = true;
 
@@ -150,6 +158,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     this.routing = new PolicyRoutes({ table, priority });
     this.addresses = new GatewayAddresses({ gatewayDev, inEipNet });
     this.arp = new ArpAnswers({ gatewayDev, protocol, inEipNet });
+    this.sysctl = options.sysctl ?? new SysctlWriter(runner);
   }
 
   setDesired(desired: RouteDesired): void {
@@ -270,7 +279,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   private async promoteSecondaries(): Promise<void> {
     const key = `net/ipv4/conf/${this.options.gatewayDev}/promote_secondaries`;
     try {
-      await this.runner.run("sysctl", ["-w", `${key}=1`]);
+      await this.sysctl.write([{ key, value: "1" }]);
     } catch (err) {
       throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
     }
