@@ -14,7 +14,8 @@ import { KernelError, Phase } from "../kernel/manager.js";
 import { runEipctl } from "../cli/eipctl.js";
 import { SHOWN_MAX } from "./request.js";
 import { BindingTable, type Change, type HeldBinding } from "./binding-table.js";
-import { Dataplane, type Subsystem } from "./dataplane.js";
+import { Dataplane } from "./dataplane.js";
+import type { Subsystem } from "../kernel/subsystem.js";
 import { AgentMetrics } from "./metrics.js";
 import type { DesiredState } from "../model/desired.js";
 import {
@@ -37,6 +38,8 @@ const POLICY = {
 
 class FakeKernel implements Subsystem {
   readonly name = "fake";
+  readonly owns = "nothing";
+  readonly stage = "kernel";
   applies = 0;
   failWith: KernelError | undefined;
   last: DesiredState | undefined;
