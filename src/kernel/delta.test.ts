@@ -102,3 +102,10 @@ test("a diff that is not committed leaves the belief as it was", () => {
   assert.deepEqual([...t.believed.keys()], ["a"]);
   assert.deepEqual(t.diff(["b"], lower).deletes, ["a"]);
 });
+
+test("visit sees the key of every desired item, held or not, in desired order", () => {
+  const t = read([["a", "1"]]);
+  const seen: string[] = [];
+  t.diff(["A", "b", "a"], { ...lower, visit: (key) => seen.push(key) });
+  assert.deepEqual(seen, ["a", "b", "a"]);
+});

@@ -53,6 +53,8 @@ export interface DiffOptions<E extends DeltaEntry> {
    * `adds` (default: none is).
    */
   refused?(key: string): boolean;
+  /** Called with the key of every desired item, before it is looked at (e.g. to mark state kept beside the belief). */
+  visit?(key: string): void;
 }
 
 export class DeltaTracker<E extends DeltaEntry> {
@@ -64,7 +66,7 @@ export class DeltaTracker<E extends DeltaEntry> {
 
   diff(desired: readonly string[], options: DiffOptions<E>): Delta {
     const { believed } = this;
-    const { canonical, usable, changed, refused } = options;
+    const { canonical, usable, changed, refused, visit } = options;
     const pass = ++this.pass;
     let hits = 0;
     const adds: string[] = [];
@@ -85,6 +87,7 @@ export class DeltaTracker<E extends DeltaEntry> {
           if (entry !== undefined && usable !== undefined && !usable(entry)) entry = undefined;
         }
       }
+      visit?.(key);
       if (entry !== undefined) {
         if (entry.seen !== pass) {
           entry.seen = pass;

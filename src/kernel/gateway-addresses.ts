@@ -23,13 +23,14 @@
 // the plan says so, and RouteManager sets promote_secondaries first. Such a deletion also
 // asks for a re-read (secondaries may have been promoted).
 //
-// Belief: the device's /32 addresses in a map by address, with a count of ours, updated in
-// place with what was written; the other addresses (other prefixes) in device order. A plan
+// Belief: our /32 addresses in a delta tracker (delta.ts) by address, updated in place with
+// what was written; someone else's /32s in a map beside it (a wanted one is a conflict);
+// the other addresses (other prefixes, other spellings, copies) in device order. A plan
 // costs one lookup per desired address it already holds and walks the belief only when one
-// of ours must go. (Not a delta tracker: the same address may stand several times, under
-// several prefixes and owners, and only ours may ever be deleted.)
+// of ours must go.
 import { netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
 import { canonicalAddress } from "./canonical.js";
+import { type DeltaEntry, DeltaTracker } from "./delta.js";
 import { type KernelAddress, ourAddressLabel } from "./iproute-parse.js";
 import { KernelError, Phase } from "./manager.js";
 import { sameStrings } from "./snapshot.js";
@@ -43,21 +44,19 @@ export interface HeldAddress extends KernelAddress {
   readonly marked: boolean;
 }
 
-/** A held address in the belief. */
-interface AddressEntry extends HeldAddress {
+/** A held address in the belief (`seen`: the last plan pass that wanted it). */
+interface AddressEntry extends HeldAddress, DeltaEntry {
   /** Marked, or recorded as ours: only such an address is ever deleted. */
   readonly ours: boolean;
   /** Its position on the device: deletions are written in this order. */
   readonly seq: number;
-  /** The last plan pass that wanted this address. */
-  seen: number;
 }
 
 export interface AddressBelief {
-  /** The /32 addresses of the gateway device, by canonical address (see fileAddress). */
-  readonly addresses32: Map<string, AddressEntry>;
-  /** How many of addresses32 are ours. */
-  ours32: number;
+  /** Our canonical /32 addresses of the gateway device, by address (see fileAddress). */
+  readonly ours32: DeltaTracker<AddressEntry>;
+  /** Someone else's canonical /32 addresses of the device, by address. */
+  readonly foreign32: Map<string, AddressEntry>;
   /** The other addresses of the device (mostly other prefixes), in device order. */
   others: AddressEntry[];
   /** Those of `others` that lie in the EIP network, by address. */
@@ -116,8 +115,8 @@ export class GatewayAddresses {
     adopting: boolean,
   ): AddressBelief {
     const belief: AddressBelief = {
-      addresses32: new Map(),
-      ours32: 0,
+      ours32: new DeltaTracker(),
+      foreign32: new Map(),
       others: [],
       othersInEipNet: new Map(),
       nextSeq: 0,
@@ -131,6 +130,7 @@ export class GatewayAddresses {
       if (adopting && a.inEipNet && !a.marked && sameAddress.has(a.address)) {
         this.recorded.add(key);
       }
+      const seq = belief.nextSeq++;
       const entry: AddressEntry = {
         address: sameAddress.get(a.address) ?? a.address,
         prefix: a.prefix,
@@ -138,8 +138,10 @@ export class GatewayAddresses {
         inEipNet: a.inEipNet,
         marked: a.marked,
         ours: a.inEipNet && (a.marked || this.recorded.has(key)),
-        seq: belief.nextSeq++,
+        seq,
         seen: 0,
+        pos: seq,
+        order: seq,
       };
       // Only canonical /32s are looked up by address: a desired address equal to another
       // spelling must be refused as invalid.
@@ -156,63 +158,51 @@ export class GatewayAddresses {
    */
   plan(addresses: readonly string[], belief: AddressBelief, conflicts: string[]): AddressPlan {
     const { gatewayDev } = this.options;
+    // Numbers the marks on `others` (the tracker numbers its own entries' marks).
     const pass = ++this.pass;
-    const { addresses32, othersInEipNet } = belief;
-    let addressHits = 0;
-    const addedAddresses: string[] = [];
-    let adding: Set<string> | undefined;
-    for (let i = 0; i < addresses.length; i++) {
-      const text = addresses[i] as string;
-      let address = text;
-      let entry = addresses32.get(text);
-      if (entry === undefined) {
-        const canonical = canonicalAddress(text);
-        if (canonical === undefined) {
+    const { ours32, foreign32, othersInEipNet } = belief;
+    /** Wanted addresses that someone else holds under another prefix or spelling. */
+    const foreignOthers = new Set<string>();
+    const delta = ours32.diff(addresses, {
+      canonical: (text) => {
+        const address = canonicalAddress(text);
+        if (address === undefined) {
           throw new KernelError(Phase.Address, `invalid gateway address ${JSON.stringify(text)}`);
         }
-        address = canonical;
-        if (canonical !== text) entry = addresses32.get(canonical);
-      }
-      const others = othersInEipNet.size > 0 ? othersInEipNet.get(address) : undefined;
-      let foreign = false;
-      if (others !== undefined) {
-        for (const other of others) {
-          other.seen = pass;
-          if (!other.ours) foreign = true;
-        }
-      }
-      if (entry !== undefined) {
-        if (!entry.ours) {
-          conflicts.push(address);
-        } else if (entry.seen !== pass) {
-          entry.seen = pass;
-          addressHits++;
-        }
-        continue;
-      }
-      if (foreign) {
+        return address;
+      },
+      // The same address under other prefixes: ours go (a /32 replaces them), anyone
+      // else's makes the address a conflict.
+      ...(othersInEipNet.size === 0
+        ? {}
+        : {
+            visit: (address: string) => {
+              for (const other of othersInEipNet.get(address) ?? []) {
+                other.seen = pass;
+                if (!other.ours) foreignOthers.add(address);
+              }
+            },
+          }),
+      refused: (address) => {
+        if (!foreign32.has(address) && !foreignOthers.has(address)) return false;
         conflicts.push(address);
-        continue;
-      }
-      adding ??= new Set();
-      if (adding.has(address)) continue;
-      adding.add(address);
-      addedAddresses.push(address);
-    }
+        return true;
+      },
+    });
+    const addedAddresses = delta.adds;
     // Deleted: an address of ours that is not wanted, another prefix of a wanted EIP.
-    const deleted: AddressEntry[] = [];
-    if (addressHits < belief.ours32) {
-      addresses32.forEach((a) => {
-        if (a.ours && a.seen !== pass) deleted.push(a);
-      });
-    }
+    const deleted = delta.deletes.map((address) => ours32.believed.get(address) as AddressEntry);
     let otherDeleted = false;
     for (const a of belief.others) {
       if (!a.ours || (a.prefix === 32 && a.seen === pass)) continue;
       deleted.push(a);
       otherDeleted = true;
     }
-    if (otherDeleted) deleted.sort((a, b) => a.seq - b.seq);
+    deleted.sort((a, b) => a.seq - b.seq);
+    // Left the node: an unwanted /32 of ours, or another prefix of an address not wanted.
+    const left = deleted
+      .filter((a) => ours32.believed.get(a.address) === a || a.seen !== pass)
+      .map((a) => a.address);
     const lines: string[] = [];
     const label = this.label === undefined ? "" : ` label ${this.label}`;
     for (const address of addedAddresses) {
@@ -223,7 +213,7 @@ export class GatewayAddresses {
       if (this.label === undefined) this.recorded.add(`${address}/32`);
     }
     for (const a of deleted) lines.push(`address del ${a.address}/${a.prefix} dev ${gatewayDev}`);
-    const heldCount = addresses32.size + belief.others.length;
+    const heldCount = ours32.believed.size + foreign32.size + belief.others.length;
     let promoteSecondaries = false;
     let rereadAfter = false;
     if (otherDeleted) {
@@ -244,7 +234,7 @@ export class GatewayAddresses {
       promoteSecondaries,
       rereadAfter,
       added: addedAddresses,
-      left: deleted.filter((a) => a.seen !== pass).map((a) => a.address),
+      left,
       deleted: deleted.map((a) => `${a.address}/${a.prefix}`),
       commit: () => {
         if (otherDeleted) {
@@ -254,20 +244,17 @@ export class GatewayAddresses {
           belief.othersInEipNet = new Map();
           for (const a of others) fileAddress(belief, a, false);
         }
-        for (const a of deleted) {
-          if (addresses32.get(a.address) !== a) continue;
-          addresses32.delete(a.address);
-          if (a.ours) belief.ours32--;
-        }
-        for (const address of addedAddresses) {
-          const held = this.held({
+        ours32.commit(delta, (address, base) => ({
+          ...this.held({
             address,
             prefix: 32,
             secondary: false,
             ...(this.label === undefined ? {} : { label: this.label }),
-          });
-          fileAddress(belief, { ...held, ours: true, seq: belief.nextSeq++, seen: pass }, true);
-        }
+          }),
+          ...base,
+          ours: true,
+          seq: belief.nextSeq++,
+        }));
       },
     };
   }
@@ -283,9 +270,9 @@ export class GatewayAddresses {
  * address, unless that address is there already; anything else among the others.
  */
 function fileAddress(belief: AddressBelief, a: AddressEntry, byAddress: boolean): void {
-  if (byAddress && !belief.addresses32.has(a.address)) {
-    belief.addresses32.set(a.address, a);
-    if (a.ours) belief.ours32++;
+  const ours = belief.ours32.believed;
+  if (byAddress && !ours.has(a.address) && !belief.foreign32.has(a.address)) {
+    (a.ours ? ours : belief.foreign32).set(a.address, a);
     return;
   }
   belief.others.push(a);
