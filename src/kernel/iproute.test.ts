@@ -25,6 +25,22 @@ import {
   addrJson,
 } from "./iproute-fixtures.js";
 
+/** The batch that takes the recorded ROUTES, RULES and ADDRS to TWO (two tests). */
+const TWO_FROM_RECORDED = [
+  "route del 10.1.2.3/32 table 1001",
+  "route del 10.5.0.0/16 table 1001 tos 0x10",
+  "route del 10.7.0.0/16 table 1001 metric 100",
+  "route del 10.8.0.0/16 table 1001",
+  // Rules with extra selectors go first: `rule del` treats missing selectors as wildcards.
+  "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001",
+  "rule del from 10.0.0.12/32 lookup 1001 priority 1001",
+  // The /24 EIP of the previous version: the /32 comes first, then the /24 goes.
+  "address add 192.168.18.101/32 dev eth1 label eth1:eip",
+  "address del 192.168.18.102/32 dev eth1",
+  "address del 192.168.18.101/24 dev eth1",
+  "",
+].join("\n");
+
 describe("RouteManager", () => {
   it("writes the difference in one batch, in phase order", async () => {
     const runner = kernel(ROUTES, RULES, ADDRS);
@@ -32,23 +48,7 @@ describe("RouteManager", () => {
     manager.setDesired(desired(TWO));
     assert.equal(await manager.apply({ reread: false }), 9);
     assert.deepEqual(runner.lines(), [...READS, BATCH_CMD]);
-    assert.equal(
-      batchInput(runner),
-      [
-        "route del 10.1.2.3/32 table 1001",
-        "route del 10.5.0.0/16 table 1001 tos 0x10",
-        "route del 10.7.0.0/16 table 1001 metric 100",
-        "route del 10.8.0.0/16 table 1001",
-        // Rules with extra selectors go first: `rule del` treats missing selectors as wildcards.
-        "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001",
-        "rule del from 10.0.0.12/32 lookup 1001 priority 1001",
-        // The /24 EIP of the previous version: the /32 comes first, then the /24 goes.
-        "address add 192.168.18.101/32 dev eth1 label eth1:eip",
-        "address del 192.168.18.102/32 dev eth1",
-        "address del 192.168.18.101/24 dev eth1",
-        "",
-      ].join("\n"),
-    );
+    assert.equal(batchInput(runner), TWO_FROM_RECORDED);
   });
 
   it("tells which EIP addresses a successful write added or removed, and only those", async () => {
@@ -371,21 +371,7 @@ describe("RouteManager read/adopt", () => {
     manager.adopt(snapshot);
     assert.equal(await manager.apply({ reread: false }), 9);
     assert.deepEqual(runner.lines(), [BATCH_CMD]);
-    assert.equal(
-      runner.calls[0]?.input,
-      [
-        "route del 10.1.2.3/32 table 1001",
-        "route del 10.5.0.0/16 table 1001 tos 0x10",
-        "route del 10.7.0.0/16 table 1001 metric 100",
-        "route del 10.8.0.0/16 table 1001",
-        "rule del from 10.0.0.1/32 iif eth1 lookup 1001 priority 1001",
-        "rule del from 10.0.0.12/32 lookup 1001 priority 1001",
-        "address add 192.168.18.101/32 dev eth1 label eth1:eip",
-        "address del 192.168.18.102/32 dev eth1",
-        "address del 192.168.18.101/24 dev eth1",
-        "",
-      ].join("\n"),
-    );
+    assert.equal(runner.calls[0]?.input, TWO_FROM_RECORDED);
   });
 
   it("fails a read with the phase of the failing command and keeps the belief", async () => {
