@@ -39,19 +39,12 @@ import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AgentClient, type EipOpRsp } from "../src/common/agent-api.js";
-import {
-  ARP_ROUTE_PROTOCOL,
-  type DesiredState,
-  type PlanConfig,
-  plan,
-  ROUTE_TABLE_ID,
-  RULE_PRIORITY,
-} from "../src/agent/plan.js";
+import { type DesiredState, ROUTE_TABLE_ID, RULE_PRIORITY } from "../src/model/desired.js";
+import { type PlanConfig, plan } from "../src/model/plan.js";
 import { BindingStore } from "../src/agent/store.js";
 import type { Change, HeldBinding } from "../src/agent/binding-table.js";
-import { IpsetManager } from "../src/kernel/ipset.js";
-import { IptablesManager, type IptablesMode } from "../src/kernel/iptables.js";
-import { RouteManager, routeDesired } from "../src/kernel/iproute.js";
+import type { IptablesMode } from "../src/kernel/iptables.js";
+import { kernelSubsystems } from "../src/kernel/kernel-subsystems.js";
 import {
   CommandError,
   ExecRunner,
@@ -437,10 +430,13 @@ interface ProfileStep {
 interface ApplyProfile {
   readonly saveMs: number;
   readonly planMs: number;
-  readonly ipset: ProfileStep;
-  readonly iptables: ProfileStep;
-  readonly iproute: ProfileStep;
+  /** Each kernel subsystem's sync, in the agent's order (ipset, iptables, iproute, sysctl). */
+  readonly steps: readonly NamedStep[];
   readonly totalMs: number;
+}
+
+interface NamedStep extends ProfileStep {
+  readonly name: string;
 }
 
 interface ProfileChildOutput {
@@ -787,12 +783,10 @@ async function profileChild(argv: readonly string[]): Promise<void> {
     arpPoisoning: false,
     cniDev: "cni0",
   };
-  const ipset = new IpsetManager(runner);
-  const iptables = new IptablesManager(runner, { mode });
-  const route = new RouteManager(runner, {
-    table: ROUTE_TABLE_ID,
-    priority: RULE_PRIORITY,
-    protocol: ARP_ROUTE_PROTOCOL,
+  // The agent's own subsystems, built by the agent's builder.
+  const subsystems = kernelSubsystems({
+    runner,
+    iptablesMode: mode,
     gatewayDev: GATEWAY_DEV,
     eipCidr: EIP_CIDR,
   });
@@ -804,8 +798,8 @@ async function profileChild(argv: readonly string[]): Promise<void> {
     return { ms: round(now() - t, 2), commands: runner.take() };
   };
   // What the agent's Dataplane.applyOnce does: save, plan, then each subsystem's batch. The
-  // agent runs the three batches at once when its sets and chains exist; here they run in
-  // order so that each one can be timed on its own.
+  // agent runs the batches at once when its sets and chains exist; here they run in order
+  // so that each one can be timed on its own.
   const apply = async (
     bindings: readonly HeldBinding[],
     reread: boolean,
@@ -817,24 +811,14 @@ async function profileChild(argv: readonly string[]): Promise<void> {
     const t1 = now();
     const desired: DesiredState = plan(config, bindings);
     const t2 = now();
-    const ipsetStep = await step(() => {
-      ipset.setDesired(desired.ipsets);
-      return ipset.apply({ reread });
-    });
-    const iptablesStep = await step(() => {
-      iptables.setDesired({ chains: desired.chains, jumps: desired.jumps });
-      return iptables.apply({ reread });
-    });
-    const iprouteStep = await step(() => {
-      route.setDesired(routeDesired(desired));
-      return route.apply({ reread });
-    });
+    const steps: NamedStep[] = [];
+    for (const s of subsystems) {
+      steps.push({ name: s.name, ...(await step(() => s.sync(desired, { reread }))) });
+    }
     return {
       saveMs: round(t1 - t0, 2),
       planMs: round(t2 - t1, 2),
-      ipset: ipsetStep,
-      iptables: iptablesStep,
-      iproute: iprouteStep,
+      steps,
       totalMs: round(now() - t0, 2),
     };
   };
@@ -884,22 +868,18 @@ function flattenProfile(p: ApplyProfile): Record<string, number> {
   return {
     "save state": p.saveMs,
     plan: p.planMs,
-    ipset: p.ipset.ms,
-    iptables: p.iptables.ms,
-    iproute: p.iproute.ms,
-    "(of which commands)": cmd(p.ipset) + cmd(p.iptables) + cmd(p.iproute),
+    ...Object.fromEntries(p.steps.map((s) => [s.name, s.ms])),
+    "(of which commands)": p.steps.reduce((a, s) => a + cmd(s), 0),
     total: p.totalMs,
   };
 }
 
 function flattenReread(p: ApplyProfile): Record<string, number> {
   const out: Record<string, number> = { "save state": p.saveMs, plan: p.planMs };
-  for (const s of [p.ipset, p.iptables, p.iproute]) {
+  for (const s of p.steps) {
     for (const c of s.commands) out[c.command] = (out[c.command] ?? 0) + c.ms;
   }
-  out["ipset (with parse)"] = p.ipset.ms;
-  out["iptables (with parse)"] = p.iptables.ms;
-  out["iproute (with parse)"] = p.iproute.ms;
+  for (const s of p.steps) out[`${s.name} (with parse)`] = s.ms;
   out.total = p.totalMs;
   return out;
 }
@@ -930,7 +910,7 @@ async function profileInNode(
   if (out.held !== n) throw new Error(`profile child saw ${out.held} bindings, expected ${n}`);
   // The command lines of one bind, for the report.
   const commands = (p: ApplyProfile) =>
-    [p.ipset, p.iptables, p.iproute].flatMap((s) =>
+    p.steps.flatMap((s) =>
       s.commands.map((c) => [`${c.command} [${c.lines} stdin lines]`, c.ms] as const),
     );
   const cmdMedians = (ps: readonly ApplyProfile[]) =>
@@ -970,7 +950,7 @@ async function profileCold(
   }
   const flat = flattenReread(out.reread);
   // Label writes with their size: the reads are the same as in the warm re-read.
-  for (const step of [out.reread.ipset, out.reread.iptables, out.reread.iproute]) {
+  for (const step of out.reread.steps) {
     for (const c of step.commands) {
       if (c.lines > 0 && flat[c.command] !== undefined) {
         flat[`${c.command} [${c.lines} stdin lines]`] = flat[c.command] ?? 0;
@@ -978,7 +958,7 @@ async function profileCold(
       }
     }
   }
-  const trailer = ["ipset (with parse)", "iptables (with parse)", "iproute (with parse)", "total"];
+  const trailer = [...out.reread.steps.map((s) => `${s.name} (with parse)`), "total"];
   return Object.fromEntries([
     ...Object.entries(flat).filter(([k]) => !trailer.includes(k)),
     ...trailer.map((k) => [k, flat[k] ?? NaN] as const),

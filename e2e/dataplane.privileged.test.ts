@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Lab } from "../src/lab/lab.js";
 import { type NodeAgent, eipctl, kernelSnapshot, startAgent } from "../src/lab/agents.js";
-import { JUMPS } from "../src/agent/plan.js";
+import { JUMPS } from "../src/model/plan.js";
 import { NEEDS_ROOT, eventually, whoami as whoamiIn } from "./harness.js";
 
 const EIP_A = "192.168.18.100";

@@ -12,28 +12,20 @@ import { GobgpClient } from "../bgp/gobgp-api.js";
 import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import { metricsRoute, probe, serve } from "../common/http.js";
 import { formatIpv4Net } from "../common/ipv4.js";
-import { IpsetManager } from "../kernel/ipset.js";
-import { IptablesManager, type IptablesMode } from "../kernel/iptables.js";
+import type { IptablesMode } from "../kernel/iptables.js";
 import { inspectIptablesBackends } from "../kernel/iptables-mode.js";
-import { RouteManager, routeDesired } from "../kernel/iproute.js";
+import { kernelSubsystems } from "../kernel/kernel-subsystems.js";
 import { ensureRouteTableName } from "../kernel/rt-tables.js";
 import { ConntrackCleaner } from "../kernel/conntrack.js";
-import type { KernelManager } from "../kernel/manager.js";
 import type { CommandRunner } from "../kernel/runner.js";
-import { SysctlManager } from "../kernel/sysctl.js";
+import type { Subsystem } from "../kernel/subsystem.js";
 import type { AgentConfig, BgpConfig } from "./config.js";
-import { Dataplane, type Subsystem } from "./dataplane.js";
+import { Dataplane } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
 import { NodeAddresses } from "./node-addresses.js";
-import {
-  ARP_ROUTE_PROTOCOL,
-  type DesiredState,
-  ROUTE_TABLE_ID,
-  ROUTE_TABLE_NAME,
-  RULE_PRIORITY,
-  type PlanConfig,
-} from "./plan.js";
+import { ARP_ROUTE_PROTOCOL, ROUTE_TABLE_ID, ROUTE_TABLE_NAME } from "../model/desired.js";
+import { type PlanConfig } from "../model/plan.js";
 import { loadBindings, readNatBindings } from "./recovery.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
@@ -58,40 +50,26 @@ export function planConfig(config: AgentConfig): PlanConfig {
   };
 }
 
-function kernelSubsystems(
+function kernelParts(
   config: AgentConfig,
   runner: CommandRunner,
   logger: Logger,
   garp: GratuitousArp,
   mode: IptablesMode,
 ): Subsystem[] {
-  const ipset = new IpsetManager(runner);
-  const iptables = new IptablesManager(runner, { mode });
-  // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
-  // move, a start after the kernel lost its state): announce it; one that leaves is no
-  // longer announced.
-  const route = new RouteManager(runner, {
-    table: ROUTE_TABLE_ID,
-    priority: RULE_PRIORITY,
-    protocol: ARP_ROUTE_PROTOCOL,
-    gatewayDev: config.gatewayDev,
-    eipCidr: formatIpv4Net(config.eipCidr),
-    onEipsArrived: (eips) => garp.announce(eips),
-    onEipsLeft: (eips) => garp.withdraw(eips),
-  });
   return [
-    subsystem("ipset", ipset, (d) => d.ipsets),
-    subsystem("iptables", iptables, (d) => ({
-      chains: d.chains,
-      jumps: d.jumps,
-      retiredJumps: d.retiredJumps,
-    })),
-    subsystem("iproute", route, routeDesired),
-    subsystem(
-      "sysctl",
-      new SysctlManager(runner, { procSysDir: config.procSysDir }),
-      (d) => d.sysctls,
-    ),
+    ...kernelSubsystems({
+      runner,
+      iptablesMode: mode,
+      gatewayDev: config.gatewayDev,
+      eipCidr: formatIpv4Net(config.eipCidr),
+      procSysDir: config.procSysDir,
+      // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
+      // move, a start after the kernel lost its state): announce it; one that leaves is no
+      // longer announced.
+      onEipsArrived: (eips) => garp.announce(eips),
+      onEipsLeft: (eips) => garp.withdraw(eips),
+    }),
     conntrackSubsystem(new ConntrackCleaner(runner, logger)),
   ];
 }
@@ -100,7 +78,8 @@ function kernelSubsystems(
 function conntrackSubsystem(cleaner: ConntrackCleaner): Subsystem {
   return {
     name: "conntrack",
-    after: true,
+    owns: "nothing: forgets the flows of bindings that went",
+    stage: "after",
     sync: (desired) => cleaner.sync(desired.bound),
     read: async () => undefined,
     adopt: () => {},
@@ -146,6 +125,8 @@ function bgpParts(
   });
   const subsystem: Subsystem = {
     name: "bgp",
+    owns: "the paths announced to gobgpd",
+    stage: "announce",
     withdraw: (desired, options) => {
       announcer.setDesired(desired.announced);
       return announcer.withdraw(options);
@@ -160,24 +141,6 @@ function bgpParts(
     adopt: (snapshot) => announcer.adopt(snapshot as AnnouncedSnapshot),
   };
   return { client, announcer, speaker, subsystem, freshApplies: () => freshApplies };
-}
-
-/** A kernel manager as the apply loop sees it: its part of the desired state, its snapshots. */
-function subsystem<D, S>(
-  name: string,
-  manager: KernelManager<D, S>,
-  select: (desired: DesiredState) => D,
-): Subsystem {
-  return {
-    name,
-    sync: (desired, options) => {
-      manager.setDesired(select(desired));
-      return manager.apply(options);
-    },
-    read: () => manager.read(),
-    // The loop hands each subsystem back only the snapshot its own read() produced.
-    adopt: (snapshot) => manager.adopt(snapshot as S),
-  };
 }
 
 /** The backend to write to; a warning (and a metric) when the other one may drop our traffic. */
@@ -220,7 +183,7 @@ export async function startAgent(
     device: config.gatewayDev,
     count: config.garpCount,
   });
-  const subsystems = kernelSubsystems(config, runner, logger, garp, mode);
+  const subsystems = kernelParts(config, runner, logger, garp, mode);
   const bgp = config.bgp
     ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
     : undefined;

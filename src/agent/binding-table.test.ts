@@ -1,5 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import type { Binding } from "../model/desired.js";
+import { plan } from "../model/plan.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { BindingTable } from "./binding-table.js";
 
 const bind = (eip: string, vmi: string) => ({ action: "bind" as const, binding: { eip, vmi } });
@@ -97,4 +100,37 @@ test("a held binding is pending until an apply of its version is confirmed", () 
   t.confirm(t.version);
   assert.equal(t.isPending("1.1.1.2"), false);
   assert.equal(t.isPending("9.9.9.9"), false, "not held: not pending");
+});
+
+// Replays the same operations reversed, duplicated and interleaved: the end state, and so
+// the plan, must not depend on the order.
+test("the plan depends only on the resulting bindings, not on the order of operations", () => {
+  const pairs: Binding[] = Array.from({ length: 20 }, (_, i) => ({
+    eip: `192.168.18.${100 + i}`,
+    vmi: `10.244.1.${10 + i}`,
+  }));
+  const ops = [
+    ...pairs.map((binding) => ({ action: "bind" as const, binding })),
+    ...pairs
+      .filter((_, i) => i % 3 === 0)
+      .map((binding) => ({ action: "unbind" as const, binding })),
+  ];
+  const orders = [
+    ops,
+    [...ops.slice(0, 20).reverse(), ...ops.slice(20).reverse()],
+    ops.flatMap((op) => [op, op]),
+    [
+      ...ops.slice(0, 20).filter((_, i) => i % 2),
+      ...ops.slice(0, 20).filter((_, i) => !(i % 2)),
+      ...ops.slice(20),
+    ],
+  ];
+  const results = orders.map((order) => {
+    const t = new BindingTable();
+    for (const op of order) t.propose(op, "T");
+    t.commit(t.takeStaged().changes);
+    return plan(TEST_PLAN_CONFIG, t.list());
+  });
+  for (const r of results.slice(1)) assert.deepEqual(r, results[0]);
+  assert.equal(results[0]?.ruleSources.length, 13);
 });

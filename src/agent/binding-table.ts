@@ -7,7 +7,7 @@
 // saves them, and only then commit()s them; if the save fails it discard()s every staged
 // change and the table is as before. list() and size are the held (saved) bindings only.
 // A held binding is pending until an apply that includes it has succeeded (confirm()).
-import type { Binding } from "./plan.js";
+import type { Binding } from "../model/desired.js";
 import type { Operation } from "./request.js";
 
 export interface HeldBinding extends Binding {

@@ -5,13 +5,16 @@ import assert from "node:assert/strict";
 import { pino } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
-import { Dataplane, type Subsystem } from "./dataplane.js";
+import { Dataplane } from "./dataplane.js";
+import type { Subsystem } from "../kernel/subsystem.js";
 import { AgentMetrics } from "./metrics.js";
-import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
-import type { DesiredState } from "./plan.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
+import type { DesiredState } from "../model/desired.js";
 
 class Recorder implements Subsystem {
   readonly name = "recorder";
+  readonly owns = "nothing";
+  readonly stage = "kernel";
   readonly events: string[] = [];
   reads = 0;
   /** Changes the next sync reports (drift found). */
@@ -111,6 +114,8 @@ test("an announcer withdraws before the kernel is written and announces after it
   const events: string[] = [];
   const kernel: Subsystem = {
     name: "kernel",
+    owns: "nothing",
+    stage: "kernel",
     sync: async () => (events.push("kernel"), 0),
     read: async () => undefined,
     adopt: () => {},
@@ -118,6 +123,8 @@ test("an announcer withdraws before the kernel is written and announces after it
   let fail = false;
   const announcer: Subsystem = {
     name: "bgp",
+    owns: "nothing",
+    stage: "announce",
     withdraw: async () => (events.push("withdraw"), 0),
     sync: async () => {
       events.push("announce");

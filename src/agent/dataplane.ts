@@ -27,28 +27,11 @@
 // node too busy for that gets its re-read inside the loop every few rounds.
 import type { Logger } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
+import type { Subsystem } from "../kernel/subsystem.js";
 import type { BindingTable } from "./binding-table.js";
 import type { AgentMetrics } from "./metrics.js";
-import { type DesiredState, type PlanConfig, plan } from "./plan.js";
+import { type PlanConfig, plan } from "../model/plan.js";
 import type { BindingStore } from "./store.js";
-
-/** One kernel subsystem as the loop sees it. */
-export interface Subsystem {
-  readonly name: string;
-  /**
-   * Announcers only: withdraws what `desired` no longer holds; runs before the kernel
-   * subsystems write, while sync() runs after them.
-   */
-  withdraw?(desired: DesiredState, options: { reread: boolean }): Promise<number>;
-  /** Syncs after the kernel subsystems (as announcers do), e.g. to clean up after them. */
-  readonly after?: boolean;
-  /** Writes what differs from `desired`; resolves to the number of changes written. */
-  sync(desired: DesiredState, options: { reread: boolean }): Promise<number>;
-  /** Reads what the kernel holds, leaving the subsystem's belief alone. */
-  read(): Promise<unknown>;
-  /** Takes a snapshot from read() as the belief the next sync diffs against. */
-  adopt(snapshot: unknown): void;
-}
 
 /** Resync rounds whose background read an apply may spoil before one reads in the loop. */
 const SPOILED_ROUNDS_MAX = 3;
@@ -305,15 +288,15 @@ export class Dataplane {
     const version = table.version;
     const bindings = table.list();
     const desired = plan(config, bindings);
-    const late = (s: Subsystem) => s.withdraw !== undefined || s.after === true;
-    const announcers = subsystems.filter((s) => s.withdraw !== undefined);
-    const after = subsystems.filter(late);
-    const kernel = subsystems.filter((s) => !late(s));
+    // The stages of subsystem.ts.
+    const announcers = subsystems.filter((s) => s.stage === "announce");
+    const after = subsystems.filter((s) => s.stage !== "kernel");
+    const kernel = subsystems.filter((s) => s.stage === "kernel");
     let changes = 0;
     let announceError: unknown;
     for (const a of announcers) {
       try {
-        changes += await (a.withdraw as NonNullable<Subsystem["withdraw"]>)(desired, { reread });
+        if (a.withdraw !== undefined) changes += await a.withdraw(desired, { reread });
       } catch (err) {
         announceError ??= err;
       }

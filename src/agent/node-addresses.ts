@@ -16,7 +16,7 @@
 // fails with errPhase 4 naming it).
 import { ourAddressLabel, parseAddresses, parseProxies } from "../kernel/iproute-parse.js";
 import type { CommandRunner } from "../kernel/runner.js";
-import type { Binding } from "./plan.js";
+import type { Binding } from "../model/desired.js";
 
 export interface NodeAddressesOptions {
   readonly gatewayDev: string;

@@ -5,13 +5,16 @@ import assert from "node:assert/strict";
 import { pino } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
-import { Dataplane, type Subsystem } from "./dataplane.js";
+import { Dataplane } from "./dataplane.js";
+import type { Subsystem } from "../kernel/subsystem.js";
 import { AgentMetrics } from "./metrics.js";
-import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 
 /** A subsystem that fails while `failure` is set and waits while `gate` is set. */
 class Controlled implements Subsystem {
   readonly name = "controlled";
+  readonly owns = "nothing";
+  readonly stage = "kernel";
   failure: KernelError | undefined;
   gate: Promise<void> | undefined;
   async sync(): Promise<number> {

@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { dnatRule, snatRule } from "./plan.js";
+import { dnatRule, snatRule } from "../model/plan.js";
 import { type NatBindings, bindingsFromNat, loadBindings } from "./recovery.js";
 import { BindingStore, StateError } from "./store.js";
 

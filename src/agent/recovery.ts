@@ -23,7 +23,8 @@ import { canonicalIpv4 } from "../common/ipv4.js";
 import { parseIptablesSave, type IptablesMode } from "../kernel/iptables.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { BindingTable, type HeldBinding } from "./binding-table.js";
-import { CHAIN_POSTROUTING, CHAIN_PREROUTING, type Binding, snatRule } from "./plan.js";
+import { CHAIN_POSTROUTING, CHAIN_PREROUTING, type Binding } from "../model/desired.js";
+import { snatRule } from "../model/plan.js";
 import { scanSeedState } from "./seed-state.js";
 import { type BindingStore, StateError } from "./store.js";
 

@@ -20,7 +20,7 @@ import {
   parseIpv4,
   parseIpv4Net,
 } from "../common/ipv4.js";
-import type { Binding } from "./plan.js";
+import type { Binding } from "../model/desired.js";
 
 export interface RawRequest {
   readonly action: string;

@@ -6,7 +6,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { canonicalIpv4 } from "../common/ipv4.js";
-import type { Binding } from "./plan.js";
+import type { Binding } from "../model/desired.js";
 
 const NAME = /^eip-(.+)-(.+)\.metadata$/;
 

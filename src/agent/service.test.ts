@@ -15,9 +15,10 @@ import { KernelError, Phase } from "../kernel/manager.js";
 import { runEipctl } from "../cli/eipctl.js";
 import { SHOWN_MAX } from "./request.js";
 import { BindingTable, type Change, type HeldBinding } from "./binding-table.js";
-import { Dataplane, type Subsystem } from "./dataplane.js";
+import { Dataplane } from "./dataplane.js";
+import type { Subsystem } from "../kernel/subsystem.js";
 import { AgentMetrics } from "./metrics.js";
-import type { DesiredState } from "./plan.js";
+import type { DesiredState } from "../model/desired.js";
 import {
   AgentService,
   type AgentServerOptions,
@@ -27,7 +28,7 @@ import {
   serverCredentials,
 } from "./server.js";
 import { BindingStore } from "./store.js";
-import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 
 const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 const POLICY = {
@@ -38,6 +39,8 @@ const POLICY = {
 
 class FakeKernel implements Subsystem {
   readonly name = "fake";
+  readonly owns = "nothing";
+  readonly stage = "kernel";
   applies = 0;
   failWith: KernelError | undefined;
   last: DesiredState | undefined;

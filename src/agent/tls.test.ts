@@ -15,7 +15,7 @@ import { runEipctl } from "../cli/eipctl.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
-import { TEST_PLAN_CONFIG } from "./test-plan-config.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
 

@@ -11,7 +11,7 @@
 // it again), so the CA outlives its certificates and new ones stay trusted.
 import { access, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { EC_KEY, issueCert } from "../common/openssl.js";
+import { EC_KEY, issueCert } from "./openssl.js";
 import type { CommandRunner } from "../kernel/runner.js";
 
 export const AGENT_SERVER_NAME = "eip-agent.kube-eip-agent";

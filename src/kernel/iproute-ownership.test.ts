@@ -3,11 +3,12 @@
 // against the real kernel is in iproute.privileged.test.ts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
+import { type Binding } from "../model/desired.js";
+import { plan, type PlanConfig } from "../model/plan.js";
 import { FakeRunner, commandLine } from "./fake-runner.js";
 import { RouteManager, routeDesired } from "./iproute.js";
 import { KernelError, Phase } from "./manager.js";
-import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../agent/test-plan-config.js";
+import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
 
 const ADDR_CMD = "ip -json -4 addr show dev eth1";
 const PROXY_CMD = "ip -4 -json neigh show proxy dev eth1";

@@ -1,7 +1,7 @@
 // Parsers of `ip -json` output for RouteManager (iproute.ts), and the batch lines that name
 // what they parsed: routes of table 1001, our ip rules, the gateway device's addresses, its
 // proxy neighbour entries and our main-table host routes. Pure: no I/O.
-import { ROUTE_TABLE_NAME, type RouteSpec } from "../agent/plan.js";
+import { ROUTE_TABLE_NAME, type RouteSpec } from "../model/desired.js";
 import { canonicalIpv4, formatIpv4Net, parseIpv4Net } from "../common/ipv4.js";
 
 /** A route of our table as the kernel holds it. */
@@ -198,6 +198,11 @@ export function parseRules(
 
 /** Selectors parseRules can name in a `rule del` line. */
 const RULE_SELECTORS = new Set(["not", "dst", "dstlen", "iif", "oif", "fwmark", "fwmask", "tos"]);
+
+/** A device name ip accepts: a syntax error would make `ip -batch` skip the rest of a batch. */
+export function isDeviceName(name: string): boolean {
+  return /^[^\s/]{1,15}$/.test(name) && name !== "." && name !== "..";
+}
 
 /** What marks our addresses on a device: the label `<dev>:eip`, when it fits (15 bytes). */
 export function ourAddressLabel(dev: string): string | undefined {

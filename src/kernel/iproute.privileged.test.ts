@@ -3,14 +3,15 @@ import assert from "node:assert/strict";
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
+import { type Binding } from "../model/desired.js";
+import { plan, type PlanConfig } from "../model/plan.js";
 import { RecordingRunner } from "./fake-runner.js";
 import { RouteManager, routeDesired, type RouteDesired } from "./iproute.js";
 import { ensureRouteTableName } from "./rt-tables.js";
 import { KernelError, Phase } from "./manager.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
-import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../agent/test-plan-config.js";
+import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
 
 const notRoot = process.getuid?.() !== 0;
 

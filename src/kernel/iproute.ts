@@ -1,102 +1,63 @@
-// RouteManager: the policy routing of bound VMIs (routes of table eip_route, `from VMI`
-// rules), the EIPs held as addresses on the gateway device, and, with --arp-poisoning, the
-// kernel's ARP answers for EIPs the node does not hold (proxy neighbour entries).
-//
-// What it owns:
-// - every route of table 1001: the table holds exactly the desired routes (link route to the
-//   EIP network, default via the gateway, throw routes for the internal nets);
-// - every ip rule at priority 1001 whose table is 1001 (shown as "eip_route" when that name
-//   is registered): exactly one `from VMI/32 lookup 1001` per bound VMI, nothing else;
-// - on the gateway device, the addresses it marked: each EIP it adds is a /32 with the label
-//   `<dev>:eip` (ourAddressLabel; addresses have no other mark iproute2 6.1 can write, and a
-//   label cannot change in place). Adopted at the first read only, while their EIP is bound
-//   (the saved binding is the record): the seed's EIPs with the EIP network's prefix (e.g.
-//   /24), replaced by a marked /32 without a gap (added before the old one is deleted), and
-//   an earlier version's unmarked /32s, kept as they are and remembered as ours until
-//   deleted. Any other address is never touched, even inside the EIP network (the node's
-//   own /24, a keepalived or kube-vip VIP); a bound EIP that someone else holds there is
-//   never taken over: the apply fails with Phase.Address naming it. (A device name too long
-//   for the label leaves only the in-memory record: such addresses are ours while this
-//   process knows it added them.)
-// - on the gateway device, the proxy neighbour entries with protocol `protocol` (225)
-//   (`ip neigh replace proxy EIP dev <gatewayDev> protocol 225`: the kernel answers ARP for
-//   EIP there with the device's MAC, as long as forwarding is on and the route to EIP leaves
-//   through another device); an unmarked entry of a bound EIP is adopted at the first read
-//   and marked in place; any other entry is never touched;
-// - every route of the main table with protocol `protocol` (225): the host routes
-//   `EIP/32 dev <cni bridge>` that give each proxied EIP such a route.
+// RouteManager: the policy routing of bound VMIs, the EIPs held as addresses on the gateway
+// device, and, with --arp-poisoning, the kernel's ARP answers for EIPs the node does not
+// hold: all that `ip` writes. It runs the reads and the one batch; what each part owns, and
+// how it plans its lines, is in its own file:
+// - policy-routes.ts: the routes of table 1001 and the `from VMI/32` rules at priority 1001;
+// - gateway-addresses.ts: the EIPs held as /32 addresses on the gateway device;
+// - arp-answers.ts: the proxy neighbour entries and their host routes in the main table;
+// - rt-tables.ts (used by the agent at start): the table's name in rt_tables.
 // (The gateway device's arp_ignore and proxy_delay are SysctlManager's.)
 //
-// How it reads: `ip -json route show table 1001`, `ip -json -N rule show` (-N: table ids as
-// numbers whatever rt_tables says; "eip_route" is accepted too), `ip -json -4 addr show
-// dev <gatewayDev>`, `ip -4 -json neigh show proxy dev <gatewayDev>` and `ip -json route
-// show table main proto 225`, in parallel. Routes compare by kind/dst/gateway/dev exactly
-// (a route with a metric or tos, or of any other type, is never the one we want); the
-// kernel's identity of a route in a table is (dst, tos, metric), which decides between
-// `replace` and `del`. Host routes are printed without "/32"; we add it back.
+// How it reads: `ip -json route show table 1001`, `ip -json -N rule show`, `ip -json -4
+// addr show dev <gatewayDev>`, `ip -4 -json neigh show proxy dev <gatewayDev>` and `ip
+// -json route show table main proto 225`, in parallel.
 //
-// How it writes: one `ip -force -batch -` call whose stdin holds, in this order: route
-// replaces (link routes first, so the gateway of the default route is reachable, then via
-// routes, then throw routes), route deletions, rule additions, rule deletions (rules with
-// extra selectors first: `ip rule del` treats every selector it is not given as a wildcard),
-// address additions (`address add EIP/32 label <dev>:eip`: an address someone else added
-// since the read fails the line rather than become ours), address deletions, then the ARP
-// answers: host routes (`route add`: a route of someone else's at that address
-// is an error, never overwritten), proxy entries, then proxy entry deletions before host
-// route deletions (so an answer never outlives its route). `-force` makes ip run every line
-// even after one fails; it reports `Command failed -:N` for each failed line N, which maps
-// back to the phase of that line (routes and rules: PolicyRouting; addresses and ARP
-// answers: Address); the lowest failing phase wins. A line ip cannot parse is different: ip
-// exits at once, skipping the rest of the batch, without a `Command failed` line; so every
-// desired address, route and device name is validated before anything is written.
-//
-// One exception to "one call": deleting an adopted non-/32 EIP that is the primary address of
-// its subnet would, with promote_secondaries off, make the kernel delete every secondary of
-// that subnet too (possibly the node's own address). In that case only, the manager first
-// sets net.ipv4.conf.<dev>.promote_secondaries=1 with `sysctl -w`.
+// How it writes: one `ip -force -batch -` call whose stdin holds, in this order, the policy
+// routing's lines, the addresses' lines (and, when they delete the device's last IPv4
+// address, our routes through it again: the kernel flushes them), then the ARP answers'.
+// `-force` makes ip run every line even after one fails; it reports `Command failed -:N` for
+// each failed line N, which maps back to the phase of that line (routes and rules:
+// PolicyRouting; addresses and ARP answers: Address); the lowest failing phase wins. A line
+// ip cannot parse is different: ip exits at once, skipping the rest of the batch, without a
+// `Command failed` line; so every desired address, route and device name is validated
+// before anything is written. One exception to "one call": when the addresses' plan deletes
+// the primary of a subnet with other secondaries, the manager first sets
+// net.ipv4.conf.<dev>.promote_secondaries=1 through the agent's SysctlWriter (sysctl.ts),
+// which honours --proc-sys.
 //
 // Belief: after a successful write the manager believes the kernel holds what it wrote and
 // does not read again unless asked (reread). It forgets the belief after any failure, and
-// after a write whose deletions could not be named exactly (see rule deletions above) or that
-// deleted a non-/32 address (secondaries may have been promoted), so the next apply re-reads.
-// The belief keeps our plain `from VMI/32` rules and the device's /32 addresses in maps,
-// updated in place with what was written: a plan costs one lookup per desired rule source
-// and address it already holds, validates only the others, and walks the belief only when
-// something must go or, once per write, to renumber the rules' order; so its cost follows
-// the change, not the number of bindings. (Rules that are not plain /32 ones, or copies, are
-// kept in kernel order until the next write deletes them.) The ARP answers are kept the same
-// way, in maps by EIP. After a write the manager tells its owner which EIPs arrived on the
-// node (an address or proxy entry added) and which left, for gratuitous ARP. read() and
-// adopt() let the caller do the slow `ip -json ... show` apart from apply().
+// after a write that a part says leaves it unknown, so the next apply re-reads. Each part
+// updates its belief in place, so the cost of a plan follows the change, not the number of
+// bindings. After a write the manager tells its owner which EIPs arrived on the node (an
+// address or proxy entry added) and which left, for gratuitous ARP. read() and adopt() let
+// the caller do the slow `ip -json ... show` apart from apply().
 import {
   type ArpProxySpec,
   type DesiredState,
   ROUTE_TABLE_NAME,
   type RouteSpec,
-} from "../agent/plan.js";
+} from "../model/desired.js";
 import { type Ipv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
-import { canonicalAddress } from "./canonical.js";
+import { type ArpBelief, ArpAnswers } from "./arp-answers.js";
+import { type AddressBelief, GatewayAddresses, type HeldAddress } from "./gateway-addresses.js";
 import {
   type ArpRoute,
-  type KernelAddress,
   type KernelProxy,
   type KernelRoute,
   type KernelRule,
-  canonicalDst,
-  identityOf,
-  ourAddressLabel,
+  isDeviceName,
   parseAddresses,
   parseArpRoutes,
   parseProxies,
   parseRoutes,
   parseRules,
-  routeDelLine,
-  routeKey,
-  routeReplaceLine,
 } from "./iproute-parse.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
+import { PolicyRoutes, type RoutingBelief } from "./policy-routes.js";
 import { CommandError, type CommandRunner } from "./runner.js";
-import { PreparedBeliefs, sameStrings } from "./snapshot.js";
+import { SysctlWriter } from "./sysctl.js";
+import { PreparedBeliefs } from "./snapshot.js";
 
 export interface RouteDesired {
   readonly routes: readonly RouteSpec[];
@@ -134,15 +95,11 @@ export interface RouteManagerOptions {
   readonly onEipsArrived?: (eips: readonly string[]) => void;
   /** Told the EIPs a successful write stopped answering ARP for (told before any arrivals). */
   readonly onEipsLeft?: (eips: readonly string[]) => void;
-}
-
-/**
- * An address of the gateway device, with whether it lies in the EIP network and whether it
- * carries our mark (the label `<dev>:eip`).
- */
-export interface HeldAddress extends KernelAddress {
-  readonly inEipNet: boolean;
-  readonly marked: boolean;
+  /**
+   * Writes promote_secondaries (the agent's one writer, which honours --proc-sys); when
+   * absent, `sysctl -w` through the runner.
+   */
+  readonly sysctl?: SysctlWriter;
 }
 
 /**
@@ -157,91 +114,15 @@ export interface RouteSnapshot {
   readonly arpRoutes: readonly ArpRoute[];
 }
 
-/** A held address in the belief. */
-interface AddressEntry extends HeldAddress {
-  /** Marked, or recorded as ours: only such an address is ever deleted. */
-  readonly ours: boolean;
-  /** Its position on the device: deletions are written in this order. */
-  readonly seq: number;
-  /** The last plan pass that wanted this address. */
-  seen: number;
-}
-
-/** A rule as read, kept while the read rules are not all plain `from VMI/32` ones. */
-interface ReadRule {
-  readonly rule: KernelRule;
-  /** The VMI of a plain `from VMI/32` rule, when it is the first rule of that VMI. */
-  readonly source: string | undefined;
-}
-
-/** One of our plain `from VMI/32 lookup T priority P` rules, under its VMI. */
-interface SourceEntry {
-  /** The last plan pass that wanted it, and the index of its first desired source then. */
-  seen: number;
-  pos: number;
-  /**
-   * Its place among our rules: the kernel's order after a read, the desired order after a
-   * write. Deletions are written in this order.
-   */
-  order: number;
-}
-
-/** A proxy entry, or a host route with its device (undefined: not a plain `dev D` route). */
-interface ArpEntry {
-  readonly dev: string | undefined;
-  /** The last plan pass that wanted it. */
-  seen: number;
-}
-
 interface Belief {
-  /** The routes of our table (a handful). */
-  routes: readonly KernelRoute[];
-  readonly sources: Map<string, SourceEntry>;
-  /**
-   * Every rule as read, in kernel order, when some are not plain /32 rules or are copies:
-   * the next write deletes those, in this order. Undefined once the rules are just `sources`.
-   */
-  irregularRules: readonly ReadRule[] | undefined;
-  /** The /32 addresses of the gateway device, by canonical address (see fileAddress). */
-  readonly addresses32: Map<string, AddressEntry>;
-  /** How many of addresses32 are ours. */
-  ours32: number;
-  /** The other addresses of the device (mostly other prefixes), in device order. */
-  others: AddressEntry[];
-  /** Those of `others` that lie in the EIP network, by address. */
-  othersInEipNet: Map<string, AddressEntry[]>;
-  nextSeq: number;
-  /** Our proxy entries on the gateway device, by EIP. */
-  readonly proxies: Map<string, ArpEntry>;
-  /** Proxy entries in the EIP network that are not ours (no protocol mark): never touched. */
-  readonly foreignProxies: Set<string>;
-  /** Our host routes in the main table, by EIP. */
-  readonly arpRoutes: Map<string, ArpEntry>;
-  /** Our other main-table routes (not at a host route's identity): the next write deletes them. */
-  otherArpRoutes: readonly ArpRoute[];
+  readonly routing: RoutingBelief;
+  readonly addresses: AddressBelief;
+  readonly arp: ArpBelief;
 }
 
 interface BatchLine {
   readonly text: string;
   readonly phase: Phase;
-}
-
-interface WritePlan {
-  readonly lines: BatchLine[];
-  /** Whether the gateway device needs promote_secondaries before the batch runs. */
-  readonly promoteSecondaries: boolean;
-  /** True when the belief cannot be trusted after the write, even if it succeeds. */
-  readonly rereadAfter: boolean;
-  /** Updates the belief to what the kernel holds once the lines succeeded. */
-  commit(): void;
-  /** EIPs the lines add as an address or a proxy entry. */
-  readonly arrived: readonly string[];
-  /** EIPs whose address (not wanted any more) or proxy entry the lines delete. */
-  readonly left: readonly string[];
-  /** The addresses ("A/P") the lines delete. */
-  readonly deleted: readonly string[];
-  /** Wanted EIPs someone else holds on the gateway device: left alone, the apply fails. */
-  readonly conflicts: readonly string[];
 }
 
 export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> {
@@ -254,16 +135,12 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
   private belief: Belief | undefined;
   private readonly eipNet: Ipv4Net;
   private readonly tableName: string;
-  /** Numbers the plan passes, so that marking a rule or address as wanted allocates nothing. */
-  private pass = 0;
-  /** Our mark on the addresses we add; undefined when `<dev>:eip` is longer than a label may be. */
-  private readonly label: string | undefined;
+  private readonly routing: PolicyRoutes;
+  private readonly addresses: GatewayAddresses;
+  private readonly arp: ArpAnswers;
+  private readonly sysctl: SysctlWriter;
   /** True until the first read: the only one that adopts unmarked state of bound EIPs. */
   private firstRead = true;
-  /** Unmarked addresses ("A/P") that are ours: adopted at start, or added without a label. */
-  private readonly recorded = new Set<string>();
-  /** Unmarked proxy entries of bound EIPs adopted at start, until a write marks them. */
-  private readonly adoptedProxies = new Set<string>();
 
   constructor(
     private readonly runner: CommandRunner,
@@ -276,7 +153,12 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     }
     this.eipNet = net;
     this.tableName = options.tableName ?? ROUTE_TABLE_NAME;
-    this.label = ourAddressLabel(options.gatewayDev);
+    const inEipNet = (address: string) => this.inEipNet(address);
+    const { table, priority, gatewayDev, protocol } = options;
+    this.routing = new PolicyRoutes({ table, priority });
+    this.addresses = new GatewayAddresses({ gatewayDev, inEipNet });
+    this.arp = new ArpAnswers({ gatewayDev, protocol, inEipNet });
+    this.sysctl = options.sysctl ?? new SysctlWriter(runner);
   }
 
   setDesired(desired: RouteDesired): void {
@@ -291,27 +173,45 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
         belief = this.beliefOf(await this.readKernel(), desired);
         this.belief = belief;
       }
-      const plan = this.plan(desired, belief);
-      if (plan.lines.length > 0) {
+      const { gatewayDev } = this.options;
+      /** Wanted EIPs that someone else holds here: never taken over (the apply fails). */
+      const conflicts: string[] = [];
+      const routing = this.routing.plan(desired, belief.routing);
+      const addresses = this.addresses.plan(desired.gatewayAddresses, belief.addresses, conflicts);
+      const arp = this.arp.plan(desired.arpProxy, belief.arp, conflicts);
+      const lines: BatchLine[] = [
+        ...routing.lines.map((text) => ({ text, phase: Phase.PolicyRouting })),
+        ...addresses.lines.map((text) => ({ text, phase: Phase.Address })),
+        ...(addresses.lastAddressGone ? routing.through(gatewayDev) : []).map((text) => ({
+          text,
+          phase: Phase.PolicyRouting,
+        })),
+        ...arp.lines.map((text) => ({ text, phase: Phase.Address })),
+      ];
+      if (lines.length > 0) {
         // Forget the belief before writing: a failed or partial write leaves it unknown.
         this.belief = undefined;
-        if (plan.promoteSecondaries) await this.promoteSecondaries();
-        await this.runBatch(plan.lines);
-        for (const a of plan.deleted) this.recorded.delete(a);
-        if (plan.left.length > 0) this.options.onEipsLeft?.(plan.left);
-        if (plan.arrived.length > 0) this.options.onEipsArrived?.(plan.arrived);
-        if (!plan.rereadAfter) {
-          plan.commit();
+        if (addresses.promoteSecondaries) await this.promoteSecondaries();
+        await this.runBatch(lines);
+        this.addresses.forget(addresses.deleted);
+        const left = [...addresses.left, ...arp.removedProxies];
+        const arrived = [...addresses.added, ...arp.addedProxies];
+        if (left.length > 0) this.options.onEipsLeft?.(left);
+        if (arrived.length > 0) this.options.onEipsArrived?.(arrived);
+        if (!routing.rereadAfter && !addresses.rereadAfter) {
+          routing.commit();
+          addresses.commit();
+          arp.commit();
           this.belief = belief;
         }
       }
-      if (plan.conflicts.length > 0) {
+      if (conflicts.length > 0) {
         throw new KernelError(
           Phase.Address,
-          `not taking over ${plan.conflicts.join(", ")}: held on ${this.options.gatewayDev} by someone else`,
+          `not taking over ${conflicts.join(", ")}: held on ${gatewayDev} by someone else`,
         );
       }
-      return plan.lines.length;
+      return lines.length;
     } catch (err) {
       this.belief = undefined;
       throw asKernelError(err);
@@ -354,7 +254,7 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     return {
       routes: parseRoutes(routesOut, table),
       rules: parseRules(rulesOut, { table, priority, tableName: this.tableName }),
-      addresses: parseAddresses(addressesOut).map((a) => this.held(a)),
+      addresses: parseAddresses(addressesOut).map((a) => this.addresses.held(a)),
       proxies: parseProxies(output(proxies, Phase.Address)).filter((p) => this.inEipNet(p.address)),
       arpRoutes: parseArpRoutes(output(arpRoutes, Phase.Address), protocol),
     };
@@ -365,494 +265,21 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
     return value !== undefined && netContains(this.eipNet, value);
   }
 
-  private held(a: KernelAddress): HeldAddress {
-    const marked = this.label !== undefined && a.label === this.label;
-    return { ...a, inEipNet: this.inEipNet(a.address), marked };
-  }
-
-  /**
-   * A fresh belief from a snapshot (which is never changed), keyed by the string objects of
-   * `desired` where they are equal (see snapshot.ts).
-   */
+  /** A fresh belief from a snapshot (which is never changed); see each part's beliefOf. */
   private beliefOf(snapshot: RouteSnapshot, desired: RouteDesired): Belief {
-    const { table, priority } = this.options;
     const adopting = this.firstRead;
     this.firstRead = false;
-    const sameSource = sameStrings(desired.ruleSources);
-    const sources = new Map<string, SourceEntry>();
-    const readRules: ReadRule[] = [];
-    let irregular = false;
-    for (const rule of snapshot.rules) {
-      let source: string | undefined;
-      const { key } = rule;
-      if (rule.exact && key.startsWith("from ") && key.endsWith("/32")) {
-        const address = key.slice(5, -3);
-        if (
-          !sources.has(address) &&
-          canonicalAddress(address) === address &&
-          rule.del === `rule del from ${address}/32 lookup ${table} priority ${priority}`
-        ) {
-          source = sameSource.get(address) ?? address;
-          sources.set(source, { seen: 0, pos: sources.size, order: sources.size });
-        }
-      }
-      if (source === undefined) irregular = true;
-      readRules.push({ rule, source });
-    }
-    const belief: Belief = {
-      routes: [...snapshot.routes],
-      sources,
-      irregularRules: irregular ? readRules : undefined,
-      addresses32: new Map(),
-      ours32: 0,
-      others: [],
-      othersInEipNet: new Map(),
-      nextSeq: 0,
-      proxies: new Map(),
-      foreignProxies: new Set(),
-      arpRoutes: new Map(),
-      otherArpRoutes: [],
-    };
-    const sameEip = sameStrings(desired.arpProxy?.eips ?? []);
-    for (const { address, protocol } of snapshot.proxies) {
-      if (protocol === this.options.protocol) {
-        belief.proxies.set(sameEip.get(address) ?? address, { dev: undefined, seen: 0 });
-      } else if (adopting && sameEip.has(address)) {
-        // An earlier version's entry of a bound EIP: marked in place by the next write.
-        this.adoptedProxies.add(address);
-      } else if (!this.adoptedProxies.has(address)) {
-        belief.foreignProxies.add(address);
-      }
-    }
-    const otherArpRoutes: ArpRoute[] = [];
-    for (const route of snapshot.arpRoutes) {
-      const address = route.address;
-      if (address === undefined || belief.arpRoutes.has(address)) {
-        otherArpRoutes.push(route);
-        continue;
-      }
-      belief.arpRoutes.set(sameEip.get(address) ?? address, { dev: route.dev, seen: 0 });
-    }
-    belief.otherArpRoutes = otherArpRoutes;
-    const sameAddress = sameStrings(desired.gatewayAddresses);
-    for (const a of snapshot.addresses) {
-      const key = `${a.address}/${a.prefix}`;
-      // The seed's /24 EIPs and an earlier version's unmarked /32s: adopted at start while
-      // bound (the binding is the record), remembered until deleted. A label cannot be
-      // changed in place, so they stay unmarked.
-      if (adopting && a.inEipNet && !a.marked && sameAddress.has(a.address)) {
-        this.recorded.add(key);
-      }
-      const entry: AddressEntry = {
-        address: sameAddress.get(a.address) ?? a.address,
-        prefix: a.prefix,
-        secondary: a.secondary,
-        inEipNet: a.inEipNet,
-        marked: a.marked,
-        ours: a.inEipNet && (a.marked || this.recorded.has(key)),
-        seq: belief.nextSeq++,
-        seen: 0,
-      };
-      // Only canonical /32s are looked up by address: a desired address equal to another
-      // spelling must be refused as invalid.
-      fileAddress(belief, entry, a.prefix === 32 && canonicalAddress(a.address) === a.address);
-    }
-    return belief;
-  }
-
-  /**
-   * The batch for the difference between `desired` and `belief`. Cost: one map lookup per
-   * desired rule source and address that the belief holds; only the others are validated,
-   * and the belief's rules and addresses are only walked when some of them must go.
-   */
-  private plan(desired: RouteDesired, belief: Belief): WritePlan {
-    const { table, priority, gatewayDev } = this.options;
-    validateRoutes(desired.routes);
-    const pass = ++this.pass;
-    const lines: BatchLine[] = [];
-    let rereadAfter = false;
-
-    // Routes. The first desired route of an identity wins (two desired routes to one dst
-    // would contradict each other).
-    const wantedRoutes = new Map<string, RouteSpec>();
-    for (const route of desired.routes) {
-      const identity = identityOf(canonicalDst(route.dst), "0", 0);
-      if (!wantedRoutes.has(identity)) wantedRoutes.set(identity, route);
-    }
-    const current = new Map<string, KernelRoute>();
-    for (const route of belief.routes) {
-      if (!current.has(route.identity)) current.set(route.identity, route);
-    }
-    const order = { link: 0, via: 1, throw: 2 };
-    const replaces = [...wantedRoutes.values()]
-      .filter(
-        (route) =>
-          current.get(identityOf(canonicalDst(route.dst), "0", 0))?.key !== routeKey(route),
-      )
-      .sort((a, b) => order[a.kind] - order[b.kind]);
-    for (const route of replaces) {
-      lines.push({ text: routeReplaceLine(route, table), phase: Phase.PolicyRouting });
-    }
-    for (const route of belief.routes) {
-      // A route at a wanted identity is overwritten by its replace, not deleted.
-      if (wantedRoutes.has(route.identity)) continue;
-      lines.push({ text: route.del, phase: Phase.PolicyRouting });
-    }
-
-    // Rules: one `from VMI/32` rule per desired source.
-    const { sources } = belief;
-    let ruleHits = 0;
-    let adding: Set<string> | undefined;
-    const addedSources: string[] = [];
-    const addedPos: number[] = [];
-    // An index loop: a for-of allocates an iterator result per item until the loop is
-    // optimised, and these loops run over every binding.
-    const list = desired.ruleSources;
-    for (let pos = 0; pos < list.length; pos++) {
-      const text = list[pos] as string;
-      let source = text;
-      let entry = sources.get(text);
-      if (entry === undefined) {
-        // Not a source we hold (those are canonical addresses): check it.
-        const address = canonicalAddress(text);
-        if (address === undefined) {
-          throw new KernelError(Phase.PolicyRouting, `invalid rule source ${JSON.stringify(text)}`);
-        }
-        source = address;
-        if (address !== text) entry = sources.get(address);
-      }
-      if (entry !== undefined) {
-        if (entry.seen !== pass) {
-          entry.seen = pass;
-          entry.pos = pos;
-          ruleHits++;
-        }
-        continue;
-      }
-      adding ??= new Set();
-      if (adding.has(source)) continue;
-      adding.add(source);
-      addedSources.push(source);
-      addedPos.push(pos);
-    }
-    const ruleDeletes: string[] = [];
-    const plainDeletes: string[] = [];
-    const removedSources: string[] = [];
-    const irregularRules = belief.irregularRules;
-    if (irregularRules !== undefined) {
-      for (const { rule, source } of irregularRules) {
-        if (source !== undefined && sources.get(source)?.seen === pass) continue;
-        if (!rule.exact) rereadAfter = true;
-        (rule.key.startsWith("other ") ? ruleDeletes : plainDeletes).push(rule.del);
-      }
-    } else if (ruleHits < sources.size) {
-      // forEach: a for-of over the entries allocates a pair per rule.
-      sources.forEach((entry, source) => {
-        if (entry.seen !== pass) removedSources.push(source);
-      });
-      removedSources.sort((a, b) => (sources.get(a)?.order ?? 0) - (sources.get(b)?.order ?? 0));
-      for (const source of removedSources) {
-        plainDeletes.push(`rule del from ${source}/32 lookup ${table} priority ${priority}`);
-      }
-    }
-    for (const source of addedSources) {
-      lines.push({
-        text: `rule add from ${source}/32 lookup ${table} priority ${priority}`,
-        phase: Phase.PolicyRouting,
-      });
-    }
-    for (const text of [...ruleDeletes, ...plainDeletes]) {
-      lines.push({ text, phase: Phase.PolicyRouting });
-    }
-
-    // Addresses.
-    const { addresses32, othersInEipNet } = belief;
-    let addressHits = 0;
-    const addedAddresses: string[] = [];
-    adding = undefined;
-    const addresses = desired.gatewayAddresses;
-    /** Wanted EIPs that someone else holds here: never taken over (the apply fails). */
-    const conflicts: string[] = [];
-    for (let i = 0; i < addresses.length; i++) {
-      const text = addresses[i] as string;
-      let address = text;
-      let entry = addresses32.get(text);
-      if (entry === undefined) {
-        const canonical = canonicalAddress(text);
-        if (canonical === undefined) {
-          throw new KernelError(Phase.Address, `invalid gateway address ${JSON.stringify(text)}`);
-        }
-        address = canonical;
-        if (canonical !== text) entry = addresses32.get(canonical);
-      }
-      const others = othersInEipNet.size > 0 ? othersInEipNet.get(address) : undefined;
-      let foreign = false;
-      if (others !== undefined) {
-        for (const other of others) {
-          other.seen = pass;
-          if (!other.ours) foreign = true;
-        }
-      }
-      if (entry !== undefined) {
-        if (!entry.ours) {
-          conflicts.push(address);
-        } else if (entry.seen !== pass) {
-          entry.seen = pass;
-          addressHits++;
-        }
-        continue;
-      }
-      if (foreign) {
-        conflicts.push(address);
-        continue;
-      }
-      adding ??= new Set();
-      if (adding.has(address)) continue;
-      adding.add(address);
-      addedAddresses.push(address);
-    }
-    // Deleted: an address of ours that is not wanted, another prefix of a wanted EIP.
-    const deleted: AddressEntry[] = [];
-    if (addressHits < belief.ours32) {
-      addresses32.forEach((a) => {
-        if (a.ours && a.seen !== pass) deleted.push(a);
-      });
-    }
-    let otherDeleted = false;
-    for (const a of belief.others) {
-      if (!a.ours || (a.prefix === 32 && a.seen === pass)) continue;
-      deleted.push(a);
-      otherDeleted = true;
-    }
-    if (otherDeleted) deleted.sort((a, b) => a.seq - b.seq);
-    const label = this.label === undefined ? "" : ` label ${this.label}`;
-    for (const address of addedAddresses) {
-      // `add`, not `replace`: an address someone added since the read fails the line
-      // instead of becoming ours.
-      lines.push({
-        text: `address add ${address}/32 dev ${gatewayDev}${label}`,
-        phase: Phase.Address,
-      });
-      // Without a label the record is the only mark: kept from the write on.
-      if (this.label === undefined) this.recorded.add(`${address}/32`);
-    }
-    for (const a of deleted) {
-      lines.push({
-        text: `address del ${a.address}/${a.prefix} dev ${gatewayDev}`,
-        phase: Phase.Address,
-      });
-    }
-    const heldCount = addresses32.size + belief.others.length;
-    if (deleted.length > 0 && heldCount - deleted.length + addedAddresses.length === 0) {
-      // Deleting a device's last IPv4 address makes the kernel flush every route through
-      // that device, in every table (fib_disable_ip): write ours again after the deletion.
-      const through = [...wantedRoutes.values()]
-        .filter((route) => route.kind !== "throw" && route.dev === gatewayDev)
-        .sort((a, b) => order[a.kind] - order[b.kind]);
-      for (const route of through) {
-        lines.push({ text: routeReplaceLine(route, table), phase: Phase.PolicyRouting });
-      }
-    }
-    let promoteSecondaries = false;
-    if (otherDeleted) {
-      const deletedSet = new Set<KernelAddress>(deleted);
-      for (const a of deleted) {
-        if (a.prefix === 32) continue;
-        // Secondaries of a /n come and go with its primary: re-read after such a change.
-        rereadAfter = true;
-        if (!a.secondary && this.hasOtherSecondaries(a, belief.others, deletedSet)) {
-          promoteSecondaries = true;
-        }
-      }
-    }
-
-    const arp = this.planArpAnswers(desired.arpProxy, belief, pass, conflicts);
-    for (const line of arp.lines) lines.push({ text: line, phase: Phase.Address });
-
-    const commit = (): void => {
-      belief.routes = [...wantedRoutes].map(([identity, route]): KernelRoute => {
-        const dst = canonicalDst(route.dst);
-        return { identity, key: routeKey(route), del: routeDelLine(dst, "0", 0, table) };
-      });
-      if (irregularRules !== undefined) {
-        // Every rule but the kept plain ones was deleted.
-        sources.forEach((entry, source) => {
-          if (entry.seen !== pass) sources.delete(source);
-        });
-        belief.irregularRules = undefined;
-      } else {
-        for (const source of removedSources) sources.delete(source);
-      }
-      addedSources.forEach((source, i) => {
-        const at = addedPos[i] ?? 0;
-        sources.set(source, { seen: pass, pos: at, order: at });
-      });
-      // Every rule left was wanted by this pass: they are now in the desired order.
-      sources.forEach((entry) => {
-        entry.order = entry.pos;
-      });
-      if (otherDeleted) {
-        const gone = new Set(deleted);
-        const others = belief.others.filter((a) => !gone.has(a));
-        belief.others = [];
-        belief.othersInEipNet = new Map();
-        for (const a of others) fileAddress(belief, a, false);
-      }
-      for (const a of deleted) {
-        if (addresses32.get(a.address) !== a) continue;
-        addresses32.delete(a.address);
-        if (a.ours) belief.ours32--;
-      }
-      for (const address of addedAddresses) {
-        const held = this.held({
-          address,
-          prefix: 32,
-          secondary: false,
-          ...(this.label === undefined ? {} : { label: this.label }),
-        });
-        fileAddress(belief, { ...held, ours: true, seq: belief.nextSeq++, seen: pass }, true);
-      }
-      arp.commit();
-    };
-
-    const left = deleted.filter((a) => a.seen !== pass).map((a) => a.address);
     return {
-      lines,
-      promoteSecondaries,
-      rereadAfter,
-      commit,
-      arrived: [...addedAddresses, ...arp.addedProxies],
-      left: [...left, ...arp.removedProxies],
-      deleted: deleted.map((a) => `${a.address}/${a.prefix}`),
-      conflicts,
+      routing: this.routing.beliefOf(snapshot.routes, snapshot.rules, desired.ruleSources),
+      arp: this.arp.beliefOf(snapshot.proxies, snapshot.arpRoutes, desired.arpProxy, adopting),
+      addresses: this.addresses.beliefOf(snapshot.addresses, desired.gatewayAddresses, adopting),
     };
-  }
-
-  /**
-   * The batch lines of the ARP answers (see the header for their order), with a commit that
-   * updates the belief. Costs a lookup per wanted EIP held already, like the addresses.
-   */
-  private planArpAnswers(
-    spec: ArpProxySpec | undefined,
-    belief: Belief,
-    pass: number,
-    conflicts: string[],
-  ): { lines: string[]; addedProxies: string[]; removedProxies: string[]; commit(): void } {
-    const { gatewayDev, protocol } = this.options;
-    const { proxies, arpRoutes } = belief;
-    const adoptedProxies = this.adoptedProxies;
-    const eips = spec?.eips ?? [];
-    const routeDev = spec?.routeDev ?? "";
-    if (spec !== undefined && (!isDeviceName(routeDev) || routeDev === gatewayDev)) {
-      throw new KernelError(Phase.Address, `invalid route device ${JSON.stringify(routeDev)}`);
-    }
-    let proxyHits = 0;
-    let routeHits = 0;
-    const addedProxies: string[] = [];
-    const addedRoutes: string[] = [];
-    const replacedRoutes: string[] = [];
-    let adding: Set<string> | undefined;
-    for (let i = 0; i < eips.length; i++) {
-      const text = eips[i] as string;
-      let address = text;
-      let proxy = proxies.get(text);
-      let route = arpRoutes.get(text);
-      if (proxy === undefined || route === undefined) {
-        const canonical = canonicalAddress(text);
-        if (canonical === undefined || !this.inEipNet(canonical)) {
-          throw new KernelError(Phase.Address, `invalid EIP ${JSON.stringify(text)}`);
-        }
-        address = canonical;
-        if (canonical !== text) {
-          proxy = proxies.get(canonical);
-          route = arpRoutes.get(canonical);
-        }
-      }
-      if (proxy !== undefined && proxy.seen !== pass) {
-        proxy.seen = pass;
-        proxyHits++;
-      }
-      if (route !== undefined && route.seen !== pass) {
-        route.seen = pass;
-        routeHits++;
-        if (route.dev !== routeDev) replacedRoutes.push(address);
-      }
-      if (proxy !== undefined && route !== undefined) continue;
-      if (proxy === undefined && belief.foreignProxies.has(address)) {
-        // Someone else's answer: neither it nor the route to that address is ours to write.
-        conflicts.push(address);
-        continue;
-      }
-      adding ??= new Set();
-      if (adding.has(address)) continue;
-      adding.add(address);
-      if (proxy === undefined) addedProxies.push(address);
-      if (route === undefined) addedRoutes.push(address);
-    }
-    const removedProxies: string[] = [];
-    if (proxyHits < proxies.size) {
-      proxies.forEach((entry, address) => {
-        if (entry.seen !== pass) removedProxies.push(address);
-      });
-    }
-    const removedRoutes: string[] = [];
-    if (routeHits < arpRoutes.size) {
-      arpRoutes.forEach((entry, address) => {
-        if (entry.seen !== pass) removedRoutes.push(address);
-      });
-    }
-    const lines: string[] = [];
-    const tail = `dev ${routeDev} table main proto ${protocol}`;
-    for (const address of addedRoutes) lines.push(`route add ${address}/32 ${tail}`);
-    for (const address of replacedRoutes) lines.push(`route replace ${address}/32 ${tail}`);
-    for (const address of addedProxies) {
-      lines.push(`neigh replace proxy ${address} dev ${gatewayDev} protocol ${protocol}`);
-    }
-    for (const address of removedProxies) {
-      lines.push(`neigh del proxy ${address} dev ${gatewayDev}`);
-    }
-    for (const address of removedRoutes) {
-      lines.push(`route del ${address}/32 table main proto ${protocol}`);
-    }
-    for (const route of belief.otherArpRoutes) lines.push(route.del);
-    return {
-      lines,
-      addedProxies,
-      removedProxies,
-      commit() {
-        for (const address of removedProxies) proxies.delete(address);
-        for (const address of removedRoutes) arpRoutes.delete(address);
-        for (const address of addedProxies) {
-          proxies.set(address, { dev: undefined, seen: pass });
-          adoptedProxies.delete(address);
-        }
-        for (const address of [...addedRoutes, ...replacedRoutes]) {
-          arpRoutes.set(address, { dev: routeDev, seen: pass });
-        }
-        belief.otherArpRoutes = [];
-      },
-    };
-  }
-
-  /** Whether deleting primary `a` would also delete a secondary we are not deleting. */
-  private hasOtherSecondaries(
-    a: KernelAddress,
-    all: readonly KernelAddress[],
-    deleted: ReadonlySet<KernelAddress>,
-  ): boolean {
-    const net = parseIpv4Net(`${a.address}/${a.prefix}`, { allowHostBits: true });
-    if (net === undefined) return true;
-    return all.some((b) => {
-      if (b === a || deleted.has(b) || !b.secondary || b.prefix !== a.prefix) return false;
-      const value = parseIpv4(b.address);
-      return value !== undefined && netContains(net, value);
-    });
   }
 
   private async promoteSecondaries(): Promise<void> {
     const key = `net/ipv4/conf/${this.options.gatewayDev}/promote_secondaries`;
     try {
-      await this.runner.run("sysctl", ["-w", `${key}=1`]);
+      await this.sysctl.write([{ key, value: "1" }]);
     } catch (err) {
       throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
     }
@@ -881,23 +308,6 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
 
 const prepared = new PreparedBeliefs<RouteSnapshot, Belief>();
 
-/**
- * Files an address of the device in the belief: a canonical /32 (`byAddress`) under its
- * address, unless that address is there already; anything else among the others.
- */
-function fileAddress(belief: Belief, a: AddressEntry, byAddress: boolean): void {
-  if (byAddress && !belief.addresses32.has(a.address)) {
-    belief.addresses32.set(a.address, a);
-    if (a.ours) belief.ours32++;
-    return;
-  }
-  belief.others.push(a);
-  if (!a.inEipNet) return;
-  const same = belief.othersInEipNet.get(a.address);
-  if (same === undefined) belief.othersInEipNet.set(a.address, [a]);
-  else same.push(a);
-}
-
 function asKernelError(err: unknown): KernelError {
   if (err instanceof KernelError) return err;
   return new KernelError(Phase.PolicyRouting, `ip: ${errorMessage(err)}`, { cause: err });
@@ -912,26 +322,6 @@ function noTableYet(err: unknown): { stdout: string; stderr: string } {
     return { stdout: "[]", stderr: "" };
   }
   throw err;
-}
-
-function isDeviceName(name: string): boolean {
-  return /^[^\s/]{1,15}$/.test(name) && name !== "." && name !== "..";
-}
-
-/**
- * Rejects routes ip could not parse: a syntax error makes `ip -batch` exit at once, even with
- * -force, without running the remaining lines and without a `Command failed` line. (Rule
- * sources and addresses are checked while they are canonicalised.)
- */
-function validateRoutes(routes: readonly RouteSpec[]): void {
-  for (const route of routes) {
-    const badDst = route.dst !== "default" && parseIpv4Net(route.dst) === undefined;
-    const badGateway = route.kind === "via" && parseIpv4(route.gateway) === undefined;
-    const badDev = route.kind !== "throw" && !isDeviceName(route.dev);
-    if (badDst || badGateway || badDev) {
-      throw new KernelError(Phase.PolicyRouting, `invalid route ${JSON.stringify(route)}`);
-    }
-  }
 }
 
 /** The 1-based line numbers of `Command failed -:N` reports in ip -batch's stderr. */

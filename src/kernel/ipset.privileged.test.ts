@@ -1,14 +1,8 @@
 // IpsetManager against the real ipset, inside a throwaway network namespace (needs root).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import {
-  plan,
-  SET_EIP,
-  SET_INTERNAL,
-  SET_VMI,
-  type Binding,
-  type PlanConfig,
-} from "../agent/plan.js";
+import { SET_EIP, SET_INTERNAL, SET_VMI, type Binding } from "../model/desired.js";
+import { plan, type PlanConfig } from "../model/plan.js";
 import { RecordingRunner } from "./fake-runner.js";
 import { IpsetManager } from "./ipset.js";
 import { createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { SET_EIP, SET_INTERNAL, SET_VMI, type IpsetSpec } from "../agent/plan.js";
+import { SET_EIP, SET_INTERNAL, SET_VMI, type IpsetSpec } from "../model/desired.js";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { IpsetManager, normalizeMember, parseIpsetSave } from "./ipset.js";
 import { KernelError, Phase } from "./manager.js";
@@ -32,6 +32,16 @@ function specs(internal: string[], eips: string[], vmis: string[]): IpsetSpec[] 
     { name: SET_VMI, type: "hash:ip", members: vmis },
   ];
 }
+
+/** The restore script from SAVED to EIPs .100 and .102, VMIs 10.0.0.1 and .12 (two tests). */
+const TWO_FROM_SAVED = [
+  "del k8s_internal_net 10.244.7.0/24 -exist",
+  "del kube-eip-eip 192.168.18.101 -exist",
+  "del kube-eip-vmi 10.0.0.11 -exist",
+  "add kube-eip-eip 192.168.18.102 -exist",
+  "add kube-eip-vmi 10.0.0.12 -exist",
+  "",
+].join("\n");
 
 describe("parseIpsetSave", () => {
   it("keeps only the named sets and normalises their members", () => {
@@ -97,17 +107,7 @@ describe("IpsetManager", () => {
       ),
     );
     assert.equal(await manager.apply({ reread: false }), 5);
-    assert.equal(
-      runner.calls[1]?.input,
-      [
-        "del k8s_internal_net 10.244.7.0/24 -exist",
-        "del kube-eip-eip 192.168.18.101 -exist",
-        "del kube-eip-vmi 10.0.0.11 -exist",
-        "add kube-eip-eip 192.168.18.102 -exist",
-        "add kube-eip-vmi 10.0.0.12 -exist",
-        "",
-      ].join("\n"),
-    );
+    assert.equal(runner.calls[1]?.input, TWO_FROM_SAVED);
   });
 
   it("trusts its belief afterwards: a second apply runs nothing", async () => {
@@ -266,17 +266,7 @@ describe("IpsetManager read/adopt", () => {
     runner.clear();
     assert.equal(await manager.apply({ reread: false }), 5);
     assert.deepEqual(runner.lines(), ["ipset restore"]);
-    assert.equal(
-      runner.calls[0]?.input,
-      [
-        "del k8s_internal_net 10.244.7.0/24 -exist",
-        "del kube-eip-eip 192.168.18.101 -exist",
-        "del kube-eip-vmi 10.0.0.11 -exist",
-        "add kube-eip-eip 192.168.18.102 -exist",
-        "add kube-eip-vmi 10.0.0.12 -exist",
-        "",
-      ].join("\n"),
-    );
+    assert.equal(runner.calls[0]?.input, TWO_FROM_SAVED);
   });
 
   it("still reads a set the adopted snapshot did not cover", async () => {

@@ -26,9 +26,10 @@
 // go or, once, to renumber their order after a write that changed the set; so its cost
 // follows the change, not the size of the sets. read() and adopt() let the caller do the
 // slow `ipset save` apart from apply().
-import type { IpsetSpec } from "../agent/plan.js";
+import type { IpsetSpec } from "../model/desired.js";
 import { formatIpv4Net, parseIpv4Net } from "../common/ipv4.js";
 import { canonicalAddress } from "./canonical.js";
+import { type Delta, type DeltaEntry, DeltaTracker } from "./delta.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import type { CommandRunner } from "./runner.js";
 import { PreparedBeliefs, sameStrings } from "./snapshot.js";
@@ -96,23 +97,15 @@ export interface IpsetSnapshot {
 }
 
 /** A member of a set as the manager believes the kernel holds it. */
-interface Member {
+interface Member extends DeltaEntry {
   /** False for a key no desired member can equal (a nomatch entry): it is always deleted. */
   readonly wantable: boolean;
-  /** The last diff pass that wanted it, and the index of its first desired member then. */
-  seen: number;
-  pos: number;
-  /**
-   * Its place in the set: the kernel's order after a read, the desired order after a write
-   * that changed the set. Deletions are written in this order.
-   */
-  order: number;
 }
 
 interface BelievedSet {
   readonly type: string;
   readonly family: string;
-  readonly members: Map<string, Member>;
+  readonly members: DeltaTracker<Member>;
 }
 
 interface Belief {
@@ -127,18 +120,14 @@ interface SetChange {
   readonly type: string;
   /** The set as believed before the write; undefined when it is created. */
   readonly current: BelievedSet | undefined;
-  readonly deleted: readonly string[];
-  /** Keys added, with the index of their first desired member. */
-  readonly added: readonly string[];
-  readonly addedPos: readonly number[];
-  readonly pass: number;
+  /** The members' tracker that made `delta` (a new one for a set that is created). */
+  readonly members: DeltaTracker<Member>;
+  readonly delta: Delta;
 }
 
 export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSnapshot> {
   private desired: readonly IpsetSpec[] = [];
   private belief: Belief | undefined;
-  /** Numbers the diff passes, so that marking a member as wanted allocates nothing. */
-  private pass = 0;
 
   constructor(private readonly runner: CommandRunner) {}
 
@@ -195,7 +184,7 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
   /**
    * The restore script. Cost: one map lookup per desired member that the belief holds; only
    * a member it does not hold is validated and normalised, and the belief's members are only
-   * walked when some of them must go.
+   * walked when some of them must go (see delta.ts).
    */
   private diff(
     desired: readonly IpsetSpec[],
@@ -208,41 +197,17 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
     for (const spec of desired) {
       // One restore line per item: nothing may smuggle in a space or a line break.
       if (!TOKEN.test(spec.name)) invalidSpec(spec);
-      // Each spec is its own pass: it is compared with the belief as it was, like the others.
-      const pass = ++this.pass;
       const current = belief.sets.get(spec.name);
-      const members = current?.members;
-      let hits = 0;
-      const added: string[] = [];
-      const addedPos: number[] = [];
-      let adding: Set<string> | undefined;
-      // An index loop: a for-of allocates an iterator result per item until the loop is
-      // optimised, and these loops run over every binding.
-      const list = spec.members;
-      for (let pos = 0; pos < list.length; pos++) {
-        const member = list[pos] as string;
-        let key = member;
-        let entry = members?.get(member);
-        if (entry === undefined || !entry.wantable) {
+      // Each spec is compared with the belief as it was, like the others.
+      const members = current?.members ?? new DeltaTracker<Member>();
+      const delta = members.diff(spec.members, {
+        canonical: (member) => {
           // Not a key we hold (those are normalised tokens, or unwantable): check, normalise.
           if (!TOKEN.test(member)) invalidSpec(spec);
-          key = normalizeMember(spec.type, member);
-          entry = key === member ? undefined : members?.get(key);
-        }
-        if (entry !== undefined && entry.wantable) {
-          if (entry.seen !== pass) {
-            entry.seen = pass;
-            entry.pos = pos;
-            hits++;
-          }
-          continue;
-        }
-        adding ??= new Set();
-        if (adding.has(key)) continue;
-        adding.add(key);
-        added.push(key);
-        addedPos.push(pos);
-      }
+          return normalizeMember(spec.type, member);
+        },
+        usable: (entry) => entry.wantable,
+      });
       if (current === undefined) {
         creates.push(`create ${spec.name} ${spec.type} ${NEW_SET_OPTIONS} -exist`);
       } else if (
@@ -255,18 +220,10 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
             `expected ${spec.type} family inet; refusing to change it`,
         );
       }
-      const deleted: string[] = [];
-      if (members !== undefined && hits < members.size) {
-        // forEach: a for-of over the entries allocates a pair per member.
-        members.forEach((entry, key) => {
-          if (entry.seen !== pass) deleted.push(key);
-        });
-        deleted.sort((a, b) => orderOf(members, a) - orderOf(members, b));
-        for (const key of deleted) dels.push(`del ${spec.name} ${memberOfKey(key)} -exist`);
-      }
-      for (const key of added) adds.push(`add ${spec.name} ${key} -exist`);
-      if (current === undefined || deleted.length > 0 || added.length > 0) {
-        changes.push({ name: spec.name, type: spec.type, current, deleted, added, addedPos, pass });
+      for (const key of delta.deletes) dels.push(`del ${spec.name} ${memberOfKey(key)} -exist`);
+      for (const key of delta.adds) adds.push(`add ${spec.name} ${key} -exist`);
+      if (current === undefined || delta.deletes.length > 0 || delta.adds.length > 0) {
+        changes.push({ name: spec.name, type: spec.type, current, members, delta });
       }
     }
     const lines = [...creates, ...dels, ...adds];
@@ -282,10 +239,6 @@ const TOKEN = /^[^\s]+$/;
 
 function invalidSpec(spec: IpsetSpec): never {
   throw new KernelError(Phase.Ipset, `invalid ipset spec ${JSON.stringify(spec.name)}`);
-}
-
-function orderOf(members: ReadonlyMap<string, Member>, key: string): number {
-  return members.get(key)?.order ?? 0;
 }
 
 const prepared = new PreparedBeliefs<IpsetSnapshot, Belief>();
@@ -305,7 +258,7 @@ function beliefOf(snapshot: IpsetSnapshot, desired: readonly IpsetSpec[]): Belie
       members.set(same.get(key) ?? key, { wantable, seen: 0, pos: order, order });
       order++;
     }
-    sets.set(name, { type: saved.type, family: saved.family, members });
+    sets.set(name, { type: saved.type, family: saved.family, members: new DeltaTracker(members) });
   }
   return { names: new Set(snapshot.names), sets };
 }
@@ -313,21 +266,11 @@ function beliefOf(snapshot: IpsetSnapshot, desired: readonly IpsetSpec[]): Belie
 /** Updates the belief after a successful restore: the sets now hold what was desired. */
 function commit(belief: Belief, changes: readonly SetChange[]): void {
   for (const change of changes) {
-    let set = change.current;
-    if (set === undefined) {
-      set = { type: change.type, family: "inet", members: new Map() };
-      belief.sets.set(change.name, set);
+    const { members } = change;
+    if (change.current === undefined) {
+      belief.sets.set(change.name, { type: change.type, family: "inet", members });
     }
-    const { members } = set;
-    for (const key of change.deleted) members.delete(key);
-    change.added.forEach((key, i) => {
-      const pos = change.addedPos[i] ?? 0;
-      members.set(key, { wantable: true, seen: change.pass, pos, order: pos });
-    });
-    // Every member left was wanted by this pass: the set is now in the desired order.
-    members.forEach((member) => {
-      member.order = member.pos;
-    });
+    members.commit(change.delta, (_key, base) => ({ ...base, wantable: true }));
   }
 }
 

@@ -6,12 +6,9 @@ import {
   CHAIN_FORWARD,
   CHAIN_POSTROUTING,
   CHAIN_PREROUTING,
-  JUMPS,
-  RETIRED_JUMPS,
-  plan,
   type Binding,
-  type PlanConfig,
-} from "../agent/plan.js";
+} from "../model/desired.js";
+import { JUMPS, RETIRED_JUMPS, plan, type PlanConfig } from "../model/plan.js";
 import { RecordingRunner } from "./fake-runner.js";
 import { IpsetManager } from "./ipset.js";
 import { IptablesManager, type IptablesMode } from "./iptables.js";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { plan, type Binding, type PlanConfig } from "../agent/plan.js";
+import { type Binding } from "../model/desired.js";
+import { plan, type PlanConfig } from "../model/plan.js";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { IptablesManager, parseIptablesSave, type IptablesDesired } from "./iptables.js";
 import { KernelError, Phase } from "./manager.js";
@@ -115,6 +116,22 @@ function kernel(nat: string, filter: string, mode = "nft"): FakeRunner {
     .on(`iptables-${mode}-save -t filter`, filter);
 }
 
+/** The restore script that takes SAVE_NAT and SAVE_FILTER to the rules of TWO. */
+const TWO_FROM_SAVED = [
+  "*nat",
+  "-D KUBE-EIP-PREROUTING -d 192.168.18.101/32 -j DNAT --to-destination 10.0.0.11",
+  "-D KUBE-EIP-PREROUTING -d 192.168.18.102/32 -j DNAT --to-destination 10.0.0.12",
+  "-D POSTROUTING -m set --match-set kube-eip-vmi src -j KUBE-EIP-POSTROUTING",
+  "COMMIT",
+  "*filter",
+  // The seed's rule, which accepted everything from a bound VMI, goes.
+  "-D FORWARD -m set --match-set kube-eip-vmi src -j ACCEPT",
+  "-I FORWARD 1 -m set --match-set kube-eip-vmi dst -m set ! --match-set k8s_internal_net src -j KUBE-EIP-FORWARD",
+  "-I FORWARD 1 -m set --match-set kube-eip-vmi src -m set ! --match-set k8s_internal_net dst -j ACCEPT",
+  "COMMIT",
+  "",
+].join("\n");
+
 describe("parseIptablesSave", () => {
   it("reads the rules of the asked chains exactly as printed, with copies", () => {
     const nat = parseIptablesSave(SAVE_NAT, "nat", new Set(["KUBE-EIP-PREROUTING", "PREROUTING"]));
@@ -185,23 +202,7 @@ describe("IptablesManager", () => {
     const manager = new IptablesManager(runner, { mode: "nft" });
     manager.setDesired(desired(TWO));
     assert.equal(await manager.apply({ reread: false }), 6);
-    assert.equal(
-      runner.calls[2]?.input,
-      [
-        "*nat",
-        "-D KUBE-EIP-PREROUTING -d 192.168.18.101/32 -j DNAT --to-destination 10.0.0.11",
-        "-D KUBE-EIP-PREROUTING -d 192.168.18.102/32 -j DNAT --to-destination 10.0.0.12",
-        "-D POSTROUTING -m set --match-set kube-eip-vmi src -j KUBE-EIP-POSTROUTING",
-        "COMMIT",
-        "*filter",
-        // The seed's rule, which accepted everything from a bound VMI, goes.
-        "-D FORWARD -m set --match-set kube-eip-vmi src -j ACCEPT",
-        "-I FORWARD 1 -m set --match-set kube-eip-vmi dst -m set ! --match-set k8s_internal_net src -j KUBE-EIP-FORWARD",
-        "-I FORWARD 1 -m set --match-set kube-eip-vmi src -m set ! --match-set k8s_internal_net dst -j ACCEPT",
-        "COMMIT",
-        "",
-      ].join("\n"),
-    );
+    assert.equal(runner.calls[2]?.input, TWO_FROM_SAVED);
   });
 
   it("compares whole rules: 10.0.0.1 never matches 10.0.0.11", async () => {
@@ -404,23 +405,7 @@ describe("IptablesManager read/adopt", () => {
     manager.adopt(snapshot);
     assert.equal(await manager.apply({ reread: false }), 6);
     assert.deepEqual(runner.lines(), ["iptables-nft-restore --noflush -w 5"]);
-    assert.equal(
-      runner.calls[0]?.input,
-      [
-        "*nat",
-        "-D KUBE-EIP-PREROUTING -d 192.168.18.101/32 -j DNAT --to-destination 10.0.0.11",
-        "-D KUBE-EIP-PREROUTING -d 192.168.18.102/32 -j DNAT --to-destination 10.0.0.12",
-        "-D POSTROUTING -m set --match-set kube-eip-vmi src -j KUBE-EIP-POSTROUTING",
-        "COMMIT",
-        "*filter",
-        // The seed's rule, which accepted everything from a bound VMI, goes.
-        "-D FORWARD -m set --match-set kube-eip-vmi src -j ACCEPT",
-        "-I FORWARD 1 -m set --match-set kube-eip-vmi dst -m set ! --match-set k8s_internal_net src -j KUBE-EIP-FORWARD",
-        "-I FORWARD 1 -m set --match-set kube-eip-vmi src -m set ! --match-set k8s_internal_net dst -j ACCEPT",
-        "COMMIT",
-        "",
-      ].join("\n"),
-    );
+    assert.equal(runner.calls[0]?.input, TWO_FROM_SAVED);
   });
 
   it("reads a table the adopted snapshot did not cover", async () => {

@@ -39,7 +39,8 @@
 // rules only when some must go or, once, to renumber their order after a write that changed
 // the chain; so its cost follows the change, not the size of the chains. read() and adopt()
 // let the caller do the slow save apart from apply().
-import type { ChainSpec, IptablesTable, JumpSpec } from "../agent/plan.js";
+import type { ChainSpec, IptablesTable, JumpSpec } from "../model/desired.js";
+import { type Delta, type DeltaEntry, DeltaTracker } from "./delta.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import type { CommandRunner } from "./runner.js";
 import { PreparedBeliefs, sameStrings } from "./snapshot.js";
@@ -113,41 +114,37 @@ export interface TableSnapshot {
 }
 
 /** One rule of a chain as the manager believes the kernel holds it. */
-interface RuleEntry {
+interface RuleEntry extends DeltaEntry {
   copies: number;
-  /** The last diff pass that wanted this rule in the chain, and its desired index then. */
-  seen: number;
-  pos: number;
-  /**
-   * Its place in the chain: the kernel's order after a read, the desired order after a
-   * write that changed the chain. Deletions are written in this order.
-   */
-  order: number;
   /** Whether the rule is one restore line (a rule read from the kernel may not be). */
   readonly valid: boolean;
 }
 
 interface TableBelief {
   readonly chains: Set<string>;
-  readonly rules: Map<string, Map<string, RuleEntry>>;
+  readonly rules: Map<string, DeltaTracker<RuleEntry>>;
   /** The chains whose rules were read: any other chain needs a read before a write. */
   readonly tracked: Set<string>;
 }
 
 /** What the write changes in one chain, to update the belief once it succeeded. */
-interface ChainChange {
-  readonly chain: string;
-  readonly pass: number;
-  /** Rules to drop from the belief (every copy deleted). */
-  readonly removed: readonly string[];
-  /** Rules that keep exactly one copy (extra copies deleted, or a jump inserted). */
-  readonly single: readonly string[];
-  /** Rules appended (owned chains), with their desired index. */
-  readonly added: readonly string[];
-  readonly addedPos: readonly number[];
-  /** An owned chain: it is now in the desired order. */
-  readonly owned: boolean;
-}
+type ChainChange =
+  | {
+      /** An owned chain: the tracker that made `delta` (a new one for a new chain). */
+      readonly owned: true;
+      readonly chain: string;
+      readonly rules: DeltaTracker<RuleEntry>;
+      readonly delta: Delta;
+    }
+  | {
+      /** A chain we keep jumps in. */
+      readonly owned: false;
+      readonly chain: string;
+      /** Rules to drop from the belief (every copy deleted). */
+      readonly removed: readonly string[];
+      /** Rules that keep exactly one copy (extra copies deleted, or a jump inserted). */
+      readonly single: readonly string[];
+    };
 
 interface TablePlan {
   readonly lines: string[];
@@ -156,9 +153,8 @@ interface TablePlan {
 
 /** An owned chain's part of a table plan, which jumps into that chain must see. */
 interface OwnedChain {
-  readonly current: Map<string, RuleEntry> | undefined;
-  readonly pass: number;
-  readonly adding: ReadonlySet<string> | undefined;
+  readonly rules: DeltaTracker<RuleEntry>;
+  readonly delta: Delta;
 }
 
 const CHAIN_NAME = /^[^\s]+$/;
@@ -169,8 +165,6 @@ export class IptablesManager implements KernelManager<IptablesDesired, IptablesS
   private belief = new Map<IptablesTable, TableBelief>();
   private readonly saveCommand: string;
   private readonly restoreCommand: string;
-  /** Numbers the diff passes, so that marking a rule as wanted allocates nothing. */
-  private pass = 0;
 
   constructor(
     private readonly runner: CommandRunner,
@@ -283,61 +277,35 @@ export class IptablesManager implements KernelManager<IptablesDesired, IptablesS
     for (const spec of desired.chains) {
       if (spec.table !== table) continue;
       if (!CHAIN_NAME.test(spec.name)) invalid(desired);
-      // Each spec is its own pass: it is compared with the belief as it was.
-      const pass = ++this.pass;
-      const current = belief.rules.get(spec.name);
-      // We own the chain: each desired rule exactly once.
-      let hits = 0;
-      let extraCopies = false;
-      let adding: Set<string> | undefined;
-      const added: string[] = [];
-      const addedPos: number[] = [];
-      // An index loop: a for-of allocates an iterator result per item until the loop is
-      // optimised, and these loops run over every binding.
-      const list = spec.rules;
-      for (let pos = 0; pos < list.length; pos++) {
-        const rule = list[pos] as string;
-        const entry = current?.get(rule);
-        if (entry !== undefined) {
-          if (!entry.valid) invalid(desired);
-          if (entry.seen !== pass) {
-            entry.seen = pass;
-            entry.pos = pos;
-            hits++;
-            if (entry.copies > 1) extraCopies = true;
-          }
-          continue;
-        }
-        if (!RULE_TEXT.test(rule)) invalid(desired);
-        adding ??= new Set();
-        if (adding.has(rule)) continue;
-        adding.add(rule);
-        added.push(rule);
-        addedPos.push(pos);
-      }
+      // We own the chain: each desired rule exactly once. Each spec is compared with the
+      // belief as it was.
+      const rules = belief.rules.get(spec.name) ?? new DeltaTracker<RuleEntry>();
+      const delta = rules.diff(spec.rules, {
+        // Rules the belief holds were validated when written, or read as one line.
+        canonical: (rule) => (RULE_TEXT.test(rule) ? rule : invalid(desired)),
+        usable: (entry) => entry.valid,
+        changed: (entry) => entry.copies > 1,
+      });
       const exists = belief.chains.has(spec.name);
       if (!exists) declares.push(`:${spec.name} - [0:0]`);
-      const removed: string[] = [];
-      const single: string[] = [];
-      if (current !== undefined && (hits < current.size || extraCopies)) {
-        // The rules that lose copies, in chain order. forEach: a for-of over the entries
-        // allocates a pair per rule.
-        const losing: string[] = [];
-        current.forEach((entry, rule) => {
-          if (entry.seen !== pass || entry.copies > 1) losing.push(rule);
-        });
-        losing.sort((a, b) => orderOf(current, a) - orderOf(current, b));
-        for (const rule of losing) {
-          const entry = current.get(rule) as RuleEntry;
-          const keep = entry.seen === pass ? 1 : 0;
-          for (let i = keep; i < entry.copies; i++) deletes.push(`-D ${spec.name} ${rule}`);
-          (keep === 0 ? removed : single).push(rule);
-        }
+      // The rules that lose copies (unwanted ones all, wanted ones their extra copies), in
+      // chain order.
+      const believed = rules.believed;
+      const losing =
+        delta.changes.length === 0
+          ? delta.deletes
+          : [...delta.deletes, ...delta.changes].sort(
+              (a, b) => (believed.get(a)?.order ?? 0) - (believed.get(b)?.order ?? 0),
+            );
+      for (const rule of losing) {
+        const entry = believed.get(rule) as RuleEntry;
+        const keep = entry.seen === delta.pass ? 1 : 0;
+        for (let i = keep; i < entry.copies; i++) deletes.push(`-D ${spec.name} ${rule}`);
       }
-      for (const rule of added) appends.push(`-A ${spec.name} ${rule}`);
-      owned.set(spec.name, { current, pass, adding });
-      if (!exists || removed.length > 0 || single.length > 0 || added.length > 0) {
-        changes.push({ chain: spec.name, pass, removed, single, added, addedPos, owned: true });
+      for (const rule of delta.adds) appends.push(`-A ${spec.name} ${rule}`);
+      owned.set(spec.name, { rules, delta });
+      if (!exists || losing.length > 0 || delta.adds.length > 0) {
+        changes.push({ owned: true, chain: spec.name, rules, delta });
       }
     }
 
@@ -354,10 +322,10 @@ export class IptablesManager implements KernelManager<IptablesDesired, IptablesS
       const ours = owned.get(jump.chain);
       let copies: number;
       if (ours === undefined) {
-        copies = belief.rules.get(jump.chain)?.get(jump.rule)?.copies ?? 0;
+        copies = belief.rules.get(jump.chain)?.believed.get(jump.rule)?.copies ?? 0;
       } else {
         const wantedThere =
-          ours.current?.get(jump.rule)?.seen === ours.pass || ours.adding?.has(jump.rule) === true;
+          ours.rules.wanted(ours.delta, jump.rule) || ours.delta.adds.includes(jump.rule);
         copies = wantedThere ? 1 : 0;
       }
       if (copies === 1) continue;
@@ -367,31 +335,15 @@ export class IptablesManager implements KernelManager<IptablesDesired, IptablesS
         chainInserts.push(`-I ${jump.chain} 1 ${jump.rule}`);
         inserts.set(jump.chain, chainInserts);
       }
-      changes.push({
-        chain: jump.chain,
-        pass: 0,
-        removed: [],
-        single: [jump.rule],
-        added: [],
-        addedPos: [],
-        owned: false,
-      });
+      changes.push({ owned: false, chain: jump.chain, removed: [], single: [jump.rule] });
     }
     for (const old of desired.retiredJumps ?? []) {
       if (old.table !== table) continue;
       if (!CHAIN_NAME.test(old.chain) || !RULE_TEXT.test(old.rule)) invalid(desired);
-      const copies = belief.rules.get(old.chain)?.get(old.rule)?.copies ?? 0;
+      const copies = belief.rules.get(old.chain)?.believed.get(old.rule)?.copies ?? 0;
       if (copies === 0) continue;
       for (let i = 0; i < copies; i++) jumpDeletes.push(`-D ${old.chain} ${old.rule}`);
-      changes.push({
-        chain: old.chain,
-        pass: 0,
-        removed: [old.rule],
-        single: [],
-        added: [],
-        addedPos: [],
-        owned: false,
-      });
+      changes.push({ owned: false, chain: old.chain, removed: [old.rule], single: [] });
     }
     // Each insert goes to position 1: insert a chain's last jump first, so that its jumps end
     // up in spec order.
@@ -463,7 +415,7 @@ function tableBeliefOf(
   saved: TableSnapshot,
   desired: IptablesDesired,
 ): TableBelief {
-  const rules = new Map<string, Map<string, RuleEntry>>();
+  const rules = new Map<string, DeltaTracker<RuleEntry>>();
   for (const [chain, counts] of saved.rules) {
     const same = sameStrings(desiredRules(desired, table, chain));
     const entries = new Map<string, RuleEntry>();
@@ -478,7 +430,7 @@ function tableBeliefOf(
       });
       order++;
     });
-    rules.set(chain, entries);
+    rules.set(chain, new DeltaTracker(entries));
   }
   return { chains: new Set(saved.chains), rules, tracked: new Set(saved.tracked) };
 }
@@ -506,36 +458,30 @@ function isOneLine(rule: string): boolean {
 function commit(table: TableBelief, changes: readonly ChainChange[]): void {
   for (const change of changes) {
     table.chains.add(change.chain);
+    if (change.owned) {
+      const { rules, delta } = change;
+      table.rules.set(change.chain, rules);
+      rules.commit(delta, (_rule, base) => ({ ...base, copies: 1, valid: true }));
+      for (const rule of delta.changes) (rules.believed.get(rule) as RuleEntry).copies = 1;
+      continue;
+    }
     let rules = table.rules.get(change.chain);
     if (rules === undefined) {
-      rules = new Map();
+      rules = new DeltaTracker();
       table.rules.set(change.chain, rules);
     }
-    for (const rule of change.removed) rules.delete(rule);
+    const believed = rules.believed;
+    for (const rule of change.removed) believed.delete(rule);
     for (const rule of change.single) {
-      const entry = rules.get(rule);
+      const entry = believed.get(rule);
       if (entry !== undefined) entry.copies = 1;
-      else rules.set(rule, { copies: 1, seen: 0, pos: 0, order: LAST, valid: true });
-    }
-    change.added.forEach((rule, i) => {
-      const pos = change.addedPos[i] ?? 0;
-      rules.set(rule, { copies: 1, seen: change.pass, pos, order: pos, valid: true });
-    });
-    if (change.owned) {
-      // Every rule left was wanted by this pass: the chain is now in the desired order.
-      rules.forEach((entry) => {
-        entry.order = entry.pos;
-      });
+      else believed.set(rule, { copies: 1, seen: 0, pos: 0, order: LAST, valid: true });
     }
   }
 }
 
 /** The order of a rule added after the others (a jump inserted). */
 const LAST = Number.MAX_SAFE_INTEGER;
-
-function orderOf(rules: ReadonlyMap<string, RuleEntry>, rule: string): number {
-  return rules.get(rule)?.order ?? 0;
-}
 
 function asKernelError(err: unknown): KernelError {
   if (err instanceof KernelError) return err;

@@ -4,7 +4,7 @@
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { randomBytes } from "node:crypto";
-import { ROUTE_TABLE_ID, ROUTE_TABLE_NAME } from "../agent/plan.js";
+import { ROUTE_TABLE_ID, ROUTE_TABLE_NAME } from "../model/desired.js";
 
 const RESERVED_TABLES =
   "#\n# reserved values\n#\n255\tlocal\n254\tmain\n253\tdefault\n0\tunspec\n#\n";

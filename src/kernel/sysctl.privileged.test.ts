@@ -2,10 +2,10 @@
 // the settings it writes are the namespace's, never the host's.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { gatewaySysctls, type PlanConfig } from "../agent/plan.js";
+import { gatewaySysctls, type PlanConfig } from "../model/plan.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
-import { SysctlManager } from "./sysctl.js";
+import { SysctlManager, SysctlWriter } from "./sysctl.js";
 
 const notRoot = process.getuid?.() !== 0;
 
@@ -45,7 +45,7 @@ describe("SysctlManager in a network namespace", { skip: notRoot ? "needs root" 
 
   it("holds the gateway device's arp_ignore and proxy_delay, and repairs drift", async () => {
     assert.equal(await values(ns), "0\n80\n");
-    const m = new SysctlManager(ns);
+    const m = new SysctlManager(new SysctlWriter(ns));
     m.setDesired(gatewaySysctls(CONFIG));
     assert.equal(await m.apply({ reread: false }), 2);
     assert.equal(await values(ns), "1\n0\n");

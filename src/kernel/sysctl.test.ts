@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import { describe, it } from "node:test";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { Phase } from "./manager.js";
-import { SysctlManager } from "./sysctl.js";
+import { SysctlManager, SysctlWriter } from "./sysctl.js";
 
 const ARP_IGNORE = "net/ipv4/conf/eth1/arp_ignore";
 const PROXY_DELAY = "net/ipv4/neigh/eth1/proxy_delay";
@@ -18,7 +18,7 @@ const BOTH = [
 describe("SysctlManager", () => {
   it("reads the named settings in one call and writes those that differ in one call", async () => {
     const runner = new FakeRunner().on(READ, "1\n80\n");
-    const m = new SysctlManager(runner);
+    const m = new SysctlManager(new SysctlWriter(runner));
     m.setDesired(BOTH);
     assert.equal(await m.apply({ reread: false }), 1);
     assert.deepEqual(runner.lines(), [READ, `sysctl -w ${PROXY_DELAY}=0`]);
@@ -33,7 +33,7 @@ describe("SysctlManager", () => {
 
   it("reads again when a setting it never read is named", async () => {
     const runner = new FakeRunner().on(`sysctl -n ${ARP_IGNORE}`, "1\n").on(READ, "1\n0\n");
-    const m = new SysctlManager(runner);
+    const m = new SysctlManager(new SysctlWriter(runner));
     m.setDesired(BOTH.slice(0, 1));
     assert.equal(await m.apply({ reread: false }), 0);
     m.setDesired(BOTH);
@@ -45,7 +45,7 @@ describe("SysctlManager", () => {
     const runner = new FakeRunner()
       .on(READ, "0\n80\n")
       .on(`sysctl -w ${ARP_IGNORE}=1 ${PROXY_DELAY}=0`, failure("sysctl -w", "permission denied"));
-    const m = new SysctlManager(runner);
+    const m = new SysctlManager(new SysctlWriter(runner));
     m.setDesired(BOTH);
     await assert.rejects(m.apply({ reread: false }), { name: "KernelError", phase: Phase.Address });
     runner.clear();
@@ -55,7 +55,7 @@ describe("SysctlManager", () => {
     // A recording runner, not a throwing one: a runner's error would come back wrapped as a
     // KernelError of the same phase, indistinguishable from the refusal.
     const untouched = new FakeRunner();
-    const bad = new SysctlManager(untouched);
+    const bad = new SysctlManager(new SysctlWriter(untouched));
     for (const spec of [
       { key: "net/ipv4/conf/eth1/arp_ignore 1", value: "1" },
       { key: "kernel.panic", value: "1" },
@@ -74,7 +74,7 @@ describe("SysctlManager", () => {
 
   it("read() leaves the belief alone; adopt() makes the next apply diff against it", async () => {
     const runner = new FakeRunner().on(READ, "1\n0\n");
-    const m = new SysctlManager(runner);
+    const m = new SysctlManager(new SysctlWriter(runner));
     m.setDesired(BOTH);
     assert.equal(await m.apply({ reread: false }), 0);
     runner.on(READ, "1\n80\n");
@@ -97,7 +97,7 @@ describe("SysctlManager", () => {
         await writeFile(join(dir, key), value);
       }
       const runner = new FakeRunner();
-      const m = new SysctlManager(runner, { procSysDir: dir });
+      const m = new SysctlManager(new SysctlWriter(runner, { procSysDir: dir }));
       m.setDesired(BOTH);
       assert.equal(await m.apply({ reread: false }), 2);
       assert.equal(await readFile(join(dir, ARP_IGNORE), "utf8"), "1\n");

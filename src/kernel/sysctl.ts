@@ -11,7 +11,8 @@
 // device name may contain dots.
 //
 // With `procSysDir` (--proc-sys) it reads and writes the files `<procSysDir>/<key>` itself
-// instead. A container without privileges has a read-only /proc/sys; the node's
+// instead. SysctlWriter does both, and is the only way the agent touches a kernel setting
+// (RouteManager's promote_secondaries uses it too), so --proc-sys holds for every one. A container without privileges has a read-only /proc/sys; the node's
 // /proc/sys/net, mounted from the host at `<procSysDir>/net`, is writable. The files of
 // /proc/sys/net belong to the network namespace of the process that opens them, so this
 // mode acts in the agent's own namespace (a hostNetwork pod's: the node's).
@@ -21,7 +22,7 @@
 // failure. A handful of settings: no incremental bookkeeping is needed.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { SysctlSpec } from "../agent/plan.js";
+import type { SysctlSpec } from "../model/desired.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import type { CommandRunner } from "./runner.js";
 
@@ -36,14 +37,49 @@ function validKey(key: string): boolean {
 }
 const VALUE = /^[^\s=]+$/;
 
-export class SysctlManager implements KernelManager<readonly SysctlSpec[], SysctlSnapshot> {
-  private desired: readonly SysctlSpec[] = [];
-  private belief: Map<string, string> | undefined;
-
+/**
+ * Reads and writes kernel settings: through `sysctl` run by the runner, or, with
+ * `procSysDir`, as the files `<procSysDir>/<key>` (see the header). Refuses a key that is
+ * not in the slash form or that walks the tree (a key is also a path).
+ */
+export class SysctlWriter {
   constructor(
     private readonly runner: CommandRunner,
     private readonly options: { readonly procSysDir?: string } = {},
   ) {}
+
+  /** The values of `keys`, in order. */
+  async read(keys: readonly string[]): Promise<string[]> {
+    checkKeys(keys);
+    const dir = this.options.procSysDir;
+    if (dir !== undefined) {
+      return Promise.all(keys.map(async (key) => (await readFile(join(dir, key), "utf8")).trim()));
+    }
+    const { stdout } = await this.runner.run("sysctl", ["-n", ...keys]);
+    return stdout.split("\n").map((line) => line.trim());
+  }
+
+  async write(settings: readonly SysctlSpec[]): Promise<void> {
+    checkKeys(settings.map((s) => s.key));
+    const dir = this.options.procSysDir;
+    if (dir === undefined) {
+      await this.runner.run("sysctl", ["-w", ...settings.map((s) => `${s.key}=${s.value}`)]);
+      return;
+    }
+    for (const s of settings) await writeFile(join(dir, s.key), `${s.value}\n`);
+  }
+}
+
+function checkKeys(keys: readonly string[]): void {
+  const bad = keys.find((key) => !validKey(key));
+  if (bad !== undefined) throw new Error(`invalid sysctl key ${JSON.stringify(bad)}`);
+}
+
+export class SysctlManager implements KernelManager<readonly SysctlSpec[], SysctlSnapshot> {
+  private desired: readonly SysctlSpec[] = [];
+  private belief: Map<string, string> | undefined;
+
+  constructor(private readonly writer: SysctlWriter) {}
 
   setDesired(desired: readonly SysctlSpec[]): void {
     this.desired = desired;
@@ -65,7 +101,7 @@ export class SysctlManager implements KernelManager<readonly SysctlSpec[], Sysct
     const changes = desired.filter((s) => belief.get(s.key) !== s.value);
     if (changes.length > 0) {
       try {
-        await this.write(changes);
+        await this.writer.write(changes);
       } catch (err) {
         throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
       }
@@ -80,29 +116,11 @@ export class SysctlManager implements KernelManager<readonly SysctlSpec[], Sysct
     if (keys.length === 0) return new Map();
     let values: string[];
     try {
-      values = await this.readValues(keys);
+      values = await this.writer.read(keys);
     } catch (err) {
       throw new KernelError(Phase.Address, `sysctl: ${errorMessage(err)}`, { cause: err });
     }
     return new Map(keys.map((key, i) => [key, values[i] ?? ""]));
-  }
-
-  private async readValues(keys: readonly string[]): Promise<string[]> {
-    const dir = this.options.procSysDir;
-    if (dir !== undefined) {
-      return Promise.all(keys.map(async (key) => (await readFile(join(dir, key), "utf8")).trim()));
-    }
-    const { stdout } = await this.runner.run("sysctl", ["-n", ...keys]);
-    return stdout.split("\n").map((line) => line.trim());
-  }
-
-  private async write(changes: readonly SysctlSpec[]): Promise<void> {
-    const dir = this.options.procSysDir;
-    if (dir === undefined) {
-      await this.runner.run("sysctl", ["-w", ...changes.map((s) => `${s.key}=${s.value}`)]);
-      return;
-    }
-    for (const s of changes) await writeFile(join(dir, s.key), `${s.value}\n`);
   }
 
   adopt(snapshot: SysctlSnapshot): void {

@@ -7,7 +7,7 @@
 import { access, mkdir } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import { EC_KEY, issueCert } from "../common/openssl.js";
+import { EC_KEY, issueCert } from "../deploy/openssl.js";
 import type { CommandRunner } from "../kernel/runner.js";
 
 export interface Pki {

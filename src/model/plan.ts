@@ -22,23 +22,19 @@
 //   see ArpProxySpec), so the answers outlive the agent process; the seed answered from
 //   the agent process, and nothing answered while it was down.
 
-export const SET_INTERNAL = "k8s_internal_net";
-export const SET_EIP = "kube-eip-eip";
-export const SET_VMI = "kube-eip-vmi";
-export const CHAIN_PREROUTING = "KUBE-EIP-PREROUTING";
-export const CHAIN_POSTROUTING = "KUBE-EIP-POSTROUTING";
-export const CHAIN_FORWARD = "KUBE-EIP-FORWARD";
-export const ROUTE_TABLE_ID = 1001;
-export const ROUTE_TABLE_NAME = "eip_route";
-export const RULE_PRIORITY = 1001;
-/** Route protocol (`proto 225`) that marks the main table's EIP host routes of --arp-poisoning. */
-export const ARP_ROUTE_PROTOCOL = 225;
-
-/** A validated binding: both addresses in canonical dotted-quad form. */
-export interface Binding {
-  readonly eip: string;
-  readonly vmi: string;
-}
+import {
+  type Binding,
+  CHAIN_FORWARD,
+  CHAIN_POSTROUTING,
+  CHAIN_PREROUTING,
+  type DesiredState,
+  type JumpSpec,
+  type RouteSpec,
+  SET_EIP,
+  SET_INTERNAL,
+  SET_VMI,
+  type SysctlSpec,
+} from "./desired.js";
 
 export interface PlanConfig {
   /** Canonical CIDRs ("10.244.0.0/16") never NATed. */
@@ -51,77 +47,6 @@ export interface PlanConfig {
   readonly arpPoisoning: boolean;
   /** The CNI bridge the VMIs are plugged into. */
   readonly cniDev: string;
-}
-
-export interface IpsetSpec {
-  readonly name: string;
-  readonly type: "hash:ip" | "hash:net";
-  /** hash:ip members are addresses ("10.0.0.1"); hash:net members are CIDRs ("10.0.0.0/8"). */
-  readonly members: readonly string[];
-}
-
-export type IptablesTable = "nat" | "filter";
-
-/** A chain we own entirely: its rules are exactly these, in this order. */
-export interface ChainSpec {
-  readonly table: IptablesTable;
-  readonly name: string;
-  /** Rule specs as iptables-save prints them, without the leading "-A CHAIN". */
-  readonly rules: readonly string[];
-}
-
-/** One rule we keep at the top of a chain we do not own (a built-in chain). */
-export interface JumpSpec {
-  readonly table: IptablesTable;
-  readonly chain: string;
-  /** As iptables-save prints it, without the leading "-A CHAIN". */
-  readonly rule: string;
-}
-
-export type RouteSpec =
-  | { readonly kind: "via"; readonly dst: string; readonly gateway: string; readonly dev: string }
-  | { readonly kind: "link"; readonly dst: string; readonly dev: string }
-  | { readonly kind: "throw"; readonly dst: string };
-
-/**
- * --arp-poisoning: the node answers ARP for these EIPs on the gateway device without holding
- * them. The kernel answers (a proxy neighbour entry per EIP on the gateway device), so the
- * answers go on while the agent is down. Its proxy ARP answers only for an address whose
- * route leaves through another device than the one the request came in on, so each EIP
- * also gets a host route in the main table through `routeDev`: the CNI bridge, where the
- * VMI behind the EIP is (inbound traffic is DNATed before routing and never uses it).
- */
-export interface ArpProxySpec {
-  readonly eips: readonly string[];
-  readonly routeDev: string;
-}
-
-/** A kernel setting held at a value: `key` in sysctl's slash form (device names may have dots). */
-export interface SysctlSpec {
-  readonly key: string;
-  readonly value: string;
-}
-
-export interface DesiredState {
-  readonly ipsets: readonly IpsetSpec[];
-  readonly chains: readonly ChainSpec[];
-  readonly jumps: readonly JumpSpec[];
-  /** Rules of ours from earlier versions, deleted from the chains we do not own. */
-  readonly retiredJumps: readonly JumpSpec[];
-  /** Routes of table ROUTE_TABLE_ID; dst "default" or a canonical CIDR. */
-  readonly routes: readonly RouteSpec[];
-  /** VMI addresses that get `from <vmi> lookup eip_route priority 1001`. */
-  readonly ruleSources: readonly string[];
-  /** Addresses (without prefix) to hold as /32 on the gateway device. */
-  readonly gatewayAddresses: readonly string[];
-  /** EIPs (without prefix) to announce by BGP, when it is on. */
-  readonly announced: readonly string[];
-  /** Every binding, EIP and VMI: whose connection tracking to forget when it goes. */
-  readonly bound: readonly Binding[];
-  /** With --arp-poisoning, the EIPs answered by proxy ARP; undefined otherwise. */
-  readonly arpProxy: ArpProxySpec | undefined;
-  /** Settings of the gateway device that decide what it answers ARP for. */
-  readonly sysctls: readonly SysctlSpec[];
 }
 
 export function dnatRule(b: Binding): string {

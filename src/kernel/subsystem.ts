@@ -1,0 +1,52 @@
+// The one contract between the apply loop (src/agent/dataplane.ts) and every subsystem it
+// drives: the kernel managers, the BGP announcer, the conntrack cleaner. A subsystem says
+// what it owns, its stage, and, by its place in the list, its order within the stage:
+// - "kernel": written after the announcers withdrew; in list order until the loop knows our
+//   sets and chains exist (sets before the rules that name them), at once afterwards; a
+//   failure fails the apply with its phase;
+// - "announce": withdraw() before the kernel stage, sync() after it, so that a route never
+//   points at an EIP the node no longer serves, nor at one it does not serve yet;
+// - "after": sync() after the kernel stage (conntrack: forgets the flows of a binding once
+//   its NAT is gone).
+// Both later stages run in list order; their failures fail the apply once the kernel stage
+// has been written.
+import type { DesiredState } from "../model/desired.js";
+import type { KernelManager } from "./manager.js";
+
+export type Stage = "kernel" | "announce" | "after";
+
+export interface Subsystem {
+  readonly name: string;
+  /** What it owns, in a few words (see the header of its file). */
+  readonly owns: string;
+  readonly stage: Stage;
+  /** The "announce" stage only: withdraws what `desired` no longer holds. */
+  withdraw?(desired: DesiredState, options: { reread: boolean }): Promise<number>;
+  /** Writes what differs from `desired`; resolves to the number of changes written. */
+  sync(desired: DesiredState, options: { reread: boolean }): Promise<number>;
+  /** Reads what it owns as it is now, leaving its belief alone. */
+  read(): Promise<unknown>;
+  /** Takes a snapshot from read() as the belief the next sync diffs against. */
+  adopt(snapshot: unknown): void;
+}
+
+/** A kernel manager as the apply loop sees it: its part of the desired state, its snapshots. */
+export function managed<D, S>(
+  name: string,
+  owns: string,
+  manager: KernelManager<D, S>,
+  select: (desired: DesiredState) => D,
+): Subsystem {
+  return {
+    name,
+    owns,
+    stage: "kernel",
+    sync: (desired, options) => {
+      manager.setDesired(select(desired));
+      return manager.apply(options);
+    },
+    read: () => manager.read(),
+    // The loop hands each subsystem back only the snapshot its own read() produced.
+    adopt: (snapshot) => manager.adopt(snapshot as S),
+  };
+}
