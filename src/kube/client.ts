@@ -252,24 +252,26 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /**
  * The watch stream's decoder: one JSON object per line, arriving in chunks cut anywhere (in a
- * line, in a UTF-8 sequence). push() returns the events the chunk completed.
+ * line, in a UTF-8 sequence). push() returns the lines the chunk completed, for the caller to
+ * parse one by one (parseWatchLine): an ERROR line then still comes after the events before
+ * it in the same chunk.
  */
 export class WatchDecoder {
   private readonly text = new StringDecoder("utf8");
   private buffer = "";
 
-  push(chunk: Buffer | string): WatchEvent[] {
+  push(chunk: Buffer | string): string[] {
     this.buffer += typeof chunk === "string" ? chunk : this.text.write(chunk);
     const lines = this.buffer.split("\n");
     this.buffer = lines.pop() ?? "";
-    return lines.flatMap((line) => (line.trim() === "" ? [] : [parseWatchLine(line)]));
+    return lines.filter((line) => line.trim() !== "");
   }
 
-  /** At the end of the stream: the last event if it lacked its newline. */
-  end(): WatchEvent[] {
+  /** At the end of the stream: the last line if it lacked its newline. */
+  end(): string[] {
     const rest = this.buffer + this.text.end();
     this.buffer = "";
-    return rest.trim() === "" ? [] : [parseWatchLine(rest)];
+    return rest.trim() === "" ? [] : [rest];
   }
 }
 
@@ -515,9 +517,10 @@ export class KubeClient {
           return;
         }
         const decoder = new WatchDecoder();
-        const deliver = (events: WatchEvent[]) => {
-          for (const ev of events) {
+        const deliver = (lines: string[]) => {
+          for (const line of lines) {
             if (settled) return;
+            const ev = parseWatchLine(line);
             onEvent(ev.type, ev.object as T);
           }
         };
