@@ -4,10 +4,11 @@
 #   docker build --target eipctl   -t IMAGE .   # eipctl
 # (make docker-build-agent, docker-build-operator, docker-build-eipctl.)
 #
-# Node.js 22 (an LTS line) on Debian bookworm, the release whose tools the tests run
-# (iptables 1.8.9 with both backends, ipset 7.17, iproute2 6.1, gobgpd 3, arp-scan 1.10).
-# The base is pinned by its full tag; NODE_IMAGE can point at a mirror.
-ARG NODE_IMAGE=node:22.23.4-bookworm-slim
+# Node.js 24 (the LTS line the tests run on, the release scripts/node24.sh installs) on
+# Debian bookworm, the release whose tools the tests run (iptables 1.8.9 with both
+# backends, ipset 7.17, iproute2 6.1, gobgpd 3, arp-scan 1.10). The base is pinned by its
+# full tag; NODE_IMAGE can point at a mirror.
+ARG NODE_IMAGE=node:24.22.3-bookworm-slim
 
 # TypeScript to JavaScript, with the dev dependencies; the tests are not shipped.
 FROM ${NODE_IMAGE} AS build
