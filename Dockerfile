@@ -17,7 +17,11 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
 COPY tsconfig.json ./
 COPY src ./src
+COPY scripts/build-info.sh ./scripts/
+# The commit --version prints (make docker-build-* passes it; "unknown" without).
+ARG KUBE_EIP_COMMIT=unknown
 RUN npx tsc -p tsconfig.json --sourceMap false \
+    && scripts/build-info.sh \
     && find dist -name '*.test.js' -delete \
     && chmod 0755 dist/src/bin/*.js
 

@@ -8,6 +8,8 @@ VERSION ?= 0.1.0
 IMG ?= kube-eip/eip-operator:$(VERSION)
 AGENT_IMG ?= kube-eip/eip-agent:$(VERSION)
 EIPCTL_IMG ?= kube-eip/eipctl:$(VERSION)
+# The commit the images' binaries print with --version (the image build sees no .git).
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # docker, podman, nerdctl or buildah: each has `build` and `push`.
 CONTAINER_TOOL ?= docker
 KUBECTL ?= kubectl
@@ -49,8 +51,9 @@ node_modules: package-lock.json
 	@touch node_modules
 
 .PHONY: build
-build: node_modules ## Compile the TypeScript (dist/).
+build: node_modules ## Compile the TypeScript (dist/) and record the commit --version prints.
 	npx tsc -p tsconfig.json
+	scripts/build-info.sh
 
 .PHONY: lint
 lint: node_modules ## eslint and prettier.
@@ -74,15 +77,15 @@ manifests: ## Print every kustomize tree as it will be applied (nothing is gener
 
 .PHONY: docker-build-operator
 docker-build-operator: ## Build the operator's image IMG.
-	$(CONTAINER_TOOL) build --target operator -t $(IMG) .
+	$(CONTAINER_TOOL) build --build-arg KUBE_EIP_COMMIT=$(COMMIT) --target operator -t $(IMG) .
 
 .PHONY: docker-build-agent
 docker-build-agent: ## Build the agent's image AGENT_IMG.
-	$(CONTAINER_TOOL) build --target agent -t $(AGENT_IMG) .
+	$(CONTAINER_TOOL) build --build-arg KUBE_EIP_COMMIT=$(COMMIT) --target agent -t $(AGENT_IMG) .
 
 .PHONY: docker-build-eipctl
 docker-build-eipctl: ## Build eipctl's image EIPCTL_IMG.
-	$(CONTAINER_TOOL) build --target eipctl -t $(EIPCTL_IMG) .
+	$(CONTAINER_TOOL) build --build-arg KUBE_EIP_COMMIT=$(COMMIT) --target eipctl -t $(EIPCTL_IMG) .
 
 .PHONY: docker-push
 docker-push: ## Push the image IMG (the agent's too, as in the seed: make docker-push IMG=<agent image>).

@@ -29,5 +29,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 rm -rf dist
 npx tsc -p tsconfig.json
+# The commit the binaries' --version prints (dist/src/build-info.json).
+scripts/build-info.sh
 # The tests' real kube-apiserver, kubectl and etcd, cached outside the clone (README.md).
 scripts/kube-build.sh
