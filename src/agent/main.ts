@@ -63,7 +63,7 @@ export async function agentMain(argv: readonly string[], options: AgentMainOptio
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
   } catch (err) {
-    logger.fatal({ err: (err as Error).message }, "agent failed to start");
+    logger.fatal({ err }, "agent failed to start");
     process.exit(1);
   }
 }

@@ -42,6 +42,6 @@ try {
     process.exit(1);
   }
 } catch (err) {
-  logger.fatal({ err: (err as Error).message }, "operator failed to start");
+  logger.fatal({ err }, "operator failed to start");
   process.exit(1);
 }

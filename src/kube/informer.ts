@@ -20,6 +20,7 @@
 import type { Logger } from "pino";
 import { backoffDelay, realClock, sleep, type Clock, type Timer } from "./clock.js";
 import { isGone, type KubeClient, type ResourceRef, type WatchEventType } from "./client.js";
+import { objectFields } from "../common/logger.js";
 
 export interface KubeObject {
   apiVersion?: string;
@@ -410,7 +411,7 @@ export class Informer<T extends KubeObject> {
       try {
         handler(ev);
       } catch (err) {
-        this.log.error({ err, key: ev.key, type: ev.type }, "informer handler failed");
+        this.log.error({ err, ...objectFields(ev.key), type: ev.type }, "informer handler failed");
       }
     }
   }

@@ -27,6 +27,7 @@ import {
   RetryLater,
 } from "./reconciler.js";
 import { type EipBinding, FINALIZER, type KubeNode, type Vmi, keyOf } from "./types.js";
+import { objectFields, withLogFields } from "../common/logger.js";
 
 export interface CacheEvent<T> {
   readonly type: "added" | "modified" | "deleted";
@@ -199,16 +200,17 @@ export class Controller {
       metrics.queueDepth.set(queue.length);
       const end = metrics.reconcileDuration.startTimer();
       try {
-        await this.reconciler.reconcile(key);
+        await withLogFields(objectFields(key), () => this.reconciler.reconcile(key));
         queue.forget(key);
         metrics.reconciles.inc({ result: "success" });
       } catch (err) {
         // The status says why already (RetryLater); anything else is logged here.
         const retry = err instanceof RetryLater;
         metrics.reconciles.inc({ result: retry ? "retry" : "error" });
+        const about = objectFields(key);
         if (retry)
-          logger.info({ key, reason: (err as Error).message }, "reconcile: retrying later");
-        else logger.error({ key, err: (err as Error).message }, "reconcile failed; retrying");
+          logger.info({ ...about, reason: (err as Error).message }, "reconcile: retrying later");
+        else logger.error({ ...about, err }, "reconcile failed; retrying");
         queue.addRateLimited(key);
       } finally {
         end();
@@ -225,7 +227,7 @@ export class Controller {
       try {
         await this.antiEntropy();
       } catch (err) {
-        this.deps.logger.error({ err: (err as Error).message }, "anti-entropy pass failed");
+        this.deps.logger.error({ err }, "anti-entropy pass failed");
       }
     }
   }
@@ -247,7 +249,7 @@ export class Controller {
           views.push({ ...n, held: await agents.list(n.address) });
         } catch (err) {
           logger.warn(
-            { node: n.node, address: n.address, err: (err as Error).message },
+            { node: n.node, address: n.address, err },
             "anti-entropy: agent not reachable; its node is checked next time",
           );
         }
