@@ -236,6 +236,11 @@ export interface KubeClientOptions {
   readonly userAgent?: string;
   /** Bound on each request (a watch: until its response starts). Default 30 s. */
   readonly timeoutMs?: number;
+  /**
+   * Called once per request with its method and the answer's HTTP status code, or "<error>"
+   * when none came (client-go's rest_client_requests_total).
+   */
+  readonly onRequest?: (method: string, code: string) => void;
 }
 
 /** A decoded watch event; ERROR events are raised, not passed on. */
@@ -310,6 +315,7 @@ export class KubeClient {
   private readonly userAgent: string;
   private readonly timeoutMs: number;
   private readonly secure: boolean;
+  private readonly onRequest: ((method: string, code: string) => void) | undefined;
 
   constructor(
     private readonly cfg: KubeConfig,
@@ -319,6 +325,7 @@ export class KubeClient {
     this.secure = this.base.protocol === "https:";
     this.userAgent = opts.userAgent ?? "kube-eip";
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.onRequest = opts.onRequest;
     this.agent = this.secure
       ? new HttpsAgent({
           keepAlive: true,
@@ -610,7 +617,24 @@ export class KubeClient {
     const token = this.cfg.token?.();
     if (token) headers["Authorization"] = `Bearer ${token}`;
     const request = this.secure ? httpsRequest : httpRequest;
-    return request(url, { method: r.method, agent: this.agent, headers }, onResponse);
+    const observe = this.onRequest;
+    if (!observe) return request(url, { method: r.method, agent: this.agent, headers }, onResponse);
+    let answered = false;
+    const req = request(url, { method: r.method, agent: this.agent, headers }, (res) => {
+      answered = true;
+      observe(r.method, String(res.statusCode ?? 0));
+      onResponse(res);
+    });
+    // Failed or closed without an answer: refused, reset, timed out or aborted. On an error,
+    // before the caller's own listener sees it.
+    const unanswered = () => {
+      if (answered) return;
+      answered = true;
+      observe(r.method, "<error>");
+    };
+    req.once("error", unanswered);
+    req.once("close", unanswered);
+    return req;
   }
 }
 

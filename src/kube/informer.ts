@@ -79,6 +79,8 @@ export interface InformerOptions {
   readonly clock?: Clock;
   /** The backoff's jitter source; default Math.random. */
   readonly random?: () => number;
+  /** Called at each restart (counted in restarts), for a metric. */
+  readonly onRestart?: () => void;
 }
 
 function isKubeObject(v: unknown): v is KubeObject {
@@ -219,6 +221,7 @@ export class Informer<T extends KubeObject> {
           const outcome = await this.watchOnce(stop);
           if (stop.aborted) return;
           this.counters.restarts++;
+          this.opts.onRestart?.();
           const silent = outcome.silent;
           if (silent) this.counters.silences++;
           // A watch the server ends early without a word, again and again, must not spin;
@@ -258,6 +261,7 @@ export class Informer<T extends KubeObject> {
         this.failures++;
         reason = gone ? "gone" : "error";
         this.counters.restarts++;
+        this.opts.onRestart?.();
         this.log.warn(
           { reason, err, resourceVersion: this.resourceVersion, delayMs: Math.round(delayMs) },
           gone ? "resourceVersion too old, re-listing" : "list or watch failed, re-listing",

@@ -17,7 +17,7 @@ import {
   planAntiEntropy,
   recordedBindings,
 } from "./anti-entropy.js";
-import type { OperatorMetrics } from "./metrics.js";
+import type { OperatorMetrics, ReconcileResult } from "./metrics.js";
 import { nodeAddress } from "./placement.js";
 import {
   type BindingWriter,
@@ -134,7 +134,6 @@ export class Controller {
 
   private enqueue(key: string): void {
     this.deps.queue.add(key);
-    this.deps.metrics.queueDepth.set(this.deps.queue.length);
   }
 
   private index(
@@ -197,23 +196,22 @@ export class Controller {
     for (;;) {
       const key = await queue.get();
       if (key === undefined || this.stopped) return;
-      metrics.queueDepth.set(queue.length);
-      const end = metrics.reconcileDuration.startTimer();
+      const started = performance.now();
+      let result: ReconcileResult = "success";
       try {
         await withLogFields(objectFields(key), () => this.reconciler.reconcile(key));
         queue.forget(key);
-        metrics.reconciles.inc({ result: "success" });
       } catch (err) {
         // The status says why already (RetryLater); anything else is logged here.
         const retry = err instanceof RetryLater;
-        metrics.reconciles.inc({ result: retry ? "retry" : "error" });
+        result = retry ? "retry" : "error";
         const about = objectFields(key);
         if (retry)
           logger.info({ ...about, reason: (err as Error).message }, "reconcile: retrying later");
         else logger.error({ ...about, err }, "reconcile failed; retrying");
         queue.addRateLimited(key);
       } finally {
-        end();
+        metrics.reconciled(result, (performance.now() - started) / 1000);
         queue.done(key);
       }
     }

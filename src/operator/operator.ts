@@ -33,10 +33,12 @@ export async function startOperator(
   config: OperatorConfig,
   logger: Logger,
 ): Promise<RunningOperator> {
-  const client = new KubeClient(loadKubeConfig({ kubeconfig: config.kubeconfig }), {
-    userAgent: "eip-operator",
-  });
   const metrics = new OperatorMetrics();
+  const kubeconfig = loadKubeConfig({ kubeconfig: config.kubeconfig });
+  const client = new KubeClient(kubeconfig, {
+    userAgent: "eip-operator",
+    onRequest: metrics.restClient(new URL(kubeconfig.server).host),
+  });
   const identity = `${process.env["POD_NAME"] ?? hostname()}_${process.pid}`;
   const events = new EventRecorder(client, {
     controller: CONTROLLER_NAME,
@@ -69,20 +71,21 @@ export async function startOperator(
   });
 
   let controller: Controller | undefined;
-  let informers: { name: string; informer: Informer<EipBinding | Vmi | KubeNode> }[] = [];
+  let informers: Informer<EipBinding | Vmi | KubeNode>[] = [];
   let standby = config.leaderElect;
   const act = async (signal: AbortSignal) => {
     standby = false;
     metrics.leader.set(1);
-    const bindings = new Informer<EipBinding>(client, EIPBINDINGS, { logger, name: "eipbindings" });
-    const vmis = new Informer<Vmi>(client, VMIS, { logger, name: "virtualmachineinstances" });
-    const nodes = new Informer<KubeNode>(client, NODES, { logger, name: "nodes" });
-    informers = [
-      { name: "eipbindings", informer: bindings },
-      { name: "virtualmachineinstances", informer: vmis },
-      { name: "nodes", informer: nodes },
-    ] as typeof informers;
-    const queue = new WorkQueue();
+    const informer = (name: string) => ({
+      logger,
+      name,
+      onRestart: () => metrics.informerRestarts.inc({ resource: name }),
+    });
+    const bindings = new Informer<EipBinding>(client, EIPBINDINGS, informer("eipbindings"));
+    const vmis = new Informer<Vmi>(client, VMIS, informer("virtualmachineinstances"));
+    const nodes = new Informer<KubeNode>(client, NODES, informer("nodes"));
+    informers = [bindings, vmis, nodes] as typeof informers;
+    const queue = new WorkQueue({ metrics: metrics.workQueue() });
     controller = new Controller({
       bindings,
       vmis,
@@ -96,12 +99,12 @@ export async function startOperator(
       workers: config.workers,
       antiEntropyMs: config.antiEntropyMs,
     });
-    for (const i of informers) i.informer.start();
+    for (const i of informers) i.start();
     signal.addEventListener("abort", () => {
       controller?.stop();
       queue.shutdown();
     });
-    await Promise.all(informers.map((i) => i.informer.waitForSync(signal)));
+    await Promise.all(informers.map((i) => i.waitForSync(signal)));
     logger.info(
       { bindings: bindings.list().length, vmis: vmis.list().length, nodes: nodes.list().length },
       "caches synced; reconciling",
@@ -132,9 +135,6 @@ export async function startOperator(
         metrics.bindings.reset();
         for (const [reason, n] of controller?.countByReason() ?? [])
           metrics.bindings.set({ reason }, n);
-        for (const i of informers) {
-          metrics.informerRestarts.set({ resource: i.name }, i.informer.restarts);
-        }
         (route["/metrics"] as NonNullable<(typeof route)["/metrics"]>)(req, res);
       },
     });
@@ -203,7 +203,7 @@ export async function startOperator(
       controller?.stop();
       abort.abort();
       await elector?.stop();
-      await Promise.all(informers.map((i) => i.informer.stop()));
+      await Promise.all(informers.map((i) => i.stop()));
       for (const s of servers) s.close();
       agents.close();
       client.close();
