@@ -29,8 +29,7 @@ test("every record of a reconcile carries the binding's namespace and name; a fa
     status: { eipAddr: "192.168.18.100", nodeName: "node9", vmiAddress: "10.244.1.10" },
   };
   let gets = 0;
-  let drained!: () => void;
-  const done = new Promise<void>((r) => (drained = r));
+  const { promise: done, resolve: drained } = Promise.withResolvers<void>();
   const queue: KeyQueue = {
     add: () => {},
     addRateLimited: () => {},
