@@ -40,6 +40,7 @@ flock 9
 if ! installed; then
   echo "node24: installing Node.js $NODE_VERSION and npm $NPM_VERSION into $prefix" >&2
   rm -rf "$prefix.new"
+  trap 'rm -rf "$prefix.new"' EXIT
   mkdir -p "$prefix.new/lib/node_modules/npm"
   # fetch PACKAGE VERSION DEST: the package's tarball, checked against its pinned integrity.
   fetch() {
