@@ -5,8 +5,8 @@
 import { Command, CommanderError, Option } from "commander";
 import type { ServiceError } from "@grpc/grpc-js";
 import { AgentClient, type ListBgpPeersRsp, type ListBindingsRsp } from "../common/agent-api.js";
-import { normalizeGoFlags } from "../agent/config.js";
 import { withVersion } from "../common/version.js";
+import { normalizeGoFlags } from "../agent/config.js";
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
 

@@ -75,7 +75,7 @@ class FakeApi implements ListWatchClient {
   }
 }
 
-function setup(opts: { silenceTimeoutMs?: number; onRestart?: () => void } = {}) {
+function setup(opts: { silenceTimeoutMs?: number } = {}) {
   const api = new FakeApi();
   const clock = new FakeClock();
   const informer = new Informer<Binding>(api, EIPBINDINGS, {
@@ -110,8 +110,9 @@ test("objectKey: namespace/name, or the name alone", () => {
 });
 
 test("list, then watch from the list's resourceVersion: every change in order, the cache in step", async () => {
+  const { api, informer, events } = setup();
   let restarted = 0;
-  const { api, informer, events } = setup({ onRestart: () => restarted++ });
+  informer.onRestart(() => restarted++);
   api.objects = [binding("a", "5"), binding("b", "6")];
   api.resourceVersion = "10";
   informer.start();
@@ -180,8 +181,9 @@ test("410 Gone: re-list at once and emit what changed in the gap (adds, modifies
 });
 
 test("other failures re-list after a growing backoff, reset once events flow again", async () => {
+  const { api, clock, informer, events } = setup();
   let restarted = 0;
-  const { api, clock, informer, events } = setup({ onRestart: () => restarted++ });
+  informer.onRestart(() => restarted++);
   api.objects = [binding("a", "1")];
   informer.start();
   await informer.waitForSync();

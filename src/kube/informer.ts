@@ -79,8 +79,6 @@ export interface InformerOptions {
   readonly clock?: Clock;
   /** The backoff's jitter source; default Math.random. */
   readonly random?: () => number;
-  /** Called at each restart (counted in restarts), for a metric. */
-  readonly onRestart?: () => void;
 }
 
 function isKubeObject(v: unknown): v is KubeObject {
@@ -101,6 +99,7 @@ interface Index<T> {
 export class Informer<T extends KubeObject> {
   private readonly store = new Map<string, T>();
   private readonly handlers: ((ev: InformerEvent<T>) => void)[] = [];
+  private readonly restartHandlers: (() => void)[] = [];
   private readonly indexes = new Map<string, Index<T>>();
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -129,6 +128,11 @@ export class Informer<T extends KubeObject> {
   /** Handlers see every event from the first list on; add them before start(). */
   onEvent(handler: (ev: InformerEvent<T>) => void): void {
     this.handlers.push(handler);
+  }
+
+  /** Handlers called at each restart (counted in restarts), for a metric. */
+  onRestart(handler: () => void): void {
+    this.restartHandlers.push(handler);
   }
 
   /** An index of the cache: fn gives the values an object is found under. Before start(). */
@@ -220,8 +224,7 @@ export class Informer<T extends KubeObject> {
           const started = this.clock.now();
           const outcome = await this.watchOnce(stop);
           if (stop.aborted) return;
-          this.counters.restarts++;
-          this.opts.onRestart?.();
+          this.restarted();
           const silent = outcome.silent;
           if (silent) this.counters.silences++;
           // A watch the server ends early without a word, again and again, must not spin;
@@ -260,8 +263,7 @@ export class Informer<T extends KubeObject> {
             : backoffDelay(this.failures, this.backoffBaseMs, this.backoffMaxMs, this.opts.random);
         this.failures++;
         reason = gone ? "gone" : "error";
-        this.counters.restarts++;
-        this.opts.onRestart?.();
+        this.restarted();
         this.log.warn(
           { reason, err, resourceVersion: this.resourceVersion, delayMs: Math.round(delayMs) },
           gone ? "resourceVersion too old, re-listing" : "list or watch failed, re-listing",
@@ -408,6 +410,11 @@ export class Informer<T extends KubeObject> {
     }
     if (obj === undefined) this.store.delete(key);
     else this.store.set(key, obj);
+  }
+
+  private restarted(): void {
+    this.counters.restarts++;
+    for (const handler of this.restartHandlers) handler();
   }
 
   private emit(ev: InformerEvent<T>): void {

@@ -71,20 +71,19 @@ export async function startOperator(
   });
 
   let controller: Controller | undefined;
-  let informers: Informer<EipBinding | Vmi | KubeNode>[] = [];
+  let informers: { name: string; informer: Informer<EipBinding | Vmi | KubeNode> }[] = [];
   let standby = config.leaderElect;
   const act = async (signal: AbortSignal) => {
     standby = false;
     metrics.leader.set(1);
-    const informer = (name: string) => ({
-      logger,
-      name,
-      onRestart: () => metrics.informerRestarts.inc({ resource: name }),
-    });
-    const bindings = new Informer<EipBinding>(client, EIPBINDINGS, informer("eipbindings"));
-    const vmis = new Informer<Vmi>(client, VMIS, informer("virtualmachineinstances"));
-    const nodes = new Informer<KubeNode>(client, NODES, informer("nodes"));
-    informers = [bindings, vmis, nodes] as typeof informers;
+    const bindings = new Informer<EipBinding>(client, EIPBINDINGS, { logger, name: "eipbindings" });
+    const vmis = new Informer<Vmi>(client, VMIS, { logger, name: "virtualmachineinstances" });
+    const nodes = new Informer<KubeNode>(client, NODES, { logger, name: "nodes" });
+    informers = [
+      { name: "eipbindings", informer: bindings },
+      { name: "virtualmachineinstances", informer: vmis },
+      { name: "nodes", informer: nodes },
+    ] as typeof informers;
     const queue = new WorkQueue({ metrics: metrics.workQueue() });
     controller = new Controller({
       bindings,
@@ -99,12 +98,15 @@ export async function startOperator(
       workers: config.workers,
       antiEntropyMs: config.antiEntropyMs,
     });
-    for (const i of informers) i.start();
+    for (const i of informers) {
+      i.informer.onRestart(() => metrics.informerRestarts.inc({ resource: i.name }));
+      i.informer.start();
+    }
     signal.addEventListener("abort", () => {
       controller?.stop();
       queue.shutdown();
     });
-    await Promise.all(informers.map((i) => i.waitForSync(signal)));
+    await Promise.all(informers.map((i) => i.informer.waitForSync(signal)));
     logger.info(
       { bindings: bindings.list().length, vmis: vmis.list().length, nodes: nodes.list().length },
       "caches synced; reconciling",
@@ -203,7 +205,7 @@ export async function startOperator(
       controller?.stop();
       abort.abort();
       await elector?.stop();
-      await Promise.all(informers.map((i) => i.stop()));
+      await Promise.all(informers.map((i) => i.informer.stop()));
       for (const s of servers) s.close();
       agents.close();
       client.close();
