@@ -4,10 +4,11 @@
 #   docker build --target eipctl   -t IMAGE .   # eipctl
 # (make docker-build-agent, docker-build-operator, docker-build-eipctl.)
 #
-# Node.js 22 (an LTS line) on Debian bookworm, the release whose tools the tests run
-# (iptables 1.8.9 with both backends, ipset 7.17, iproute2 6.1, gobgpd 3, arp-scan 1.10).
-# The base is pinned by its full tag; NODE_IMAGE can point at a mirror.
-ARG NODE_IMAGE=node:22.23.4-bookworm-slim
+# Node.js 24 (the LTS line the tests run on, the release scripts/node24.sh installs) on
+# Debian bookworm, the release whose tools the tests run (iptables 1.8.9 with both
+# backends, ipset 7.17, iproute2 6.1, gobgpd 3, arp-scan 1.10). The base is pinned by its
+# full tag; NODE_IMAGE can point at a mirror.
+ARG NODE_IMAGE=node:24.22.3-bookworm-slim
 
 # TypeScript to JavaScript, with the dev dependencies; the tests are not shipped.
 FROM ${NODE_IMAGE} AS build
@@ -16,7 +17,11 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
 COPY tsconfig.json ./
 COPY src ./src
+COPY scripts/build-info.sh ./scripts/
+# The commit --version prints (make docker-build-* passes it; "unknown" without).
+ARG KUBE_EIP_COMMIT=unknown
 RUN npx tsc -p tsconfig.json --sourceMap false \
+    && scripts/build-info.sh \
     && find dist -name '*.test.js' -delete \
     && chmod 0755 dist/src/bin/*.js
 

@@ -4,10 +4,26 @@
 # kustomize binary is needed, and no file in config/ is edited to set an image.
 
 # The images. IMG is the operator's, as in the seed; the agent's and eipctl's have their own.
+# As in the seed, IMG given (on the command line or in the environment) also names the image
+# of the agent's targets (deploy-agent, docker-build-agent) and of eipctl's
+# (docker-build-eipctl, docker-build-ctl) unless AGENT_IMG or EIPCTL_IMG is given too.
 VERSION ?= 0.1.0
 IMG ?= kube-eip/eip-operator:$(VERSION)
 AGENT_IMG ?= kube-eip/eip-agent:$(VERSION)
 EIPCTL_IMG ?= kube-eip/eipctl:$(VERSION)
+given = $(filter environment environment override command line override,$(origin $(1)))
+ifneq ($(call given,IMG),)
+ifeq ($(call given,AGENT_IMG),)
+deploy-agent docker-build-agent: AGENT_IMG = $(IMG)
+endif
+ifeq ($(call given,EIPCTL_IMG),)
+docker-build-eipctl docker-build-ctl: EIPCTL_IMG = $(IMG)
+endif
+endif
+# docker-buildx: the architectures of the images.
+PLATFORMS ?= linux/amd64,linux/arm64
+# The commit the images' binaries print with --version (the image build sees no .git).
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # docker, podman, nerdctl or buildah: each has `build` and `push`.
 CONTAINER_TOOL ?= docker
 KUBECTL ?= kubectl
@@ -49,8 +65,9 @@ node_modules: package-lock.json
 	@touch node_modules
 
 .PHONY: build
-build: node_modules ## Compile the TypeScript (dist/).
+build: node_modules ## Compile the TypeScript (dist/) and record the commit --version prints.
 	npx tsc -p tsconfig.json
+	scripts/build-info.sh
 
 .PHONY: lint
 lint: node_modules ## eslint and prettier.
@@ -74,21 +91,46 @@ manifests: ## Print every kustomize tree as it will be applied (nothing is gener
 
 .PHONY: docker-build-operator
 docker-build-operator: ## Build the operator's image IMG.
-	$(CONTAINER_TOOL) build --target operator -t $(IMG) .
+	$(CONTAINER_TOOL) build --build-arg KUBE_EIP_COMMIT=$(COMMIT) --target operator -t $(IMG) .
 
 .PHONY: docker-build-agent
 docker-build-agent: ## Build the agent's image AGENT_IMG.
-	$(CONTAINER_TOOL) build --target agent -t $(AGENT_IMG) .
+	$(CONTAINER_TOOL) build --build-arg KUBE_EIP_COMMIT=$(COMMIT) --target agent -t $(AGENT_IMG) .
 
 .PHONY: docker-build-eipctl
 docker-build-eipctl: ## Build eipctl's image EIPCTL_IMG.
-	$(CONTAINER_TOOL) build --target eipctl -t $(EIPCTL_IMG) .
+	$(CONTAINER_TOOL) build --build-arg KUBE_EIP_COMMIT=$(COMMIT) --target eipctl -t $(EIPCTL_IMG) .
+
+.PHONY: docker-build-ctl
+docker-build-ctl: docker-build-eipctl ## The seed's name of docker-build-eipctl.
+
+.PHONY: docker-buildx
+docker-buildx: ## Build and push IMG, AGENT_IMG and EIPCTL_IMG for PLATFORMS (docker buildx, a builder of its own).
+	- $(CONTAINER_TOOL) buildx create --name kube-eip-builder
+	$(CONTAINER_TOOL) buildx use kube-eip-builder
+	trap '$(CONTAINER_TOOL) buildx rm kube-eip-builder' EXIT && \
+	for target in operator:$(IMG) agent:$(AGENT_IMG) eipctl:$(EIPCTL_IMG); do \
+	  $(CONTAINER_TOOL) buildx build --push --platform=$(PLATFORMS) --build-arg KUBE_EIP_COMMIT=$(COMMIT) \
+	    --target "$${target%%:*}" -t "$${target#*:}" . || exit 1; \
+	done
 
 .PHONY: docker-push
 docker-push: ## Push the image IMG (the agent's too, as in the seed: make docker-push IMG=<agent image>).
 	$(CONTAINER_TOOL) push $(IMG)
 
 ##@ Deployment
+
+.PHONY: install
+install: ## Install the CRD only (kubebuilder's install).
+	$(KUBECTL) apply -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Remove the CRD (and with it every EipBinding).
+	$(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -k config/crd
+
+.PHONY: run
+run: build ## Run the operator here against the current kubeconfig's cluster (after make install); ARGS= its flags.
+	node dist/src/bin/eip-operator.js $(ARGS)
 
 .PHONY: deploy
 deploy: ## Install the CRD, RBAC and the operator with image IMG (TLS=false: without TLS to the agents).

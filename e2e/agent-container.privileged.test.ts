@@ -165,7 +165,7 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
     const outside = lab.describe().outside.namespace;
     assert.equal((await lab.tcpRequest(outside, EIP, PORT)).trim(), lab.topology.outside);
     // AGENT_LOG_LEVEL=debug: the bind's debug lines are there.
-    assert.ok(await eventually(async () => /"level":20/.test(agent.output()), 5_000));
+    assert.ok(await eventually(async () => /"level":"debug"/.test(agent.output()), 5_000));
 
     const ipset = (await lab.nodeExec(1, ["ipset", "list", "k8s_internal_net"])).stdout;
     assert.match(ipset, new RegExp(`^${SERVICE_NET.replace(/\./g, "\\.")}$`, "m"));

@@ -234,6 +234,14 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
     }
   });
 
+  test("the seed's IMG=<agent image> make deploy-agent deploys that image", async () => {
+    const seedStyle = "quay.example/shawnlu0127/eip_agent:20231204";
+    await make(["deploy-agent", `IMG=${seedStyle}`]);
+    const ds = await getJson<Workload>(["daemonset", "eip-agent", "-n", "kube-eip-agent"]);
+    assert.equal(ds.spec.template.spec.containers[0]?.image, seedStyle);
+    await make(["deploy-agent", `AGENT_IMG=${AGENT_IMG}`]);
+  });
+
   test("every tree is accepted by a server-side dry run; the operator meets the restricted PSS", async () => {
     for (const tree of ["crd", "default", "agent", "plaintext"]) {
       const { stderr } = await kubectl([

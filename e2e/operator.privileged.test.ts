@@ -306,6 +306,18 @@ describe(
       const m = await get(operator.metricsPort, "/metrics");
       assert.match(m, /kube_eip_operator_reconcile_total\{result="success"\} [1-9]/);
       assert.match(m, /kube_eip_operator_bindings\{reason="Bound"\} [1-9]/);
+      // The families stock dashboards read, fed by the real queue and API client.
+      assert.match(
+        m,
+        /^controller_runtime_reconcile_total\{controller="eipbinding",result="success"\} [1-9]/m,
+      );
+      assert.match(m, /^workqueue_adds_total\{controller="eipbinding",name="eipbinding"\} [1-9]/m);
+      assert.match(m, /^rest_client_requests_total\{code="200",method="GET",host="[^"]+"\} [1-9]/m);
+      assert.match(
+        m,
+        /^rest_client_requests_total\{code="200",method="PATCH",host="[^"]+"\} [1-9]/m,
+      );
+      assert.match(m, /^# TYPE kube_eip_operator_informer_restarts_total counter$/m);
     });
   },
 );

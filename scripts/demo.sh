@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The Node.js 24 that setup.sh installed (for node and the processes the demo starts).
+PATH="$(scripts/node24.sh):$PATH"
+export PATH
 exec node dist/demo/demo.js "$@"

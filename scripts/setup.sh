@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything kube-eip's demo, tests and benchmarks need on a fresh Debian machine
-# (run as root), then builds the project and the tests' Kubernetes binaries. Safe to run
-# again: it skips what is there.
+# (run as root): Debian packages, Node.js 24 (scripts/node24.sh), the npm dependencies;
+# then builds the project and the tests' Kubernetes binaries. Safe to run again: it skips
+# what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(openssl iptables ipset iproute2 iputils-ping iputils-arping arp-scan netcat-openbsd conntrack tcpdump procps make gobgpd bird2)
+packages=(curl ca-certificates openssl iptables ipset iproute2 iputils-ping iputils-arping arp-scan netcat-openbsd conntrack tcpdump procps make gobgpd bird2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,10 +21,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Node.js 24 first on PATH for the rest (test.sh and demo.sh do the same after this).
+PATH="$(scripts/node24.sh):$PATH"
+export PATH
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 rm -rf dist
 npx tsc -p tsconfig.json
+# The commit the binaries' --version prints (dist/src/build-info.json).
+scripts/build-info.sh
 # The tests' real kube-apiserver, kubectl and etcd, cached outside the clone (README.md).
 scripts/kube-build.sh

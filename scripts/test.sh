@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# The Node.js 24 that setup.sh installed (for node, npx and the tests' child processes).
+PATH="$(scripts/node24.sh):$PATH"
+export PATH
 npx eslint .
 npx prettier --check .
 # Leftovers of an interrupted earlier run would collide with nothing (names are per run),

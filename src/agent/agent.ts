@@ -117,7 +117,7 @@ function bgpParts(
         .then(() => freshApplies++)
         .catch((err: unknown) => {
           // The loop retries; the peers are added regardless.
-          logger.warn({ err: (err as Error).message }, "BGP: announcing to a fresh speaker failed");
+          logger.warn({ err }, "BGP: announcing to a fresh speaker failed");
         });
     },
     onPeerState: (peer) =>

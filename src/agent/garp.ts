@@ -151,10 +151,7 @@ export class GratuitousArp {
       );
       this.logger.debug({ eips: eips.length, device }, "gratuitous ARP sent");
     } catch (err) {
-      this.logger.warn(
-        { eips: eips.length, device, err: (err as Error).message },
-        "gratuitous ARP failed",
-      );
+      this.logger.warn({ eips: eips.length, device, err }, "gratuitous ARP failed");
     }
   }
 }

@@ -7,6 +7,7 @@ import { agentCommand, ConfigError, normalizeGoFlags, toAgentConfig } from "./co
 import type { EnvArg } from "./env.js";
 import { createLogger } from "../common/logger.js";
 import { ExecRunner } from "../kernel/runner.js";
+import { withVersion } from "../common/version.js";
 
 export interface AgentMainOptions {
   /** Flags that came from the environment: logged at start, named in usage errors. */
@@ -21,7 +22,7 @@ export async function agentMain(argv: readonly string[], options: AgentMainOptio
   const fromEnv = options.fromEnv ?? [];
   const usageHint =
     fromEnv.length > 0 ? `Flags from the environment:\n${describeEnv(fromEnv)}\n` : "";
-  const cmd = agentCommand().exitOverride();
+  const cmd = withVersion(agentCommand()).exitOverride();
   try {
     cmd.parse(normalizeGoFlags(argv), { from: "user" });
   } catch (err) {
@@ -62,7 +63,7 @@ export async function agentMain(argv: readonly string[], options: AgentMainOptio
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
   } catch (err) {
-    logger.fatal({ err: (err as Error).message }, "agent failed to start");
+    logger.fatal({ err }, "agent failed to start");
     process.exit(1);
   }
 }

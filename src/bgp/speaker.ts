@@ -137,7 +137,7 @@ export class GobgpSpeaker {
   /** Runs one bring-up, probe or restart at a time. */
   private serialised(fn: () => Promise<void>): Promise<void> {
     const next = this.busy.then(fn, fn).catch((err: unknown) => {
-      this.opts.logger.error({ err: (err as Error).message }, "BGP speaker: failed");
+      this.opts.logger.error({ err }, "BGP speaker: failed");
       this.scheduleRestart();
     });
     this.busy = next;

@@ -4,9 +4,10 @@ import { CommanderError } from "commander";
 import { ConfigError, operatorCommand, toOperatorConfig } from "../operator/config.js";
 import { startOperator } from "../operator/operator.js";
 import { createLogger } from "../common/logger.js";
+import { withVersion } from "../common/version.js";
 
 // Usage errors exit 2, after commander has printed what is wrong.
-const cmd = operatorCommand().exitOverride();
+const cmd = withVersion(operatorCommand()).exitOverride();
 try {
   cmd.parse(process.argv.slice(2), { from: "user" });
 } catch (err) {
@@ -41,6 +42,6 @@ try {
     process.exit(1);
   }
 } catch (err) {
-  logger.fatal({ err: (err as Error).message }, "operator failed to start");
+  logger.fatal({ err }, "operator failed to start");
   process.exit(1);
 }

@@ -5,6 +5,7 @@
 import { Command, CommanderError, Option } from "commander";
 import type { ServiceError } from "@grpc/grpc-js";
 import { AgentClient, type ListBgpPeersRsp, type ListBindingsRsp } from "../common/agent-api.js";
+import { withVersion } from "../common/version.js";
 import { normalizeGoFlags } from "../agent/config.js";
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
@@ -93,7 +94,7 @@ function formatPeers(rsp: ListBgpPeersRsp): string {
 }
 
 export async function runEipctl(argv: readonly string[], io: Io): Promise<number> {
-  const cmd = eipctlCommand()
+  const cmd = withVersion(eipctlCommand())
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err });
   try {

@@ -4,6 +4,7 @@
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import type { CommandRunner } from "../kernel/runner.js";
 import { AGENT_SERVER_NAME, makeCerts, secretsManifest } from "./certs.js";
+import { withVersion } from "../common/version.js";
 
 export interface CertsIo {
   out(text: string): void;
@@ -20,7 +21,7 @@ export async function runCertsCli(
   io: CertsIo,
   runner: CommandRunner,
 ): Promise<number> {
-  const cmd = new Command("kube-eip-certs")
+  const cmd = withVersion(new Command("kube-eip-certs"))
     .description(
       "Make kube-eip's CA and TLS certificates (kept in --dir; existing files are kept) and print " +
         "the Secrets kube-eip-agent-tls and kube-eip-operator-tls for `kubectl apply -f -`.",

@@ -65,7 +65,7 @@ export class ConntrackCleaner {
       // Exit 1 with "0 flow entries have been deleted" is the common case: nothing to forget.
       if (err instanceof CommandError && /0 flow entries/.test(err.stderr)) return;
       this.logger.warn(
-        { eip, filter, err: (err as Error).message },
+        { eip, filter, err },
         "forgetting an EIP's connection tracking failed; its old flows keep their NAT until they end",
       );
     }

@@ -3,6 +3,7 @@
 // plane running until SIGINT, SIGTERM or SIGHUP, then stops it.
 import { Command, CommanderError } from "commander";
 import { startControlPlane } from "./control-plane.js";
+import { withVersion } from "../common/version.js";
 
 export interface Io {
   out(text: string): void;
@@ -12,7 +13,7 @@ export interface Io {
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
 export function kubeLabCommand(io: Io): Command {
-  const program = new Command("kube-eip-kube-lab")
+  const program = withVersion(new Command("kube-eip-kube-lab"))
     .description("A real Kubernetes control plane (etcd, kube-apiserver) for tests and the lab")
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err });

@@ -89,7 +89,7 @@ const STREAM = [
 
 test("the watch decoder gives the same events however the stream is cut, even inside a UTF-8 character", () => {
   const bytes = Buffer.from(STREAM);
-  const whole = new WatchDecoder().push(bytes);
+  const whole = new WatchDecoder().push(bytes).map(parseWatchLine);
   assert.deepEqual(
     whole.map((e) => e.type),
     ["ADDED", "BOOKMARK", "MODIFIED", "DELETED"],
@@ -103,13 +103,15 @@ test("the watch decoder gives the same events however the stream is cut, even in
         ...d.push(bytes.subarray(cut, second)),
         ...d.push(bytes.subarray(second)),
         ...d.end(),
-      ];
+      ].map(parseWatchLine);
       assert.deepEqual(events, whole, `cut at ${cut} and ${second}`);
     }
   }
   const unterminated = new WatchDecoder();
   assert.deepEqual(unterminated.push('{"type":"ADDED","object":{"metadata":{"name":"b"}}}'), []);
-  assert.deepEqual(unterminated.end(), [{ type: "ADDED", object: { metadata: { name: "b" } } }]);
+  assert.deepEqual(unterminated.end().map(parseWatchLine), [
+    { type: "ADDED", object: { metadata: { name: "b" } } },
+  ]);
 });
 
 test("an ERROR event is raised as its KubeApiError; garbage is an error, not an event", () => {
@@ -349,11 +351,16 @@ describe("KubeClient over HTTP against a stand-in apiserver", () => {
     );
   });
 
-  test("watch: an ERROR event rejects with its KubeApiError after the events before it", async () => {
+  test("watch: an ERROR event rejects with its KubeApiError after the events before it, even in the same chunk", async () => {
     handler = (_req, _body, res) => {
       res.writeHead(200);
-      res.write(JSON.stringify({ type: "ADDED", object: { metadata: { name: "a" } } }) + "\n");
-      res.end(JSON.stringify({ type: "ERROR", object: status(410, "Expired") }) + "\n");
+      // One write: the two lines arrive in one chunk.
+      res.end(
+        JSON.stringify({ type: "ADDED", object: { metadata: { name: "a" } } }) +
+          "\n" +
+          JSON.stringify({ type: "ERROR", object: status(410, "Expired") }) +
+          "\n",
+      );
     };
     const got: string[] = [];
     await assert.rejects(

@@ -236,6 +236,11 @@ export interface KubeClientOptions {
   readonly userAgent?: string;
   /** Bound on each request (a watch: until its response starts). Default 30 s. */
   readonly timeoutMs?: number;
+  /**
+   * Called once per request with its method and the answer's HTTP status code, or "<error>"
+   * when none came (client-go's rest_client_requests_total).
+   */
+  readonly onRequest?: (method: string, code: string) => void;
 }
 
 /** A decoded watch event; ERROR events are raised, not passed on. */
@@ -252,24 +257,26 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 /**
  * The watch stream's decoder: one JSON object per line, arriving in chunks cut anywhere (in a
- * line, in a UTF-8 sequence). push() returns the events the chunk completed.
+ * line, in a UTF-8 sequence). push() returns the lines the chunk completed, for the caller to
+ * parse one by one (parseWatchLine): an ERROR line then still comes after the events before
+ * it in the same chunk.
  */
 export class WatchDecoder {
   private readonly text = new StringDecoder("utf8");
   private buffer = "";
 
-  push(chunk: Buffer | string): WatchEvent[] {
+  push(chunk: Buffer | string): string[] {
     this.buffer += typeof chunk === "string" ? chunk : this.text.write(chunk);
     const lines = this.buffer.split("\n");
     this.buffer = lines.pop() ?? "";
-    return lines.flatMap((line) => (line.trim() === "" ? [] : [parseWatchLine(line)]));
+    return lines.filter((line) => line.trim() !== "");
   }
 
-  /** At the end of the stream: the last event if it lacked its newline. */
-  end(): WatchEvent[] {
+  /** At the end of the stream: the last line if it lacked its newline. */
+  end(): string[] {
     const rest = this.buffer + this.text.end();
     this.buffer = "";
-    return rest.trim() === "" ? [] : [parseWatchLine(rest)];
+    return rest.trim() === "" ? [] : [rest];
   }
 }
 
@@ -308,6 +315,7 @@ export class KubeClient {
   private readonly userAgent: string;
   private readonly timeoutMs: number;
   private readonly secure: boolean;
+  private readonly onRequest: ((method: string, code: string) => void) | undefined;
 
   constructor(
     private readonly cfg: KubeConfig,
@@ -317,6 +325,7 @@ export class KubeClient {
     this.secure = this.base.protocol === "https:";
     this.userAgent = opts.userAgent ?? "kube-eip";
     this.timeoutMs = opts.timeoutMs ?? 30_000;
+    this.onRequest = opts.onRequest;
     this.agent = this.secure
       ? new HttpsAgent({
           keepAlive: true,
@@ -515,9 +524,10 @@ export class KubeClient {
           return;
         }
         const decoder = new WatchDecoder();
-        const deliver = (events: WatchEvent[]) => {
-          for (const ev of events) {
+        const deliver = (lines: string[]) => {
+          for (const line of lines) {
             if (settled) return;
+            const ev = parseWatchLine(line);
             onEvent(ev.type, ev.object as T);
           }
         };
@@ -607,7 +617,24 @@ export class KubeClient {
     const token = this.cfg.token?.();
     if (token) headers["Authorization"] = `Bearer ${token}`;
     const request = this.secure ? httpsRequest : httpRequest;
-    return request(url, { method: r.method, agent: this.agent, headers }, onResponse);
+    const observe = this.onRequest;
+    if (!observe) return request(url, { method: r.method, agent: this.agent, headers }, onResponse);
+    let answered = false;
+    const req = request(url, { method: r.method, agent: this.agent, headers }, (res) => {
+      answered = true;
+      observe(r.method, String(res.statusCode ?? 0));
+      onResponse(res);
+    });
+    // Failed or closed without an answer: refused, reset, timed out or aborted. On an error,
+    // before the caller's own listener sees it.
+    const unanswered = () => {
+      if (answered) return;
+      answered = true;
+      observe(r.method, "<error>");
+    };
+    req.once("error", unanswered);
+    req.once("close", unanswered);
+    return req;
   }
 }
 

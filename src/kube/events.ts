@@ -128,7 +128,13 @@ export class EventRecorder {
       this.add(obj, type, reason, action, note);
     } catch (err) {
       this.droppedCount++;
-      this.log.warn({ err, reason }, "event not recorded");
+      // The object may be the bad part: no metadata at all.
+      const about = {
+        kind: obj.kind,
+        namespace: obj.metadata?.namespace,
+        name: obj.metadata?.name,
+      };
+      this.log.warn({ err, reason, ...about }, "event not recorded");
     }
   }
 
@@ -270,7 +276,14 @@ export class EventRecorder {
       e.written = count;
     } catch (err) {
       this.log.warn(
-        { err, reason: e.body.reason, event: e.body.metadata.name },
+        {
+          err,
+          reason: e.body.reason,
+          event: e.body.metadata.name,
+          kind: e.body.regarding.kind,
+          namespace: e.body.regarding.namespace,
+          name: e.body.regarding.name,
+        },
         "event write failed",
       );
       // An Event never created is forgotten: its next occurrence starts a new one.

@@ -111,6 +111,8 @@ test("objectKey: namespace/name, or the name alone", () => {
 
 test("list, then watch from the list's resourceVersion: every change in order, the cache in step", async () => {
   const { api, informer, events } = setup();
+  let restarted = 0;
+  informer.onRestart(() => restarted++);
   api.objects = [binding("a", "5"), binding("b", "6")];
   api.resourceVersion = "10";
   informer.start();
@@ -148,6 +150,7 @@ test("list, then watch from the list's resourceVersion: every change in order, t
   assert.equal(api.current.opts.resourceVersion, "20");
   assert.equal(api.lists.length, 1);
   assert.equal(informer.restarts, 1);
+  assert.equal(restarted, 1, "the restart reported (the metric)");
   assert.equal(informer.relists, 0);
   await informer.stop();
 });
@@ -179,6 +182,8 @@ test("410 Gone: re-list at once and emit what changed in the gap (adds, modifies
 
 test("other failures re-list after a growing backoff, reset once events flow again", async () => {
   const { api, clock, informer, events } = setup();
+  let restarted = 0;
+  informer.onRestart(() => restarted++);
   api.objects = [binding("a", "1")];
   informer.start();
   await informer.waitForSync();
@@ -204,6 +209,7 @@ test("other failures re-list after a growing backoff, reset once events flow aga
   assert.deepEqual(events, ["added vms/a@1", "modified vms/a@4 (was 1)"]);
   assert.equal(informer.relists, 1);
   assert.equal(informer.restarts, 3);
+  assert.equal(restarted, 3, "each restart reported (the metric)");
 
   api.current.send("MODIFIED", binding("a", "5"));
   api.current.fail(new Error("socket hang up"));

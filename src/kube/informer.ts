@@ -20,6 +20,7 @@
 import type { Logger } from "pino";
 import { backoffDelay, realClock, sleep, type Clock, type Timer } from "./clock.js";
 import { isGone, type KubeClient, type ResourceRef, type WatchEventType } from "./client.js";
+import { objectFields } from "../common/logger.js";
 
 export interface KubeObject {
   apiVersion?: string;
@@ -98,6 +99,7 @@ interface Index<T> {
 export class Informer<T extends KubeObject> {
   private readonly store = new Map<string, T>();
   private readonly handlers: ((ev: InformerEvent<T>) => void)[] = [];
+  private readonly restartHandlers: (() => void)[] = [];
   private readonly indexes = new Map<string, Index<T>>();
   private readonly log: Logger;
   private readonly clock: Clock;
@@ -126,6 +128,11 @@ export class Informer<T extends KubeObject> {
   /** Handlers see every event from the first list on; add them before start(). */
   onEvent(handler: (ev: InformerEvent<T>) => void): void {
     this.handlers.push(handler);
+  }
+
+  /** Handlers called at each restart (counted in restarts), for a metric. */
+  onRestart(handler: () => void): void {
+    this.restartHandlers.push(handler);
   }
 
   /** An index of the cache: fn gives the values an object is found under. Before start(). */
@@ -217,7 +224,7 @@ export class Informer<T extends KubeObject> {
           const started = this.clock.now();
           const outcome = await this.watchOnce(stop);
           if (stop.aborted) return;
-          this.counters.restarts++;
+          this.restarted();
           const silent = outcome.silent;
           if (silent) this.counters.silences++;
           // A watch the server ends early without a word, again and again, must not spin;
@@ -256,7 +263,7 @@ export class Informer<T extends KubeObject> {
             : backoffDelay(this.failures, this.backoffBaseMs, this.backoffMaxMs, this.opts.random);
         this.failures++;
         reason = gone ? "gone" : "error";
-        this.counters.restarts++;
+        this.restarted();
         this.log.warn(
           { reason, err, resourceVersion: this.resourceVersion, delayMs: Math.round(delayMs) },
           gone ? "resourceVersion too old, re-listing" : "list or watch failed, re-listing",
@@ -405,12 +412,17 @@ export class Informer<T extends KubeObject> {
     else this.store.set(key, obj);
   }
 
+  private restarted(): void {
+    this.counters.restarts++;
+    for (const handler of this.restartHandlers) handler();
+  }
+
   private emit(ev: InformerEvent<T>): void {
     for (const handler of this.handlers) {
       try {
         handler(ev);
       } catch (err) {
-        this.log.error({ err, key: ev.key, type: ev.type }, "informer handler failed");
+        this.log.error({ err, ...objectFields(ev.key), type: ev.type }, "informer handler failed");
       }
     }
   }

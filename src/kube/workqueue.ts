@@ -11,12 +11,25 @@
 // No I/O; time comes from an injected Clock, so the tests drive it by hand.
 import { realClock, type Clock, type Timer } from "./clock.js";
 
+/** What a queue reports as it works (client-go's workqueue metrics). */
+export interface WorkQueueMetrics {
+  /** Keys ready to be handed out, after every change. */
+  depth(ready: number): void;
+  /** A key was added that was not waiting already. */
+  added(): void;
+  /** A key was handed out, ms after it was added. */
+  waited(ms: number): void;
+  /** addRateLimited: a key will be retried. */
+  retried(): void;
+}
+
 export interface WorkQueueOptions {
   /** First delay of addRateLimited; doubled at each further failure. Default 100 ms. */
   readonly baseDelayMs?: number;
   /** Cap of addRateLimited's delay. Default 60 s. */
   readonly maxDelayMs?: number;
   readonly clock?: Clock;
+  readonly metrics?: WorkQueueMetrics;
 }
 
 export class WorkQueue {
@@ -28,14 +41,18 @@ export class WorkQueue {
   private readonly processing = new Set<string>();
   private readonly waiting = new Map<string, { readonly at: number; readonly timer: Timer }>();
   private readonly failures = new Map<string, number>();
+  /** When each key wanting processing was added (for metrics.waited). */
+  private readonly addedAt = new Map<string, number>();
   private readonly getters: ((key: string | undefined) => void)[] = [];
   private closed = false;
   private readonly clock: Clock;
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
+  private readonly metrics: WorkQueueMetrics | undefined;
 
   constructor(opts: WorkQueueOptions = {}) {
     this.clock = opts.clock ?? realClock;
+    this.metrics = opts.metrics;
     this.baseDelayMs = opts.baseDelayMs ?? 100;
     this.maxDelayMs = opts.maxDelayMs ?? 60_000;
   }
@@ -43,9 +60,10 @@ export class WorkQueue {
   add(key: string): void {
     if (this.closed || this.dirty.has(key)) return;
     this.dirty.add(key);
+    this.addedAt.set(key, this.clock.now());
+    this.metrics?.added();
     if (this.processing.has(key)) return;
-    this.queue.push(key);
-    this.handOut();
+    this.push(key);
   }
 
   /** Adds the key after ms (at once when ms <= 0); an earlier pending time wins. */
@@ -69,6 +87,7 @@ export class WorkQueue {
   addRateLimited(key: string): void {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
+    this.metrics?.retried();
     this.addAfter(key, Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(n, 30)));
   }
 
@@ -96,10 +115,7 @@ export class WorkQueue {
   /** The key is processed; if it was added meanwhile it is queued again. */
   done(key: string): void {
     if (!this.processing.delete(key)) return;
-    if (this.dirty.has(key) && !this.closed) {
-      this.queue.push(key);
-      this.handOut();
-    }
+    if (this.dirty.has(key) && !this.closed) this.push(key);
   }
 
   /** Keys ready to be handed out (not those being processed or held back). */
@@ -119,7 +135,15 @@ export class WorkQueue {
     this.queue = [];
     this.head = 0;
     this.dirty.clear();
+    this.addedAt.clear();
+    this.metrics?.depth(0);
     for (const resolve of this.getters.splice(0)) resolve(undefined);
+  }
+
+  private push(key: string): void {
+    this.queue.push(key);
+    this.metrics?.depth(this.length);
+    this.handOut();
   }
 
   private take(): string | undefined {
@@ -131,6 +155,11 @@ export class WorkQueue {
     }
     this.dirty.delete(key);
     this.processing.add(key);
+    if (this.metrics) {
+      this.metrics.depth(this.length);
+      this.metrics.waited(this.clock.now() - (this.addedAt.get(key) ?? this.clock.now()));
+    }
+    this.addedAt.delete(key);
     return key;
   }
 

@@ -17,6 +17,7 @@ import { CLUSTER_FILE, startLabCluster, type LabCluster } from "./cluster.js";
 import { listNamespaces, processAlive } from "./netns.js";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { withVersion } from "../common/version.js";
 
 export interface Io {
   out(text: string): void;
@@ -97,7 +98,7 @@ function print(io: Io, json: boolean, value: unknown, text: string): void {
 }
 
 export function labCommand(io: Io): Command {
-  const program = new Command("kube-eip-lab")
+  const program = withVersion(new Command("kube-eip-lab"))
     .description(
       "A kube-eip site in network namespaces on this host: switch, router, outside host, nodes, a pod, VMIs",
     )

@@ -17,7 +17,7 @@ import {
   planAntiEntropy,
   recordedBindings,
 } from "./anti-entropy.js";
-import type { OperatorMetrics } from "./metrics.js";
+import type { OperatorMetrics, ReconcileResult } from "./metrics.js";
 import { nodeAddress } from "./placement.js";
 import {
   type BindingWriter,
@@ -27,6 +27,7 @@ import {
   RetryLater,
 } from "./reconciler.js";
 import { type EipBinding, FINALIZER, type KubeNode, type Vmi, keyOf } from "./types.js";
+import { objectFields, withLogFields } from "../common/logger.js";
 
 export interface CacheEvent<T> {
   readonly type: "added" | "modified" | "deleted";
@@ -133,7 +134,6 @@ export class Controller {
 
   private enqueue(key: string): void {
     this.deps.queue.add(key);
-    this.deps.metrics.queueDepth.set(this.deps.queue.length);
   }
 
   private index(
@@ -196,22 +196,22 @@ export class Controller {
     for (;;) {
       const key = await queue.get();
       if (key === undefined || this.stopped) return;
-      metrics.queueDepth.set(queue.length);
-      const end = metrics.reconcileDuration.startTimer();
+      const started = performance.now();
+      let result: ReconcileResult = "success";
       try {
-        await this.reconciler.reconcile(key);
+        await withLogFields(objectFields(key), () => this.reconciler.reconcile(key));
         queue.forget(key);
-        metrics.reconciles.inc({ result: "success" });
       } catch (err) {
         // The status says why already (RetryLater); anything else is logged here.
         const retry = err instanceof RetryLater;
-        metrics.reconciles.inc({ result: retry ? "retry" : "error" });
+        result = retry ? "retry" : "error";
+        const about = objectFields(key);
         if (retry)
-          logger.info({ key, reason: (err as Error).message }, "reconcile: retrying later");
-        else logger.error({ key, err: (err as Error).message }, "reconcile failed; retrying");
+          logger.info({ ...about, reason: (err as Error).message }, "reconcile: retrying later");
+        else logger.error({ ...about, err }, "reconcile failed; retrying");
         queue.addRateLimited(key);
       } finally {
-        end();
+        metrics.reconciled(result, (performance.now() - started) / 1000);
         queue.done(key);
       }
     }
@@ -225,7 +225,7 @@ export class Controller {
       try {
         await this.antiEntropy();
       } catch (err) {
-        this.deps.logger.error({ err: (err as Error).message }, "anti-entropy pass failed");
+        this.deps.logger.error({ err }, "anti-entropy pass failed");
       }
     }
   }
@@ -247,7 +247,7 @@ export class Controller {
           views.push({ ...n, held: await agents.list(n.address) });
         } catch (err) {
           logger.warn(
-            { node: n.node, address: n.address, err: (err as Error).message },
+            { node: n.node, address: n.address, err },
             "anti-entropy: agent not reachable; its node is checked next time",
           );
         }

@@ -33,10 +33,12 @@ export async function startOperator(
   config: OperatorConfig,
   logger: Logger,
 ): Promise<RunningOperator> {
-  const client = new KubeClient(loadKubeConfig({ kubeconfig: config.kubeconfig }), {
-    userAgent: "eip-operator",
-  });
   const metrics = new OperatorMetrics();
+  const kubeconfig = loadKubeConfig({ kubeconfig: config.kubeconfig });
+  const client = new KubeClient(kubeconfig, {
+    userAgent: "eip-operator",
+    onRequest: metrics.restClient(new URL(kubeconfig.server).host),
+  });
   const identity = `${process.env["POD_NAME"] ?? hostname()}_${process.pid}`;
   const events = new EventRecorder(client, {
     controller: CONTROLLER_NAME,
@@ -82,7 +84,7 @@ export async function startOperator(
       { name: "virtualmachineinstances", informer: vmis },
       { name: "nodes", informer: nodes },
     ] as typeof informers;
-    const queue = new WorkQueue();
+    const queue = new WorkQueue({ metrics: metrics.workQueue() });
     controller = new Controller({
       bindings,
       vmis,
@@ -96,7 +98,10 @@ export async function startOperator(
       workers: config.workers,
       antiEntropyMs: config.antiEntropyMs,
     });
-    for (const i of informers) i.informer.start();
+    for (const i of informers) {
+      i.informer.onRestart(() => metrics.informerRestarts.inc({ resource: i.name }));
+      i.informer.start();
+    }
     signal.addEventListener("abort", () => {
       controller?.stop();
       queue.shutdown();
@@ -132,9 +137,6 @@ export async function startOperator(
         metrics.bindings.reset();
         for (const [reason, n] of controller?.countByReason() ?? [])
           metrics.bindings.set({ reason }, n);
-        for (const i of informers) {
-          metrics.informerRestarts.set({ resource: i.name }, i.informer.restarts);
-        }
         (route["/metrics"] as NonNullable<(typeof route)["/metrics"]>)(req, res);
       },
     });
