@@ -27,3 +27,5 @@ rm -rf dist
 npx tsc -p tsconfig.json
 # The tests' real kube-apiserver, kubectl and etcd, cached outside the clone (README.md).
 scripts/kube-build.sh
+# helm, for the chart's tests (charts/kube-eip), cached the same way.
+scripts/helm-build.sh
