@@ -91,7 +91,13 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
   });
 
   test("helm install stores the objects (adopting the namespaces); the CRD serves EipBindings", async () => {
-    await helm(["install", RELEASE, CHART_DIR, "--namespace", "default"]);
+    const { stdout } = await helm(["install", RELEASE, CHART_DIR, "--namespace", "default"]);
+    assert.match(stdout, /STATUS: deployed/);
+    assert.match(
+      stdout,
+      /eip-operator in kube-eip-system, eip_agent on every node in kube-eip-agent/,
+    );
+    assert.doesNotMatch(stdout, /WARNING/, "no plaintext warning with TLS on");
     const deployment = await getJson<{
       spec: { template: { spec: { containers: { args: string[] }[] } } };
     }>(["deployment", "-n", "kube-eip-system", "kube-eip-controller-manager"]);
