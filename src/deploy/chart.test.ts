@@ -6,7 +6,8 @@
 // carry a real TLS handshake as the operator dials an agent.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, createServer, type Server } from "node:tls";
 import { ExecRunner } from "../kernel/runner.js";
@@ -59,6 +60,19 @@ const secretData = (o: KubeObject | undefined, key: string) =>
 test("helm lint --strict passes", async () => {
   const { stdout } = await runner.run(helm, ["lint", "--strict", CHART_DIR]);
   assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+});
+
+test("helm package makes an archive that renders the same objects as the folder", async () => {
+  const dir = await mkdtemp(join(tmpdir(), "kube-eip-chart-"));
+  try {
+    await runner.run(helm, ["package", CHART_DIR, "--destination", dir]);
+    const [archive = assert.fail("no archive")] = await readdir(dir);
+    const { stdout } = await runner.run(helm, ["template", "kube-eip", join(dir, archive)]);
+    const keys = (objects: KubeObject[]) => objects.map(objectKey).sort();
+    assert.deepEqual(keys(parseObjects(stdout)), keys(await renderChart(runner, helm)));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test("the chart's version is the package's, and its default images the Makefile's", async () => {
