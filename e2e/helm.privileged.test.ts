@@ -62,7 +62,7 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     // On a cluster without kube-eip, but for its namespaces, which a dry run cannot create
     // for the objects in them: the chart's own, marked for helm install to adopt them.
     await kubectl(
-      ["apply", "-f", "-"],
+      ["apply", "--server-side", "-f", "-"],
       await template(["--show-only", "templates/namespaces.yaml"]),
     );
     for (const ns of ["kube-eip-system", "kube-eip-agent"]) {
