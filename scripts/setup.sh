@@ -33,3 +33,5 @@ npx tsc -p tsconfig.json
 scripts/build-info.sh
 # The tests' real kube-apiserver, kubectl and etcd, cached outside the clone (README.md).
 scripts/kube-build.sh
+# helm, for the chart's tests (charts/kube-eip), cached the same way.
+scripts/helm-build.sh

@@ -1,0 +1,154 @@
+// The Helm chart against a real kube-apiserver (src/kube-lab) with the real helm: the
+// defaults and every documented value combination pass a server-side dry run (the
+// operator's namespace drawing no restricted Pod Security warning); then `helm install` stores
+// the objects, `helm upgrade` keeps the chart's certificates (lookup), `helm uninstall`
+// leaves the CRD. There is no kubelet: objects are stored, no pod runs.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ExecRunner } from "../src/kernel/runner.js";
+import { startControlPlane, type ControlPlane } from "../src/kube-lab/control-plane.js";
+import { findHelm } from "../src/kube-lab/helm.js";
+import { CHART_DIR, RELEASE, documentedCombinations } from "../src/deploy/chart.js";
+import { NEEDS_ROOT } from "./harness.js";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const fixture = (name: string) => join(ROOT, "e2e", "fixtures", name);
+const runner = new ExecRunner();
+const CERT_MANAGER = "tls.certManager.enabled=true";
+
+interface Secret {
+  data: Record<string, string>;
+}
+
+describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
+  let cp: ControlPlane;
+  let helmBin: string;
+  let combinations: string[][];
+
+  const kubectl = (args: readonly string[], input?: string) =>
+    runner.run(cp.binaries.kubectl, ["--kubeconfig", cp.kubeconfig, ...args], { input });
+  const helm = (args: readonly string[]) =>
+    runner.run(helmBin, ["--kubeconfig", cp.kubeconfig, ...args], { timeoutMs: 120_000 });
+  const template = async (args: readonly string[]) =>
+    (await helm(["template", RELEASE, CHART_DIR, ...args])).stdout;
+  const dryRun = (manifests: string) =>
+    kubectl(
+      ["apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-"],
+      manifests,
+    );
+  const getJson = async <T>(args: readonly string[]): Promise<T> =>
+    JSON.parse((await kubectl(["get", ...args, "-o", "json"])).stdout) as T;
+  const tlsSecrets = async () => [
+    (await getJson<Secret>(["secret", "-n", "kube-eip-agent", "kube-eip-agent-tls"])).data,
+    (await getJson<Secret>(["secret", "-n", "kube-eip-system", "kube-eip-operator-tls"])).data,
+  ];
+
+  before(async () => {
+    helmBin = await findHelm();
+    combinations = documentedCombinations(await readFile(join(CHART_DIR, "README.md"), "utf8"));
+    cp = await startControlPlane();
+    await cp.applyManifests([fixture("kubevirt-vmi-crd.yaml")]);
+    await cp.waitForCrdEstablished("virtualmachineinstances.kubevirt.io");
+  });
+
+  after(async () => {
+    await cp?.stop();
+  });
+
+  test("the defaults and every documented combination pass a server-side dry run", async () => {
+    // On a cluster without kube-eip, but for its namespaces, which a dry run cannot create
+    // for the objects in them: the chart's own, marked for helm install to adopt them.
+    await kubectl(
+      ["apply", "--server-side", "-f", "-"],
+      await template(["--show-only", "templates/namespaces.yaml"]),
+    );
+    for (const ns of ["kube-eip-system", "kube-eip-agent"]) {
+      await kubectl([
+        "annotate",
+        "namespace",
+        ns,
+        `meta.helm.sh/release-name=${RELEASE}`,
+        "meta.helm.sh/release-namespace=default",
+      ]);
+    }
+    // The check can fail: without cert-manager's kinds its Certificates are refused.
+    await assert.rejects(
+      dryRun(await template(["--set", CERT_MANAGER])),
+      /no matches for kind "(ClusterIssuer|Certificate)"|ensure CRDs are installed/,
+    );
+    await cp.applyManifests([fixture("cert-manager-crds.yaml")]);
+    await cp.waitForCrdEstablished("certificates.cert-manager.io");
+    await cp.waitForCrdEstablished("clusterissuers.cert-manager.io");
+    await kubectl(["create", "namespace", "cert-manager"]);
+    for (const args of [[], ...combinations]) {
+      const { stderr } = await dryRun(await template(args));
+      // kube-eip-system warns on anything short of the restricted Pod Security Standard.
+      assert.doesNotMatch(stderr, /PodSecurity|would violate/i, `${args.join(" ")}: ${stderr}`);
+    }
+  });
+
+  test("helm install stores the objects (adopting the namespaces); the CRD serves EipBindings", async () => {
+    const { stdout } = await helm(["install", RELEASE, CHART_DIR, "--namespace", "default"]);
+    assert.match(stdout, /STATUS: deployed/);
+    assert.match(
+      stdout,
+      /eip-operator in kube-eip-system, eip_agent on every node in kube-eip-agent/,
+    );
+    assert.doesNotMatch(stdout, /WARNING/, "no plaintext warning with TLS on");
+    const deployment = await getJson<{
+      spec: { template: { spec: { containers: { args: string[] }[] } } };
+    }>(["deployment", "-n", "kube-eip-system", "kube-eip-controller-manager"]);
+    assert.ok(deployment.spec.template.spec.containers[0]?.args.includes("--leader-elect"));
+    await getJson(["daemonset", "-n", "kube-eip-agent", "eip-agent"]);
+    await getJson(["configmap", "-n", "kube-eip-agent", "eip-agent-cm"]);
+    const ns = await getJson<{ metadata: { labels: Record<string, string> } }>([
+      "namespace",
+      "kube-eip-system",
+    ]);
+    assert.equal(ns.metadata.labels["pod-security.kubernetes.io/enforce"], "restricted");
+    await cp.waitForCrdEstablished("eipbindings.extension.lucheng0127");
+    await kubectl([
+      "apply",
+      "--server-side",
+      "--dry-run=server",
+      "-k",
+      join(ROOT, "config/samples"),
+    ]);
+  });
+
+  test("helm upgrade keeps the chart's certificates, and changes what the values change", async () => {
+    const before = await tlsSecrets();
+    for (const data of before) assert.ok(data["tls.crt"] && data["tls.key"] && data["ca.crt"]);
+    assert.equal(before[0]?.["ca.crt"], before[1]?.["ca.crt"], "one CA for both");
+    await helm([
+      "upgrade",
+      RELEASE,
+      CHART_DIR,
+      "--namespace",
+      "default",
+      "--set",
+      "operator.logLevel=debug",
+    ]);
+    assert.deepEqual(await tlsSecrets(), before, "the same certificates after the upgrade");
+    const deployment = await getJson<{
+      spec: { template: { spec: { containers: { args: string[] }[] } } };
+    }>(["deployment", "-n", "kube-eip-system", "kube-eip-controller-manager"]);
+    assert.ok(deployment.spec.template.spec.containers[0]?.args.includes("--log-level=debug"));
+  });
+
+  test("helm uninstall removes the workloads and leaves the CRD (crds.keep)", async () => {
+    await helm(["uninstall", RELEASE, "--namespace", "default"]);
+    await assert.rejects(
+      kubectl(["get", "deployment", "-n", "kube-eip-system", "kube-eip-controller-manager"]),
+      /NotFound/,
+    );
+    await assert.rejects(
+      kubectl(["get", "daemonset", "-n", "kube-eip-agent", "eip-agent"]),
+      /NotFound/,
+    );
+    await getJson(["crd", "eipbindings.extension.lucheng0127"]);
+  });
+});
