@@ -86,6 +86,7 @@ beforeEach(() => {
     logger: pino({ level: "silent" }),
     workers: 1,
     antiEntropyMs: 60_000,
+    nodeNotReadyGraceMs: 300_000,
   });
 });
 

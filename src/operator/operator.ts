@@ -95,6 +95,7 @@ export async function startOperator(
       logger,
       workers: config.workers,
       antiEntropyMs: config.antiEntropyMs,
+      nodeNotReadyGraceMs: config.nodeNotReadyGraceMs,
     });
     for (const i of informers) i.informer.start();
     signal.addEventListener("abort", () => {
