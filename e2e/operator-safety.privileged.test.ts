@@ -1,4 +1,6 @@
-// Deletions finish (issue 10, item 8), against a real kube-apiserver and real agents: an
+// The operator's safety rules against a real kube-apiserver and real agents (issue 10).
+// Item 1: an EIP that is a Node's address is refused before any agent call, and unbound when
+// a Node gains it. Item 8, deletions finish: an
 // EipBinding whose node is NotReady past --node-not-ready-grace, whose Node is deleted, or
 // whose agent does not hold its pair any more, goes once deleted, with our finalizer and the
 // seed's; so does a namespace holding one. The lab runs no kube-controller-manager: the
@@ -16,7 +18,7 @@ import { NEEDS_ROOT, eventually } from "./harness.js";
 const GRACE_SEC = 3;
 
 describe(
-  "EipBinding deletions finish (real apiserver, agents, operator)",
+  "eip-operator safety: refused EIPs, deletions that finish (real apiserver, agents)",
   { skip: NEEDS_ROOT },
   () => {
     let lab: Lab;
@@ -112,6 +114,76 @@ describe(
       await operator?.stop().catch(() => {});
       for (const a of agents.values()) await a.stop().catch(() => {});
       await lab?.down();
+    });
+
+    test("an EIP that is a Node's InternalIP: InvalidEip and a Warning Event, no agent holds it", async () => {
+      await cluster.createVmi("nodeip", 1);
+      const eip = cluster.nodeAddress(2);
+      await cluster.applyEipBinding("nodeip", eip, "nodeip");
+      assert.ok(await becomes("nodeip", "InvalidEip"));
+      const message = await kubectl(
+        "get",
+        "eipbinding",
+        "nodeip",
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].message}',
+      );
+      assert.equal(message, `EIP ${eip} is node ${cluster.nodeName(2)}'s InternalIP`);
+      const events = await kubectl("get", "events.events.k8s.io", "-o", "json");
+      assert.match(events, /"reason": "InvalidEip"/);
+      for (const node of [1, 2])
+        assert.equal(
+          (await listedBindings(lab, node)).some((b) => b.eipAddr === eip),
+          false,
+        );
+      await deleteBinding("nodeip");
+      assert.ok(await becomes("nodeip", "gone"));
+    });
+
+    test("a Node that gains a bound EIP as its ExternalIP: the EIP is unbound and refused", async () => {
+      await bound("gained", "192.168.18.119", 1);
+      assert.ok((await listedBindings(lab, 1)).some((b) => b.eipAddr === "192.168.18.119"));
+      await kubectl(
+        "patch",
+        "node",
+        cluster.nodeName(2),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        JSON.stringify({
+          status: {
+            addresses: [
+              { type: "InternalIP", address: cluster.nodeAddress(2) },
+              { type: "ExternalIP", address: "192.168.18.119" },
+              { type: "Hostname", address: cluster.nodeName(2) },
+            ],
+          },
+        }),
+      );
+      assert.ok(await becomes("gained", "InvalidEip"));
+      assert.equal(
+        (await listedBindings(lab, 1)).some((b) => b.eipAddr === "192.168.18.119"),
+        false,
+      );
+      await kubectl(
+        "patch",
+        "node",
+        cluster.nodeName(2),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        JSON.stringify({
+          status: {
+            addresses: [
+              { type: "InternalIP", address: cluster.nodeAddress(2) },
+              { type: "Hostname", address: cluster.nodeName(2) },
+            ],
+          },
+        }),
+      );
+      assert.ok(await becomes("gained", "Bound"), "bound again once no Node holds it");
+      await deleteBinding("gained");
+      assert.ok(await becomes("gained", "gone"));
     });
 
     test("the agent does not hold the pair any more: the deletion finishes, the agent's binding is untouched", async () => {
