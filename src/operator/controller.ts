@@ -190,8 +190,13 @@ export class Controller {
 
   private onNode(ev: CacheEvent<KubeNode>): void {
     // A binding whose EIP a Node gains (or loses) as its address is refused (or may bind).
-    const held = [...nodeAddresses(ev.obj), ...(ev.old ? nodeAddresses(ev.old) : [])];
-    for (const address of held) for (const k of this.byEip.get(address) ?? []) this.enqueue(k);
+    const now = nodeAddresses(ev.obj);
+    const before = ev.old ? nodeAddresses(ev.old) : [];
+    if (ev.type !== "modified" || now.join() !== before.join()) {
+      for (const address of new Set([...now, ...before])) {
+        for (const k of this.byEip.get(address) ?? []) this.enqueue(k);
+      }
+    }
     if (
       ev.type === "modified" &&
       ev.old &&
