@@ -3,7 +3,7 @@
 //
 // What an address may be (checked on bind, before anything changes):
 // - an EIP is inside --eip-cidr, and is not the gateway, the EIP network's own network or
-//   broadcast address (prefixes up to /30), a special address (SPECIAL below) or inside an
+//   broadcast address (prefixes up to /30), a special address (src/common/special-addresses.ts) or inside an
 //   --internal-net: binding one of those would take the public gateway or a whole segment
 //   over, or NAT the cluster's own traffic;
 // - a VMI address is inside an --internal-net, outside --eip-cidr, not the network or
@@ -18,8 +18,8 @@ import {
   formatIpv4Net,
   netContains,
   parseIpv4,
-  parseIpv4Net,
 } from "../common/ipv4.js";
+import { specialOf } from "../common/special-addresses.js";
 import type { Binding } from "../model/desired.js";
 
 export interface RawRequest {
@@ -43,17 +43,6 @@ export interface RequestPolicy {
 /** The longest piece of a caller's input echoed in a reply or a log line. */
 export const SHOWN_MAX = 64;
 
-/** Ranges no EIP and no VMI address may be in, with what they are. */
-const SPECIAL: readonly (readonly [Ipv4Net, string])[] = (
-  [
-    ["0.0.0.0/32", "the unspecified address"],
-    ["127.0.0.0/8", "a loopback address"],
-    ["169.254.0.0/16", "a link-local address"],
-    ["224.0.0.0/4", "a multicast address"],
-    ["255.255.255.255/32", "the limited broadcast address"],
-  ] as const
-).map(([net, what]) => [parseIpv4Net(net) as Ipv4Net, what] as const);
-
 /** Input as it may be shown: JSON-quoted, cut to SHOWN_MAX characters. */
 export function shown(text: string): string {
   if (text.length <= SHOWN_MAX) return JSON.stringify(text);
@@ -70,10 +59,6 @@ function edgeOf(net: Ipv4Net, addr: number): "network" | "broadcast" | undefined
   if (addr === net.base) return "network";
   if (addr === net.base + 2 ** (32 - net.prefix) - 1) return "broadcast";
   return undefined;
-}
-
-function specialOf(addr: number): string | undefined {
-  return SPECIAL.find(([net]) => netContains(net, addr))?.[1];
 }
 
 function checkEip(eip: string, value: number, policy: RequestPolicy): string | undefined {

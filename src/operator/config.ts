@@ -16,6 +16,7 @@ export interface OperatorConfig {
   readonly agentServerName: string | undefined;
   readonly agentTimeoutMs: number;
   readonly antiEntropyMs: number;
+  readonly nodeNotReadyGraceMs: number;
   readonly workers: number;
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
@@ -73,6 +74,12 @@ export function operatorCommand(): Command {
       durationMs,
       30_000,
     )
+    .option(
+      "--node-not-ready-grace <duration>",
+      "how long a deletion waits for the agent of a NotReady node before it finishes without that agent",
+      durationMs,
+      300_000,
+    )
     .option("--workers <n>", "EipBindings reconciled at once", intIn(1, 256), 8)
     .addOption(
       new Option("--log-level <level>", "log level")
@@ -95,6 +102,7 @@ interface RawOptions {
   agentTlsServerName?: string;
   agentTimeout: number;
   antiEntropyInterval: number;
+  nodeNotReadyGrace: number;
   workers: number;
   logLevel: OperatorConfig["logLevel"];
 }
@@ -131,6 +139,7 @@ export function toOperatorConfig(o: RawOptions): OperatorConfig {
     agentServerName: o.agentTlsServerName,
     agentTimeoutMs: o.agentTimeout,
     antiEntropyMs: o.antiEntropyInterval,
+    nodeNotReadyGraceMs: o.nodeNotReadyGrace,
     workers: o.workers,
     logLevel: o.logLevel,
   };

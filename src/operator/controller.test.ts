@@ -86,6 +86,7 @@ beforeEach(() => {
     logger: pino({ level: "silent" }),
     workers: 1,
     antiEntropyMs: 60_000,
+    nodeNotReadyGraceMs: 300_000,
   });
 });
 
@@ -141,4 +142,27 @@ test("a node whose address changes queues the bindings on it", () => {
   assert.deepEqual(queue.added, ["default/a"], "a heartbeat changes nothing");
   nodes.set("node1", node("172.16.0.21"));
   assert.deepEqual(queue.added, ["default/a", "default/a"]);
+});
+
+test("a node gaining or losing a binding's EIP as its address queues that binding", () => {
+  bindings.set("default/a", binding("a", "192.168.18.100", "vm"));
+  bindings.set("default/b", binding("b", "192.168.18.101", "vm2"));
+  queue.added.length = 0;
+  const node = (...external: string[]): KubeNode => ({
+    metadata: { name: "node2" },
+    status: {
+      addresses: [
+        { type: "InternalIP", address: "172.16.0.12" },
+        ...external.map((address) => ({ type: "ExternalIP", address })),
+      ],
+    },
+  });
+  nodes.set("node2", node());
+  assert.deepEqual(queue.added, []);
+  nodes.set("node2", node("192.168.18.100"));
+  assert.deepEqual(queue.added, ["default/a"]);
+  nodes.set("node2", node("192.168.18.100"));
+  assert.deepEqual(queue.added, ["default/a"], "a heartbeat changes nothing");
+  nodes.set("node2", node());
+  assert.deepEqual(queue.added, ["default/a", "default/a"], "losing it may bind it again");
 });

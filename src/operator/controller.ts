@@ -5,7 +5,8 @@
 //
 // What triggers a reconcile: any change to an EipBinding but its status (our own writes
 // trigger nothing); a VMI whose phase, node or address changed (the bindings naming it); a
-// Node added, removed or whose InternalIP changed (the bindings on it or whose VMI is on it);
+// Node added, removed or whose InternalIP or Ready status changed (the bindings on it or
+// whose VMI is on it), or whose addresses include a binding's EIP (before or after);
 // the deletion of an EipBinding (the others naming its EIP: one may take it over); and
 // anti-entropy finding an agent without a binding it should hold.
 import type { Logger } from "pino";
@@ -66,6 +67,7 @@ export interface ControllerDeps {
   readonly logger: Logger;
   readonly workers: number;
   readonly antiEntropyMs: number;
+  readonly nodeNotReadyGraceMs: number;
 }
 
 /** Concurrent agent listings in one anti-entropy pass. */
@@ -85,6 +87,7 @@ export class Controller {
         [...(this.byEip.get(eip) ?? [])].flatMap((k) => deps.bindings.get(k) ?? []),
       vmi: (ns, name) => deps.vmis.get(`${ns}/${name}`),
       node: (name) => deps.nodes.get(name),
+      allNodes: () => deps.nodes.list(),
     };
     const counted = (op: "bind" | "unbind") => async (a: string, e: string, v: string) => {
       const r = await deps.agents[op](a, e, v);
@@ -96,10 +99,15 @@ export class Controller {
     };
     this.reconciler = new Reconciler({
       caches,
-      agents: { bind: counted("bind"), unbind: counted("unbind") },
+      agents: {
+        bind: counted("bind"),
+        unbind: counted("unbind"),
+        list: (address) => deps.agents.list(address),
+      },
       writer: deps.writer,
       events: deps.events,
       logger: deps.logger,
+      nodeNotReadyGraceMs: deps.nodeNotReadyGraceMs,
     });
     deps.bindings.onEvent((ev) => this.onBinding(ev));
     deps.vmis.onEvent((ev) => this.onVmi(ev));
@@ -181,7 +189,22 @@ export class Controller {
   }
 
   private onNode(ev: CacheEvent<KubeNode>): void {
-    if (ev.type === "modified" && ev.old && nodeAddress(ev.old) === nodeAddress(ev.obj)) return;
+    // A binding whose EIP a Node gains (or loses) as its address is refused (or may bind).
+    const now = nodeAddresses(ev.obj);
+    const before = ev.old ? nodeAddresses(ev.old) : [];
+    if (ev.type !== "modified" || now.join() !== before.join()) {
+      for (const address of new Set([...now, ...before])) {
+        for (const k of this.byEip.get(address) ?? []) this.enqueue(k);
+      }
+    }
+    if (
+      ev.type === "modified" &&
+      ev.old &&
+      nodeAddress(ev.old) === nodeAddress(ev.obj) &&
+      readyOf(ev.old) === readyOf(ev.obj)
+    ) {
+      return;
+    }
     const name = ev.obj.metadata.name;
     for (const b of this.deps.bindings.list()) {
       const vmi = this.deps.vmis.get(`${b.metadata.namespace ?? ""}/${b.spec.vmiName}`);
@@ -297,6 +320,19 @@ function onlyOurWrites(a: EipBinding, b: EipBinding): boolean {
     a.spec.eipAddr === b.spec.eipAddr &&
     a.spec.vmiName === b.spec.vmiName
   );
+}
+
+/** A Node's InternalIP and ExternalIP addresses, canonical. */
+function nodeAddresses(n: KubeNode): string[] {
+  return (n.status?.addresses ?? []).flatMap((a) => {
+    const c =
+      a.type === "InternalIP" || a.type === "ExternalIP" ? canonicalIpv4(a.address) : undefined;
+    return c ? [c] : [];
+  });
+}
+
+function readyOf(n: KubeNode): string | undefined {
+  return n.status?.conditions?.find((c) => c.type === "Ready")?.status;
 }
 
 function placementChanged(a: Vmi, b: Vmi): boolean {

@@ -52,10 +52,39 @@ describe("EipBinding CRD in a real kube-apiserver", { skip }, () => {
       await refusal("bad-vmi", { eipAddr: "192.168.18.100", vmiName: "Not_A_Name" }),
       /vmiName/,
     );
+    for (const [eip, message] of [
+      ["0.0.0.0", "eipAddr must not be the unspecified address 0.0.0.0"],
+      ["127.0.0.1", "eipAddr must not be a loopback address (127.0.0.0/8)"],
+      ["127.255.0.9", "eipAddr must not be a loopback address (127.0.0.0/8)"],
+      ["169.254.169.254", "eipAddr must not be a link-local address (169.254.0.0/16)"],
+      ["224.0.0.18", "eipAddr must not be a multicast address (224.0.0.0/4)"],
+      ["239.255.255.250", "eipAddr must not be a multicast address (224.0.0.0/4)"],
+      ["255.255.255.255", "eipAddr must not be the limited broadcast address 255.255.255.255"],
+    ] as const) {
+      const said = await refusal(`special-${eip.replaceAll(".", "-")}`, {
+        eipAddr: eip,
+        vmiName: "vm",
+      });
+      assert.ok(said.includes(message), `${eip}: ${said}`);
+    }
     const listed = JSON.parse(await cp.kubectl.run(["get", "eipbindings", "-o", "json"])) as {
       items: unknown[];
     };
     assert.equal(listed.items.length, 0, "nothing was stored");
+  });
+
+  test("addresses next to the special ranges are accepted", async () => {
+    for (const eip of [
+      "1.0.0.0",
+      "126.255.255.255",
+      "128.0.0.0",
+      "169.253.255.255",
+      "223.255.255.255",
+      "240.0.0.1",
+    ]) {
+      await create(`edge-${eip.replaceAll(".", "-")}`, { eipAddr: eip, vmiName: "vm" });
+    }
+    await cp.kubectl.run(["delete", "eipbindings", "--all"]);
   });
 
   test("an object the seed's operator wrote (its bookkeeping in spec) is accepted as it is", async () => {

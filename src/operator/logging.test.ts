@@ -59,6 +59,7 @@ test("every record of a reconcile carries the binding's namespace and name; a fa
     logger,
     workers: 1,
     antiEntropyMs: 60_000,
+    nodeNotReadyGraceMs: 300_000,
   });
   const running = controller.run();
   await done;

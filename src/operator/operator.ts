@@ -97,6 +97,7 @@ export async function startOperator(
       logger,
       workers: config.workers,
       antiEntropyMs: config.antiEntropyMs,
+      nodeNotReadyGraceMs: config.nodeNotReadyGraceMs,
     });
     for (const i of informers) {
       i.informer.onRestart(() => metrics.informerRestarts.inc({ resource: i.name }));

@@ -2,113 +2,9 @@
 // move, what the status says after each outcome, finalizers, conflicts and failures.
 import { beforeEach, test } from "node:test";
 import assert from "node:assert/strict";
-import { pino } from "pino";
-import {
-  type AgentResult,
-  type BindingWriter,
-  type Caches,
-  Reconciler,
-  RetryLater,
-} from "./reconciler.js";
-import {
-  type EipBinding,
-  type EipBindingStatus,
-  FINALIZER,
-  type KubeNode,
-  SEED_FINALIZER,
-  type Vmi,
-  keyOf,
-} from "./types.js";
-
-class World implements Caches, BindingWriter {
-  readonly bindings = new Map<string, EipBinding>();
-  readonly vmis = new Map<string, Vmi>();
-  readonly nodes = new Map<string, KubeNode>();
-  /** What each agent (by node address) holds: eip -> vmi. */
-  readonly agents = new Map<string, Map<string, string>>();
-  readonly down = new Set<string>();
-  readonly calls: string[] = [];
-  readonly events: string[] = [];
-
-  binding(key: string) {
-    return this.bindings.get(key);
-  }
-  bindingsNamingEip(eip: string) {
-    return [...this.bindings.values()].filter((b) => b.spec.eipAddr === eip);
-  }
-  vmi(ns: string, name: string) {
-    return this.vmis.get(`${ns}/${name}`);
-  }
-  node(name: string) {
-    return this.nodes.get(name);
-  }
-  async patchStatus(b: EipBinding, status: EipBindingStatus) {
-    this.calls.push(`status ${keyOf(b.metadata)} ${status.conditions?.at(-1)?.reason}`);
-    const cur = this.bindings.get(keyOf(b.metadata));
-    if (cur) this.bindings.set(keyOf(b.metadata), { ...cur, status });
-  }
-  async setFinalizers(b: EipBinding, finalizers: string[]) {
-    const cur = this.bindings.get(keyOf(b.metadata));
-    if (!cur) return;
-    if (cur.metadata.deletionTimestamp && finalizers.length === 0) {
-      this.bindings.delete(keyOf(b.metadata));
-      return;
-    }
-    this.bindings.set(keyOf(b.metadata), { ...cur, metadata: { ...cur.metadata, finalizers } });
-  }
-  agentOp(op: "bind" | "unbind") {
-    return async (address: string, eip: string, vmi: string): Promise<AgentResult> => {
-      this.calls.push(`${op} ${address} ${eip} ${vmi}`);
-      if (this.down.has(address)) return { ok: false, unreachable: true, reason: "unreachable" };
-      const held = this.agents.get(address) ?? new Map<string, string>();
-      this.agents.set(address, held);
-      if (op === "bind") {
-        if (held.has(eip) && held.get(eip) !== vmi) {
-          return { ok: false, unreachable: false, reason: `EIP ${eip} is already bound` };
-        }
-        held.set(eip, vmi);
-      } else if (held.get(eip) === vmi) held.delete(eip);
-      return { ok: true };
-    };
-  }
-  addNode(name: string, address: string) {
-    this.nodes.set(name, {
-      metadata: { name },
-      status: { addresses: [{ type: "InternalIP", address }] },
-    });
-  }
-  setVmi(name: string, phase: string, node?: string, address?: string) {
-    this.vmis.set(`default/${name}`, {
-      metadata: { name, namespace: "default" },
-      status: { phase, nodeName: node, interfaces: address ? [{ ipAddress: address }] : [] },
-    });
-  }
-  addBinding(name: string, eip: string, vmi: string, created: string, finalizers: string[] = []) {
-    this.bindings.set(`default/${name}`, {
-      metadata: {
-        name,
-        namespace: "default",
-        creationTimestamp: created,
-        generation: 1,
-        finalizers,
-      },
-      spec: { eipAddr: eip, vmiName: vmi },
-    });
-  }
-  deleteBinding(name: string) {
-    const b = this.bindings.get(`default/${name}`);
-    if (!b) return;
-    if ((b.metadata.finalizers ?? []).length === 0) this.bindings.delete(`default/${name}`);
-    else {
-      b.metadata.deletionTimestamp = "2026-01-01T00:00:00Z";
-    }
-  }
-  ready(name: string) {
-    return this.bindings
-      .get(`default/${name}`)
-      ?.status?.conditions?.find((c) => c.type === "Ready");
-  }
-}
+import { type Reconciler, RetryLater } from "./reconciler.js";
+import { World, reconcilerOn } from "./test-world.js";
+import { FINALIZER, SEED_FINALIZER } from "./types.js";
 
 let w: World;
 let r: Reconciler;
@@ -117,14 +13,7 @@ beforeEach(() => {
   w = new World();
   w.addNode("node1", "172.16.0.11");
   w.addNode("node2", "172.16.0.12");
-  r = new Reconciler({
-    caches: w,
-    agents: { bind: w.agentOp("bind"), unbind: w.agentOp("unbind") },
-    writer: w,
-    events: { record: (_b, type, reason) => w.events.push(`${type} ${reason}`) },
-    logger: pino({ level: "silent" }),
-    now: () => new Date("2026-11-26T00:00:00Z"),
-  });
+  r = reconcilerOn(w);
 });
 
 test("a Running VMI: finalizer first, bind on its node, status Ready/Bound", async () => {
@@ -330,13 +219,7 @@ test("two bindings for one EIP created in the same second: namespace/name decide
       w = new World();
       w.addNode("node1", "172.16.0.11");
       w.addNode("node2", "172.16.0.12");
-      r = new Reconciler({
-        caches: w,
-        agents: { bind: w.agentOp("bind"), unbind: w.agentOp("unbind") },
-        writer: w,
-        events: { record: () => {} },
-        logger: pino({ level: "silent" }),
-      });
+      r = reconcilerOn(w);
       w.setVmi("vm1", "Running", "node1", "10.244.1.10");
       w.setVmi("vm2", "Running", "node2", "10.244.2.10");
       // Added in `order` (the caches' order), reconciled starting with `reconcileFirst`.

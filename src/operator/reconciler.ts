@@ -21,6 +21,7 @@ import {
   keyOf,
 } from "./types.js";
 import { nodeAddress } from "./placement.js";
+import { eipProblem } from "./address-checks.js";
 
 /** An agent's answer, or why there was none. */
 export type AgentResult =
@@ -30,6 +31,8 @@ export type AgentResult =
 export interface AgentCalls {
   bind(nodeAddress: string, eip: string, vmi: string): Promise<AgentResult>;
   unbind(nodeAddress: string, eip: string, vmi: string): Promise<AgentResult>;
+  /** What the agent holds; rejects when it cannot be asked. */
+  list(nodeAddress: string): Promise<readonly { eip: string; vmi: string }[]>;
 }
 
 export interface Caches {
@@ -38,6 +41,7 @@ export interface Caches {
   bindingsNamingEip(eip: string): EipBinding[];
   vmi(namespace: string, name: string): Vmi | undefined;
   node(name: string): KubeNode | undefined;
+  allNodes(): Iterable<KubeNode>;
 }
 
 export interface BindingWriter {
@@ -63,7 +67,11 @@ export interface ReconcilerDeps {
   readonly events: Recorder;
   readonly logger: Logger;
   readonly now?: () => Date;
+  /** How long a deletion waits for the agent of a NotReady node (default 5 minutes). */
+  readonly nodeNotReadyGraceMs?: number;
 }
+
+export const DEFAULT_NODE_NOT_READY_GRACE_MS = 5 * 60_000;
 
 /** Thrown to have the key retried with backoff; the status already says why. */
 export class RetryLater extends Error {
@@ -101,15 +109,28 @@ export class Reconciler {
     }
     const applied = appliedOf(binding);
     const eip = canonicalIpv4(binding.spec.eipAddr) ?? binding.spec.eipAddr;
+    const ns = binding.metadata.namespace ?? "";
+    const decision = decide(binding, this.deps.caches.vmi(ns, binding.spec.vmiName), (name) =>
+      this.deps.caches.node(name),
+    );
+    // Before any agent call, and again at every pass: a Node may gain the address later.
+    const invalid = eipProblem(
+      eip,
+      this.deps.caches.allNodes(),
+      decision.kind === "place" ? decision.placement.vmiAddress : undefined,
+    );
+    if (invalid) {
+      const said = binding.status?.conditions?.find((c) => c.type === "Ready");
+      if (said?.reason !== Reason.InvalidEip || said.message !== invalid) {
+        this.deps.events.record(binding, "Warning", Reason.InvalidEip, "Bind", invalid);
+      }
+      return this.settle(binding, applied, { reason: Reason.InvalidEip, message: invalid });
+    }
     const owner = ownerOf(eip, this.deps.caches.bindingsNamingEip(eip));
     if (owner && keyOf(owner.metadata) !== key) {
       const message = `EIP ${eip} is held by the older EipBinding ${keyOf(owner.metadata)}`;
       return this.settle(binding, applied, { reason: Reason.EipConflict, message });
     }
-    const ns = binding.metadata.namespace ?? "";
-    const decision = decide(binding, this.deps.caches.vmi(ns, binding.spec.vmiName), (name) =>
-      this.deps.caches.node(name),
-    );
     if (decision.kind === "unplace") {
       return this.settle(binding, applied, { reason: decision.reason, message: decision.message });
     }
@@ -214,7 +235,11 @@ export class Reconciler {
     throw new RetryLater(message);
   }
 
-  /** Deleting: unbind, then let the object go. An unreachable agent delays it, visibly. */
+  /**
+   * Deleting: unbind, then let the object go (our finalizer and the seed's). An unreachable
+   * agent delays it, visibly, unless its node is gone or NotReady past the grace period; an
+   * agent that refuses the unbind but does not hold the pair has nothing left to take back.
+   */
   private async finalize(binding: EipBinding): Promise<void> {
     const finalizers = binding.metadata.finalizers ?? [];
     const ours = (f: string) => f === FINALIZER || f === SEED_FINALIZER;
@@ -222,19 +247,23 @@ export class Reconciler {
     const applied = appliedOf(binding) ?? this.seedApplied(binding);
     if (applied) {
       const r = await this.unbindApplied(applied);
-      if (!r.ok) {
+      const gone = r.ok ? undefined : await this.nothingToWaitFor(applied, r);
+      if (gone) {
+        this.deps.events.record(binding, "Warning", gone.reason, "Unbind", gone.message);
+      } else if (!r.ok) {
         const message = `deletion waits for unbinding ${describe(applied)}: ${r.reason}`;
         await this.write(binding, { applied, ready: false, reason: Reason.Unbinding, message });
         this.deps.events.record(binding, "Warning", "UnbindFailed", "Unbind", message);
         throw new RetryLater(message);
+      } else {
+        this.deps.events.record(
+          binding,
+          "Normal",
+          "Unbound",
+          "Unbind",
+          `${describe(applied)}: deleted`,
+        );
       }
-      this.deps.events.record(
-        binding,
-        "Normal",
-        "Unbound",
-        "Unbind",
-        `${describe(applied)}: deleted`,
-      );
     }
     await this.deps.writer.setFinalizers(
       binding,
@@ -257,6 +286,39 @@ export class Reconciler {
       : undefined;
   }
 
+  /** Why a failed unbind need not hold a deletion back, or undefined when it must. */
+  private async nothingToWaitFor(
+    applied: Applied,
+    r: Exclude<AgentResult, { ok: true }>,
+  ): Promise<{ reason: string; message: string } | undefined> {
+    const node = this.deps.caches.node(applied.node);
+    const address = node ? nodeAddress(node) : undefined;
+    if (!node || !address) return undefined; // unbindApplied answered ok then
+    if (!r.unreachable) {
+      try {
+        const held = await this.deps.agents.list(address);
+        if (!held.some((h) => h.eip === applied.eip && h.vmi === applied.vmiAddress)) {
+          return {
+            reason: "NotHeld",
+            message: `deleted: agent on ${applied.node} does not hold ${applied.eip} -> ${applied.vmiAddress} (${r.reason})`,
+          };
+        }
+      } catch {
+        // Not asked: wait as for any failed unbind.
+      }
+    }
+    const since = notReadySince(node);
+    const grace = this.deps.nodeNotReadyGraceMs ?? DEFAULT_NODE_NOT_READY_GRACE_MS;
+    const now = (this.deps.now?.() ?? new Date()).getTime();
+    if (since !== undefined && now - since >= grace) {
+      return {
+        reason: "NodeNotReady",
+        message: `deleted without unbinding ${describe(applied)}: node ${applied.node} is NotReady since ${new Date(since).toISOString()} (grace ${grace / 1000}s); anti-entropy unbinds it there when the agent answers again (${r.reason})`,
+      };
+    }
+    return undefined;
+  }
+
   private async unbindApplied(applied: Applied): Promise<AgentResult> {
     const node = this.deps.caches.node(applied.node);
     const address = node ? nodeAddress(node) : undefined;
@@ -276,4 +338,12 @@ export class Reconciler {
     if (sameStatus(binding.status, next)) return;
     await this.deps.writer.patchStatus(binding, next);
   }
+}
+
+/** When the node's Ready condition became not True (ms), or undefined if it is Ready or unknown. */
+function notReadySince(node: KubeNode): number | undefined {
+  const ready = node.status?.conditions?.find((c) => c.type === "Ready");
+  if (!ready || ready.status === "True" || !ready.lastTransitionTime) return undefined;
+  const t = Date.parse(ready.lastTransitionTime);
+  return Number.isNaN(t) ? undefined : t;
 }

@@ -55,7 +55,10 @@ export interface Vmi {
 
 export interface KubeNode {
   metadata: ObjectMeta;
-  status?: { addresses?: { type: string; address: string }[] };
+  status?: {
+    addresses?: { type: string; address: string }[];
+    conditions?: { type: string; status: string; lastTransitionTime?: string }[];
+  };
 }
 
 /** Why a binding is (not) Ready: the Ready condition's reasons. */
@@ -67,6 +70,7 @@ export const Reason = {
   NodeNotFound: "NodeNotFound",
   NodeNoAddress: "NodeNoAddress",
   EipConflict: "EipConflict",
+  InvalidEip: "InvalidEip",
   AgentUnavailable: "AgentUnavailable",
   AgentRefused: "AgentRefused",
   Unbinding: "Unbinding",
