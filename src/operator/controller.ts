@@ -152,7 +152,7 @@ export class Controller {
 
   private onBinding(ev: CacheEvent<EipBinding>): void {
     const vmiOf = (b: EipBinding) => `${b.metadata.namespace ?? ""}/${b.spec.vmiName}`;
-    const eipOf = (b: EipBinding) => canonicalIpv4(b.spec.eipAddr) ?? b.spec.eipAddr;
+    const eipOf = (b: EipBinding) => canonicalIpv4(b.spec.eipAddr ?? "") ?? b.spec.eipAddr;
     if (ev.old) {
       this.index(this.byVmi, vmiOf(ev.old), ev.key, false);
       this.index(this.byEip, eipOf(ev.old), ev.key, false);
@@ -165,13 +165,13 @@ export class Controller {
       this.index(this.byVmi, vmiOf(ev.obj), ev.key, false);
       this.index(this.byEip, eipOf(ev.obj), ev.key, false);
       // The EIP is free: another binding naming it may take it over.
-      for (const k of this.byEip.get(eipOf(ev.obj)) ?? []) this.enqueue(k);
+      for (const k of this.byEip.get(eipOf(ev.obj) ?? "") ?? []) this.enqueue(k);
       return;
     }
     if (ev.type === "modified" && ev.old && onlyOurWrites(ev.old, ev.obj)) return;
     this.enqueue(ev.key);
     if (ev.old && eipOf(ev.old) !== eipOf(ev.obj)) {
-      for (const k of this.byEip.get(eipOf(ev.old)) ?? []) this.enqueue(k);
+      for (const k of this.byEip.get(eipOf(ev.old) ?? "") ?? []) this.enqueue(k);
     }
   }
 

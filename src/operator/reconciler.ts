@@ -100,7 +100,7 @@ export class Reconciler {
       await this.deps.writer.setFinalizers(binding, [...finalizers, FINALIZER]);
     }
     const applied = appliedOf(binding);
-    const eip = canonicalIpv4(binding.spec.eipAddr) ?? binding.spec.eipAddr;
+    const eip = canonicalIpv4(binding.spec.eipAddr ?? "") ?? binding.spec.eipAddr ?? "";
     const owner = ownerOf(eip, this.deps.caches.bindingsNamingEip(eip));
     if (owner && keyOf(owner.metadata) !== key) {
       const message = `EIP ${eip} is held by the older EipBinding ${keyOf(owner.metadata)}`;

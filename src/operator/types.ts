@@ -38,7 +38,8 @@ export interface EipBinding {
   apiVersion?: string;
   kind?: string;
   metadata: ObjectMeta;
-  spec: { eipAddr: string; vmiName: string };
+  /** eipAddr is empty until the operator allocates one from a pool (pools/allocator.ts). */
+  spec: { eipAddr?: string; vmiName: string; poolName?: string };
   status?: EipBindingStatus;
 }
 
