@@ -19,6 +19,7 @@ import {
 } from "./anti-entropy.js";
 import type { OperatorMetrics } from "./metrics.js";
 import { nodeAddress } from "./placement.js";
+import type { PoolChecks } from "./pools/gate.js";
 import {
   type BindingWriter,
   type Caches,
@@ -65,6 +66,7 @@ export interface ControllerDeps {
   readonly logger: Logger;
   readonly workers: number;
   readonly antiEntropyMs: number;
+  readonly pools?: PoolChecks;
 }
 
 /** Concurrent agent listings in one anti-entropy pass. */
@@ -99,6 +101,7 @@ export class Controller {
       writer: deps.writer,
       events: deps.events,
       logger: deps.logger,
+      ...(deps.pools ? { pools: deps.pools } : {}),
     });
     deps.bindings.onEvent((ev) => this.onBinding(ev));
     deps.vmis.onEvent((ev) => this.onVmi(ev));

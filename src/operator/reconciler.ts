@@ -9,6 +9,7 @@
 import type { Logger } from "pino";
 import { canonicalIpv4 } from "../common/ipv4.js";
 import { type Placement, decide, ownerOf } from "./placement.js";
+import type { PoolChecks } from "./pools/gate.js";
 import { type Outcome, nextStatus, sameStatus } from "./status.js";
 import {
   type EipBinding,
@@ -63,6 +64,8 @@ export interface ReconcilerDeps {
   readonly events: Recorder;
   readonly logger: Logger;
   readonly now?: () => Date;
+  /** The EipPools: fences, limits and allocation (none: every binding names its EIP). */
+  readonly pools?: PoolChecks;
 }
 
 /** Thrown to have the key retried with backoff; the status already says why. */
@@ -100,6 +103,11 @@ export class Reconciler {
       await this.deps.writer.setFinalizers(binding, [...finalizers, FINALIZER]);
     }
     const applied = appliedOf(binding);
+    const pooled = await this.deps.pools?.check(binding);
+    if (pooled?.kind === "allocated") return; // the update of its spec.eipAddr brings it back
+    if (pooled?.kind === "refuse") {
+      return this.settle(binding, applied, { reason: pooled.reason, message: pooled.message });
+    }
     const eip = canonicalIpv4(binding.spec.eipAddr ?? "") ?? binding.spec.eipAddr ?? "";
     const owner = ownerOf(eip, this.deps.caches.bindingsNamingEip(eip));
     if (owner && keyOf(owner.metadata) !== key) {
