@@ -163,7 +163,7 @@ export class PoolGate implements PoolChecks {
   }
 
   /** Each pool's status, derived from the bindings: allocated, free, and whether it is valid. */
-  private async writeStatuses(): Promise<void> {
+  async writeStatuses(): Promise<void> {
     const world = this.world();
     const used = inUse(world);
     const now = (this.deps.now?.() ?? new Date()).toISOString();
