@@ -167,6 +167,10 @@ describe("PoolGate", () => {
       spec: { addresses: ["10.0.1.0/24"] },
     });
     assert.deepEqual(enqueued, ["a/one"]);
+    enqueued = [];
+    const q = pools.get("q") as EipPool;
+    pools.set("q", { ...q, status: { allocated: 0, free: 254 } });
+    assert.deepEqual(enqueued, [], "a status write (same generation) re-decides nothing");
   });
 
   test("pool status: allocated and free from the bindings; an overlapping pool is invalid", async () => {

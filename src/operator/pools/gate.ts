@@ -55,7 +55,11 @@ export class PoolGate implements PoolChecks {
   private stopped = false;
 
   constructor(private readonly deps: PoolGateDeps) {
-    deps.pools.onEvent(() => {
+    deps.pools.onEvent((ev) => {
+      // Our own status writes change nothing a binding depends on.
+      if (ev.type === "modified" && ev.old?.metadata.generation === ev.obj.metadata.generation) {
+        return;
+      }
       // Fences, defaults and limits may all have changed: every binding decides again.
       for (const b of deps.bindings.list()) deps.enqueue(keyOf(b.metadata));
       this.scheduleStatus();
