@@ -192,5 +192,32 @@ describe(
       await becomes(cluster.namespace, "next", "VMINotFound");
       assert.equal((await get(cluster.namespace, "next")).spec.eipAddr, "192.168.18.3");
     });
+
+    test("a pool overlapping an older one is reported invalid in its status and takes nothing", async () => {
+      await pool("clash", { addresses: ["192.168.18.64/26"], default: true });
+      const valid = () =>
+        kubectl(
+          "get",
+          "eippool",
+          "clash",
+          "-o",
+          'jsonpath={.status.conditions[?(@.type=="Valid")]}',
+        );
+      const reported = await eventually(
+        async () => /"status":"False"/.test(await valid()),
+        10_000,
+        100,
+      );
+      assert.ok(reported, await valid());
+      assert.match(await valid(), /overlaps the older EipPool public/);
+      assert.match(
+        await kubectl("get", "eippool", "clash", "-o", "wide"),
+        /False\s+EipPool clash is invalid/,
+      );
+      // The default pool is still the older one.
+      await binding(cluster.namespace, "after-clash", {});
+      await becomes(cluster.namespace, "after-clash", "VMINotFound");
+      assert.equal((await get(cluster.namespace, "after-clash")).spec.eipAddr, "192.168.18.4");
+    });
   },
 );
