@@ -173,12 +173,16 @@ test("agent.gobgpSidecar.enabled=true renders config/gobgp-sidecar's DaemonSet",
   assertSameObjects(ds(chart), ds(await kustomizeTree("gobgp-sidecar")), "config/gobgp-sidecar");
 });
 
-test("the chart's CRD file is config/crd's, byte for byte", async () => {
-  const name = "extension.lucheng0127_eipbindings.yaml";
-  assert.equal(
-    await readFile(join(CHART_DIR, "files", name), "utf8"),
-    await readFile(join(REPO_ROOT, "config", "crd", "bases", name), "utf8"),
-  );
+test("the chart's CRD files are config/crd's, byte for byte", async () => {
+  const names = (await readdir(join(REPO_ROOT, "config", "crd", "bases"))).sort();
+  assert.deepEqual((await readdir(join(CHART_DIR, "files"))).sort(), names);
+  for (const name of names) {
+    assert.equal(
+      await readFile(join(CHART_DIR, "files", name), "utf8"),
+      await readFile(join(REPO_ROOT, "config", "crd", "bases", name), "utf8"),
+      name,
+    );
+  }
 });
 
 describe("the certificates the chart makes", () => {

@@ -118,6 +118,7 @@ describe("lab cluster (3 nodes): control plane in the router namespace", { skip 
     }
     const crds = await cluster.kubectl(["get", "crd", "-o", "name"]);
     assert.match(crds, /eipbindings\.extension\.lucheng0127/);
+    assert.match(crds, /eippools\.extension\.lucheng0127/);
     assert.match(crds, /virtualmachineinstances\.kubevirt\.io/);
   });
 

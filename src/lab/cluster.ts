@@ -32,8 +32,12 @@ const REPO = new URL("../../../", import.meta.url);
 export const EIPBINDING_CRD = fileURLToPath(
   new URL("config/crd/bases/extension.lucheng0127_eipbindings.yaml", REPO),
 );
+export const EIPPOOL_CRD = fileURLToPath(
+  new URL("config/crd/bases/extension.lucheng0127_eippools.yaml", REPO),
+);
 export const VMI_CRD = fileURLToPath(new URL("e2e/fixtures/kubevirt-vmi-crd.yaml", REPO));
 export const EIPBINDING_CRD_NAME = "eipbindings.extension.lucheng0127";
+export const EIPPOOL_CRD_NAME = "eippools.extension.lucheng0127";
 export const VMI_CRD_NAME = "virtualmachineinstances.kubevirt.io";
 /** The relay from a Unix socket to the apiserver (compiled next to this file). */
 export const RELAY_SCRIPT = fileURLToPath(new URL("./unix-relay.js", import.meta.url));
@@ -131,7 +135,7 @@ export interface CreateVmisOptions {
 export interface ClusterStartup {
   /** etcd and kube-apiserver up (certificates included). */
   readonly controlPlaneMs: number;
-  /** Both CRDs applied and established. */
+  /** The CRDs applied and established. */
   readonly crdsMs: number;
   /** Node objects and their status. */
   readonly nodesMs: number;
@@ -235,9 +239,11 @@ export async function startLabCluster(
       socketPath,
       maxSockets: options.concurrency ?? 32,
     });
-    await controlPlane.applyManifests([EIPBINDING_CRD, VMI_CRD]);
+    await controlPlane.applyManifests([EIPBINDING_CRD, EIPPOOL_CRD, VMI_CRD]);
     await Promise.all(
-      [EIPBINDING_CRD_NAME, VMI_CRD_NAME].map((crd) => controlPlane.waitForCrdEstablished(crd)),
+      [EIPBINDING_CRD_NAME, EIPPOOL_CRD_NAME, VMI_CRD_NAME].map((crd) =>
+        controlPlane.waitForCrdEstablished(crd),
+      ),
     );
     const t2 = performance.now();
     cluster = new LabCluster(lab, controlPlane, rest, relay, socketPath, unhook, {

@@ -46,7 +46,7 @@ export function desiredByNode(
   const desired = new Map<string, Map<string, Want>>();
   const byEip = new Map<string, EipBinding[]>();
   for (const b of bindings) {
-    const eip = canonicalIpv4(b.spec.eipAddr);
+    const eip = canonicalIpv4(b.spec.eipAddr ?? "");
     if (!eip) continue;
     byEip.set(eip, [...(byEip.get(eip) ?? []), b]);
   }

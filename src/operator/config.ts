@@ -2,6 +2,7 @@
 // had them: --metrics-bind-address, --health-probe-bind-address, --leader-elect.
 import { Command, InvalidArgumentError, Option } from "commander";
 import { DEFAULT_PORT } from "../common/agent-api.js";
+import { canonicalIpv4 } from "../common/ipv4.js";
 import type { TlsFiles } from "../common/agent-api.js";
 
 export interface OperatorConfig {
@@ -18,6 +19,8 @@ export interface OperatorConfig {
   readonly antiEntropyMs: number;
   readonly nodeNotReadyGraceMs: number;
   readonly workers: number;
+  /** Addresses pools never hand out (the agents' --gateway-ip), beside the nodes' own. */
+  readonly reservedAddresses: readonly string[];
   readonly logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -43,6 +46,14 @@ function intIn(min: number, max: number) {
     }
     return Number(value);
   };
+}
+
+function ipList(value: string): string[] {
+  const list = value.split(",").map((s) => s.trim());
+  const bad = list.find((s) => !canonicalIpv4(s));
+  if (bad !== undefined)
+    throw new InvalidArgumentError(`${JSON.stringify(bad)} is not an IPv4 address`);
+  return list.map((s) => canonicalIpv4(s) as string);
 }
 
 export function operatorCommand(): Command {
@@ -81,6 +92,12 @@ export function operatorCommand(): Command {
       300_000,
     )
     .option("--workers <n>", "EipBindings reconciled at once", intIn(1, 256), 8)
+    .option(
+      "--pool-reserved <ips>",
+      "comma-separated addresses EipPools never hand out: the agents' --gateway-ip (node addresses are left out anyway)",
+      ipList,
+      [],
+    )
     .addOption(
       new Option("--log-level <level>", "log level")
         .choices(["debug", "info", "warn", "error"])
@@ -104,6 +121,7 @@ interface RawOptions {
   antiEntropyInterval: number;
   nodeNotReadyGrace: number;
   workers: number;
+  poolReserved: string[];
   logLevel: OperatorConfig["logLevel"];
 }
 
@@ -141,6 +159,7 @@ export function toOperatorConfig(o: RawOptions): OperatorConfig {
     antiEntropyMs: o.antiEntropyInterval,
     nodeNotReadyGraceMs: o.nodeNotReadyGrace,
     workers: o.workers,
+    reservedAddresses: o.poolReserved,
     logLevel: o.logLevel,
   };
 }

@@ -20,6 +20,7 @@ import {
 } from "./anti-entropy.js";
 import type { OperatorMetrics, ReconcileResult } from "./metrics.js";
 import { nodeAddress } from "./placement.js";
+import type { PoolChecks } from "./pools/gate.js";
 import {
   type BindingWriter,
   type Caches,
@@ -68,6 +69,7 @@ export interface ControllerDeps {
   readonly workers: number;
   readonly antiEntropyMs: number;
   readonly nodeNotReadyGraceMs: number;
+  readonly pools?: PoolChecks;
 }
 
 /** Concurrent agent listings in one anti-entropy pass. */
@@ -108,6 +110,7 @@ export class Controller {
       events: deps.events,
       logger: deps.logger,
       nodeNotReadyGraceMs: deps.nodeNotReadyGraceMs,
+      ...(deps.pools ? { pools: deps.pools } : {}),
     });
     deps.bindings.onEvent((ev) => this.onBinding(ev));
     deps.vmis.onEvent((ev) => this.onVmi(ev));
@@ -160,7 +163,7 @@ export class Controller {
 
   private onBinding(ev: CacheEvent<EipBinding>): void {
     const vmiOf = (b: EipBinding) => `${b.metadata.namespace ?? ""}/${b.spec.vmiName}`;
-    const eipOf = (b: EipBinding) => canonicalIpv4(b.spec.eipAddr) ?? b.spec.eipAddr;
+    const eipOf = (b: EipBinding) => canonicalIpv4(b.spec.eipAddr ?? "") ?? b.spec.eipAddr;
     if (ev.old) {
       this.index(this.byVmi, vmiOf(ev.old), ev.key, false);
       this.index(this.byEip, eipOf(ev.old), ev.key, false);
@@ -173,13 +176,13 @@ export class Controller {
       this.index(this.byVmi, vmiOf(ev.obj), ev.key, false);
       this.index(this.byEip, eipOf(ev.obj), ev.key, false);
       // The EIP is free: another binding naming it may take it over.
-      for (const k of this.byEip.get(eipOf(ev.obj)) ?? []) this.enqueue(k);
+      for (const k of this.byEip.get(eipOf(ev.obj) ?? "") ?? []) this.enqueue(k);
       return;
     }
     if (ev.type === "modified" && ev.old && onlyOurWrites(ev.old, ev.obj)) return;
     this.enqueue(ev.key);
     if (ev.old && eipOf(ev.old) !== eipOf(ev.obj)) {
-      for (const k of this.byEip.get(eipOf(ev.old)) ?? []) this.enqueue(k);
+      for (const k of this.byEip.get(eipOf(ev.old) ?? "") ?? []) this.enqueue(k);
     }
   }
 

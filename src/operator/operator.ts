@@ -15,6 +15,9 @@ import { AgentPool } from "./agents.js";
 import type { OperatorConfig } from "./config.js";
 import { Controller } from "./controller.js";
 import { OperatorMetrics } from "./metrics.js";
+import { PoolGate } from "./pools/gate.js";
+import { EIPPOOLS, NAMESPACES, poolWriter } from "./pools/kube.js";
+import type { EipPool, Namespace } from "./pools/types.js";
 import type { BindingWriter } from "./reconciler.js";
 import { statusPatch } from "./status.js";
 import type { EipBinding, KubeNode, Vmi } from "./types.js";
@@ -71,7 +74,10 @@ export async function startOperator(
   });
 
   let controller: Controller | undefined;
-  let informers: { name: string; informer: Informer<EipBinding | Vmi | KubeNode> }[] = [];
+  let informers: {
+    name: string;
+    informer: Informer<EipBinding | Vmi | KubeNode | EipPool | Namespace>;
+  }[] = [];
   let standby = config.leaderElect;
   const act = async (signal: AbortSignal) => {
     standby = false;
@@ -79,12 +85,27 @@ export async function startOperator(
     const bindings = new Informer<EipBinding>(client, EIPBINDINGS, { logger, name: "eipbindings" });
     const vmis = new Informer<Vmi>(client, VMIS, { logger, name: "virtualmachineinstances" });
     const nodes = new Informer<KubeNode>(client, NODES, { logger, name: "nodes" });
+    const pools = new Informer<EipPool>(client, EIPPOOLS, { logger, name: "eippools" });
+    const namespaces = new Informer<Namespace>(client, NAMESPACES, { logger, name: "namespaces" });
     informers = [
       { name: "eipbindings", informer: bindings },
       { name: "virtualmachineinstances", informer: vmis },
       { name: "nodes", informer: nodes },
+      { name: "eippools", informer: pools },
+      { name: "namespaces", informer: namespaces },
     ] as typeof informers;
     const queue = new WorkQueue({ metrics: metrics.workQueue() });
+    const gate = new PoolGate({
+      pools,
+      namespaces,
+      bindings,
+      nodes,
+      writer: poolWriter(client),
+      events,
+      enqueue: (key) => queue.add(key),
+      reserved: config.reservedAddresses,
+      logger,
+    });
     controller = new Controller({
       bindings,
       vmis,
@@ -98,6 +119,7 @@ export async function startOperator(
       workers: config.workers,
       antiEntropyMs: config.antiEntropyMs,
       nodeNotReadyGraceMs: config.nodeNotReadyGraceMs,
+      pools: gate,
     });
     for (const i of informers) {
       i.informer.onRestart(() => metrics.informerRestarts.inc({ resource: i.name }));
@@ -105,6 +127,7 @@ export async function startOperator(
     }
     signal.addEventListener("abort", () => {
       controller?.stop();
+      gate.stop();
       queue.shutdown();
     });
     await Promise.all(informers.map((i) => i.informer.waitForSync(signal)));

@@ -62,7 +62,7 @@ export function decide(
       `node ${nodeName} has no InternalIP to reach its agent at`,
     );
   }
-  const eip = canonicalIpv4(binding.spec.eipAddr) ?? binding.spec.eipAddr;
+  const eip = canonicalIpv4(binding.spec.eipAddr ?? "") ?? binding.spec.eipAddr ?? "";
   return { kind: "place", placement: { node: nodeName, nodeAddress: address, eip, vmiAddress } };
 }
 
@@ -84,7 +84,7 @@ export function olderFirst(a: EipBinding, b: EipBinding): number {
 export function ownerOf(eip: string, naming: Iterable<EipBinding>): EipBinding | undefined {
   let owner: EipBinding | undefined;
   for (const b of naming) {
-    if (canonicalIpv4(b.spec.eipAddr) !== eip) continue;
+    if (canonicalIpv4(b.spec.eipAddr ?? "") !== eip) continue;
     if (!owner || olderFirst(b, owner) < 0) owner = b;
   }
   return owner;

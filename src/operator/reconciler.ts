@@ -9,6 +9,7 @@
 import type { Logger } from "pino";
 import { canonicalIpv4 } from "../common/ipv4.js";
 import { type Placement, decide, ownerOf } from "./placement.js";
+import type { PoolChecks } from "./pools/gate.js";
 import { type Outcome, nextStatus, sameStatus } from "./status.js";
 import {
   type EipBinding,
@@ -69,6 +70,8 @@ export interface ReconcilerDeps {
   readonly now?: () => Date;
   /** How long a deletion waits for the agent of a NotReady node (default 5 minutes). */
   readonly nodeNotReadyGraceMs?: number;
+  /** The EipPools: fences, limits and allocation (none: every binding names its EIP). */
+  readonly pools?: PoolChecks;
 }
 
 export const DEFAULT_NODE_NOT_READY_GRACE_MS = 5 * 60_000;
@@ -108,7 +111,12 @@ export class Reconciler {
       await this.deps.writer.setFinalizers(binding, [...finalizers, FINALIZER]);
     }
     const applied = appliedOf(binding);
-    const eip = canonicalIpv4(binding.spec.eipAddr) ?? binding.spec.eipAddr;
+    const pooled = await this.deps.pools?.check(binding);
+    if (pooled?.kind === "allocated") return; // the update of its spec.eipAddr brings it back
+    if (pooled?.kind === "refuse") {
+      return this.settle(binding, applied, { reason: pooled.reason, message: pooled.message });
+    }
+    const eip = canonicalIpv4(binding.spec.eipAddr ?? "") ?? binding.spec.eipAddr ?? "";
     const ns = binding.metadata.namespace ?? "";
     const decision = decide(binding, this.deps.caches.vmi(ns, binding.spec.vmiName), (name) =>
       this.deps.caches.node(name),

@@ -1,6 +1,8 @@
 // The Kubernetes objects the operator reads and writes, as far as it uses them, and the
 // names it shares with the seed (COMPATIBILITY.md).
 
+import { PoolReason } from "./pools/types.js";
+
 export const GROUP = "extension.lucheng0127";
 /** Ours. The seed's (spelled so) is kept on adopted objects and removed with ours. */
 export const FINALIZER = "extension.lucheng0127/eip-binding";
@@ -38,7 +40,8 @@ export interface EipBinding {
   apiVersion?: string;
   kind?: string;
   metadata: ObjectMeta;
-  spec: { eipAddr: string; vmiName: string };
+  /** eipAddr is empty until the operator allocates one from a pool (pools/allocator.ts). */
+  spec: { eipAddr?: string; vmiName: string; poolName?: string };
   status?: EipBindingStatus;
 }
 
@@ -64,6 +67,7 @@ export interface KubeNode {
 /** Why a binding is (not) Ready: the Ready condition's reasons. */
 export const Reason = {
   Bound: "Bound",
+  ...PoolReason,
   VmiNotFound: "VMINotFound",
   VmiNotRunning: "VMINotRunning",
   VmiNoAddress: "VMINoAddress",
