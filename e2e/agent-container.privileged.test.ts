@@ -51,6 +51,7 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
     AGENT_TLS_CERT: certs.agent.cert,
     AGENT_TLS_KEY: certs.agent.key,
     AGENT_TLS_CLIENT_CA: certs.ca.cert,
+    AGENT_TLS_ALLOWED_CLIENTS: "kube-eip-admin,kube-eip-operator",
     AGENT_RESYNC_INTERVAL: "",
     AGENT_NODE_IP: lab.node(1).mgmtAddress,
     // Where the lab keeps this node's files (the DaemonSet's hostPath mounts).

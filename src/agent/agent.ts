@@ -25,6 +25,7 @@ import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
+import { Authorizer } from "./authz.js";
 import { NodeAddresses } from "./node-addresses.js";
 import {
   ARP_ROUTE_PROTOCOL,
@@ -267,6 +268,7 @@ export async function startAgent(
     },
     logger,
     metrics,
+    ...(config.tls ? { authorizer: new Authorizer(config.tls.allow) } : {}),
     nodeAddresses: new NodeAddresses(runner, {
       gatewayDev: config.gatewayDev,
       protocol: ARP_ROUTE_PROTOCOL,
@@ -287,8 +289,22 @@ export async function startAgent(
   }
   health.setStatus("", "SERVING");
   health.setStatus("protoc.EipAgent", "SERVING");
+  metrics.insecure.set(config.insecure ? 1 : 0);
+  if (config.insecure) {
+    logger.warn(
+      { address: config.listenAddress },
+      "--insecure: gRPC without TLS; anyone who reaches this address can bind, unbind and list",
+    );
+  }
   logger.info(
-    { port: grpcPort, address: config.listenAddress, tls: config.tls !== undefined },
+    {
+      port: grpcPort,
+      address: config.listenAddress,
+      tls: config.tls !== undefined,
+      ...(config.tls
+        ? { allowedClients: config.tls.allow.clients, allowedReaders: config.tls.allow.readers }
+        : {}),
+    },
     "serving gRPC",
   );
 

@@ -64,4 +64,9 @@ export class AgentMetrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
+  readonly insecure = new Gauge({
+    name: "kube_eip_agent_grpc_insecure",
+    help: "1 when gRPC is served without TLS on a non-loopback address (--insecure)",
+    registers: [this.registry],
+  });
 }

@@ -64,6 +64,7 @@ export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}):
     String(opts.resyncSeconds ?? 1),
     "--log-level",
     "debug",
+    "--insecure",
     ...(opts.extraArgs ?? []),
   ];
 }
@@ -109,6 +110,7 @@ export async function eipctl(lab: Lab, node: number, args: readonly string[]) {
       EIPCTL_BIN,
       "--target",
       `${lab.node(node).mgmtAddress}:6127`,
+      "--insecure",
       ...args,
     ]);
     return { code: 0, stdout: r.stdout, stderr: r.stderr };

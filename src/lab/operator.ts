@@ -45,6 +45,7 @@ export async function startOperator(
       "3s",
       "--agent-timeout",
       "3s",
+      "--agent-insecure",
       "--log-level",
       "debug",
       ...(opts.extraArgs ?? []),

@@ -66,6 +66,11 @@ export function operatorCommand(): Command {
       "--agent-tls-server-name <name>",
       "the name in the agents' certificate (they are dialled by node address)",
     )
+    .option(
+      "--agent-insecure",
+      "dial the agents in plaintext (they run with --insecure): no TLS, no check of who answers",
+      false,
+    )
     .option("--agent-timeout <duration>", "deadline of one agent call", durationMs, 10_000)
     .option(
       "--anti-entropy-interval <duration>",
@@ -93,6 +98,7 @@ interface RawOptions {
   agentTlsCert?: string;
   agentTlsKey?: string;
   agentTlsServerName?: string;
+  agentInsecure: boolean;
   agentTimeout: number;
   antiEntropyInterval: number;
   workers: number;
@@ -105,6 +111,14 @@ export function toOperatorConfig(o: RawOptions): OperatorConfig {
   }
   if ((o.agentTlsCert || o.agentTlsServerName) && !o.agentTlsCa) {
     throw new ConfigError("--agent-tls-cert and --agent-tls-server-name need --agent-tls-ca");
+  }
+  if (!o.agentTlsCa && !o.agentInsecure) {
+    throw new ConfigError(
+      "refusing to dial the agents without TLS: give --agent-tls-ca, --agent-tls-cert and --agent-tls-key, or --agent-insecure",
+    );
+  }
+  if (o.agentTlsCa && o.agentInsecure) {
+    throw new ConfigError("--agent-insecure contradicts --agent-tls-ca");
   }
   for (const [flag, value] of [
     ["--metrics-bind-address", o.metricsBindAddress],
