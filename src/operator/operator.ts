@@ -12,6 +12,7 @@ import { Informer } from "../kube/informer.js";
 import { LeaderElector } from "../kube/leader.js";
 import { WorkQueue } from "../kube/workqueue.js";
 import { AgentPool } from "./agents.js";
+import { nodeAddress } from "./placement.js";
 import type { OperatorConfig } from "./config.js";
 import { Controller } from "./controller.js";
 import { OperatorMetrics } from "./metrics.js";
@@ -65,7 +66,6 @@ export async function startOperator(
     port: config.agentPort,
     timeoutMs: config.agentTimeoutMs,
     ...(config.agentTls ? { tls: config.agentTls } : {}),
-    ...(config.agentServerName ? { serverName: config.agentServerName } : {}),
   });
 
   let controller: Controller | undefined;
@@ -77,6 +77,12 @@ export async function startOperator(
     const bindings = new Informer<EipBinding>(client, EIPBINDINGS, { logger, name: "eipbindings" });
     const vmis = new Informer<Vmi>(client, VMIS, { logger, name: "virtualmachineinstances" });
     const nodes = new Informer<KubeNode>(client, NODES, { logger, name: "nodes" });
+    agents.setNodes((address) =>
+      nodes
+        .list()
+        .filter((n) => nodeAddress(n) === address)
+        .map((n) => n.metadata.name ?? ""),
+    );
     informers = [
       { name: "eipbindings", informer: bindings },
       { name: "virtualmachineinstances", informer: vmis },
