@@ -26,6 +26,7 @@ import { Dataplane, type Subsystem } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
 import { Authorizer } from "./authz.js";
+import { ReloadingServerCredentials, readServerTls, watchServerTls } from "./server-tls.js";
 import { NodeAddresses } from "./node-addresses.js";
 import {
   ARP_ROUTE_PROTOCOL,
@@ -278,11 +279,17 @@ export async function startAgent(
       : {}),
   });
   const { server, health } = buildGrpcServer(service);
+  const tlsNow = config.tls ? readServerTls(config.tls) : undefined;
+  const creds = tlsNow ? new ReloadingServerCredentials(tlsNow) : serverCredentials(undefined);
   const grpcPort = await bindServer(
     server,
     `${hostPort(config.listenAddress, config.port)}`,
-    serverCredentials(config.tls),
+    creds,
   );
+  const tlsWatch =
+    config.tls && tlsNow && creds instanceof ReloadingServerCredentials
+      ? watchServerTls(config.tls, creds, logger, metrics, tlsNow)
+      : undefined;
   if (config.unixSocket) {
     await rm(config.unixSocket, { force: true });
     await bindServer(server, `unix:${config.unixSocket}`, serverCredentials(undefined));
@@ -314,6 +321,7 @@ export async function startAgent(
     dataplane,
     speaker: bgp?.speaker,
     async stop() {
+      tlsWatch?.stop();
       health.setStatus("", "NOT_SERVING");
       await shutdown(server);
       metricsServer?.close();

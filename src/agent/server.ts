@@ -8,7 +8,6 @@
 // the reason says so and ListBindings shows the binding pending. Input is bounded: the
 // server takes messages up to MAX_MESSAGE_BYTES and STREAMS_MAX calls per connection at
 // once, and replies and logs echo a caller's input only cut short (request.ts).
-import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
@@ -32,6 +31,7 @@ import {
   callerName,
 } from "./authz.js";
 import type { NodeAddresses } from "./node-addresses.js";
+import { ReloadingServerCredentials, readServerTls } from "./server-tls.js";
 import { type Parsed, type RequestPolicy, parseRequest, shown } from "./request.js";
 
 export interface ServerTls {
@@ -203,11 +203,7 @@ function failed(errPhase: number, reason: string): EipOpRsp {
 
 export function serverCredentials(tls: ServerTls | undefined): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
-  return grpc.ServerCredentials.createSsl(
-    readFileSync(tls.clientCa),
-    [{ private_key: readFileSync(tls.key), cert_chain: readFileSync(tls.cert) }],
-    true,
-  );
+  return new ReloadingServerCredentials(readServerTls(tls));
 }
 
 /** The gRPC error of a read-only method refused to this caller. */
