@@ -3,7 +3,7 @@
 // presents another node's certificate, saying which identity it got.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type * as grpc from "@grpc/grpc-js";
@@ -116,4 +116,22 @@ test("an address no node or two nodes claim has no agent to verify", async () =>
     assert.match(r.ok ? "" : r.reason, reason);
     p.close();
   }
+});
+
+test("renewed TLS files: new calls read them after renewTls, not before", async () => {
+  const live = join(dir, "live-ca.crt");
+  await copyFile(files.agentCa.cert, live);
+  const p = new AgentPool({
+    port,
+    timeoutMs: 3000,
+    tls: { ca: live, cert: files.operator.cert, key: files.operator.key },
+  });
+  p.setNodes(() => ["node-2"]);
+  assert.equal((await p.list("127.0.0.1")).length, 1);
+  // A CA that did not sign the agent: proves which files a channel was made with.
+  await copyFile(files.clientCa.cert, live);
+  assert.equal((await p.list("127.0.0.1")).length, 1, "the open channel goes on");
+  p.renewTls();
+  await assert.rejects(p.list("127.0.0.1"), /No connection established|certificate/);
+  p.close();
 });

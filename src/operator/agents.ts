@@ -72,6 +72,18 @@ export class AgentPool {
     return rsp.bindings.map((b) => ({ eip: b.eipAddr, vmi: b.vmiAddr }));
   }
 
+  /**
+   * The TLS files were renewed: new calls go through new channels, which read them; the
+   * old channels are closed once any call in flight on them has had its deadline.
+   */
+  renewTls(): void {
+    const old = [...this.clients.values()];
+    this.clients.clear();
+    setTimeout(() => {
+      for (const c of old) c.client.close();
+    }, this.opts.timeoutMs + 1000).unref();
+  }
+
   /** Closes the channels of addresses no longer in use. */
   retain(addresses: ReadonlySet<string>): void {
     for (const [key, c] of this.clients) {

@@ -53,4 +53,10 @@ export class OperatorMetrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
+  readonly tlsExpiry = new Gauge({
+    name: "kube_eip_operator_tls_cert_expiry_seconds",
+    help: "Seconds until the certificate in this file expires (negative: expired)",
+    labelNames: ["file"] as const,
+    registers: [this.registry],
+  });
 }

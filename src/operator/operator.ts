@@ -12,6 +12,7 @@ import { Informer } from "../kube/informer.js";
 import { LeaderElector } from "../kube/leader.js";
 import { WorkQueue } from "../kube/workqueue.js";
 import { AgentPool } from "./agents.js";
+import { watchAgentTls } from "./agent-tls.js";
 import { nodeAddress } from "./placement.js";
 import type { OperatorConfig } from "./config.js";
 import { Controller } from "./controller.js";
@@ -67,6 +68,10 @@ export async function startOperator(
     timeoutMs: config.agentTimeoutMs,
     ...(config.agentTls ? { tls: config.agentTls } : {}),
   });
+
+  const tlsWatch = config.agentTls
+    ? watchAgentTls(config.agentTls, agents, logger, metrics)
+    : undefined;
 
   let controller: Controller | undefined;
   let informers: { name: string; informer: Informer<EipBinding | Vmi | KubeNode> }[] = [];
@@ -211,6 +216,7 @@ export async function startOperator(
       await elector?.stop();
       await Promise.all(informers.map((i) => i.informer.stop()));
       for (const s of servers) s.close();
+      tlsWatch?.stop();
       agents.close();
       client.close();
     },
