@@ -35,6 +35,7 @@ CERTS_DIR ?= .cache/certs
 ignore-not-found ?= false
 
 OPERATOR_CONFIG := $(if $(filter false,$(TLS)),config/plaintext,config/default)
+AGENT_CONFIG := $(if $(filter false,$(TLS)),config/plaintext-agent,config/agent)
 
 SHELL = /usr/bin/env bash -o pipefail
 .SHELLFLAGS = -ec
@@ -144,15 +145,15 @@ undeploy: ## Remove the operator, its RBAC and the CRD (and with it every EipBin
 .PHONY: deploy-agent
 deploy-agent: ## Install the agent DaemonSet with image AGENT_IMG and the ConfigMap eip-agent-cm.
 	@mkdir -p .cache
-	$(call kustomize,config/agent,eip-agent,$(AGENT_IMG)) | $(KUBECTL) apply -f -
+	$(call kustomize,$(AGENT_CONFIG),eip-agent,$(AGENT_IMG)) | $(KUBECTL) apply -f -
 
 .PHONY: undeploy-agent
 undeploy-agent: ## Remove the agents (the kernel state they wrote stays on the nodes).
-	$(KUBECTL) kustomize config/agent | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
+	$(KUBECTL) kustomize $(AGENT_CONFIG) | $(KUBECTL) delete --ignore-not-found=$(ignore-not-found) -f -
 
 .PHONY: certs
-certs: build ## Make a CA and the TLS Secrets (kept in CERTS_DIR) and apply them; after deploy and deploy-agent.
-	node dist/src/bin/kube-eip-certs.js --dir $(CERTS_DIR) | $(KUBECTL) apply -f -
+certs: build ## Make the CAs, the operator's Secret (applied) and NODES' agent files (kept in CERTS_DIR: copy nodes/<node>/ to each node's /etc/kube-eip/pki).
+	node dist/src/bin/kube-eip-certs.js --dir $(CERTS_DIR) $(foreach n,$(NODES),--node $(n)) | $(KUBECTL) apply -f -
 
 .PHONY: deploy-certmanager
 deploy-certmanager: ## The TLS Secrets from cert-manager instead of make certs (config/certmanager).

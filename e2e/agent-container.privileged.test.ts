@@ -2,7 +2,7 @@
 // (eip_agent-container) with the ConfigMap's values as AGENT_* variables and the DaemonSet's
 // arguments, under the DaemonSet's privileges (root with only NET_ADMIN and NET_RAW, no
 // privilege escalation) and kernel settings written as files (--proc-sys). Checked by what
-// the agent does: TLS on 6127 verified by the name eip-agent.kube-eip-agent, the local
+// the agent does: TLS on 6127 verified by the node's name, the local
 // socket, the internal nets, the gateway, the BGP peers, the gateway device's arp_ignore,
 // and traffic through a bound EIP. Bad values stop it with the variable named.
 import { after, before, describe, test } from "node:test";
@@ -48,9 +48,10 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
     AGENT_BGP_ROUTER_ID: "",
     AGENT_BGP_LISTEN_PORT: "",
     AGENT_GOBGP_ENDPOINT: "",
-    AGENT_TLS_CERT: certs.agent.cert,
-    AGENT_TLS_KEY: certs.agent.key,
-    AGENT_TLS_CLIENT_CA: certs.ca.cert,
+    AGENT_TLS_CERT: node1().cert,
+    AGENT_TLS_KEY: node1().key,
+    AGENT_TLS_CLIENT_CA: node1().clientCa,
+    AGENT_TLS_ALLOWED_CLIENTS: "kube-eip-admin,kube-eip-operator",
     AGENT_RESYNC_INTERVAL: "",
     AGENT_NODE_IP: lab.node(1).mgmtAddress,
     // Where the lab keeps this node's files (the DaemonSet's hostPath mounts).
@@ -81,11 +82,12 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
       return { code: err.exitCode, stdout: "", stderr: err.stderr };
     }
   };
+  const node1 = () => certs.nodes.get("node1") ?? assert.fail("node1's certificate");
   const tls = () => [
     "--target",
     `${lab.node(1).mgmtAddress}:6127`,
     "--tls-ca",
-    certs.ca.cert,
+    certs.agentCa.cert,
     "--tls-cert",
     certs.admin.cert,
     "--tls-key",
@@ -95,7 +97,10 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
   before(async () => {
     lab = await Lab.up({ nodes: 1, iptablesModes: "nft", removeOnExit: true });
     stateDir = lab.stateDir("agent-container");
-    certs = await makeCerts(new ExecRunner(), { dir: lab.stateDir("certs") });
+    certs = await makeCerts(new ExecRunner(), {
+      dir: lab.stateDir("certs"),
+      nodes: [{ name: "node1" }],
+    });
     vmi = (await lab.addVmi("a", 1)).address;
     await lab.startTcpServer(lab.vmiNamespace("a"), PORT);
     agent = await lab.spawnIn(
@@ -127,18 +132,12 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
     assert.doesNotMatch(log, /"AGENT_CNI_DEV"/, "an empty value is not set");
   });
 
-  test("port 6127 speaks TLS, verified by the name eip-agent.kube-eip-agent; the local socket does not", async () => {
+  test("port 6127 speaks TLS, verified by the node's name; the local socket does not", async () => {
     const plain = await eipctl(["--target", `${lab.node(1).mgmtAddress}:6127`, "--action", "list"]);
     assert.notEqual(plain.code, 0, "plaintext is refused");
     const byAddress = await eipctl([...tls(), "--action", "list"]);
     assert.notEqual(byAddress.code, 0, "the certificate does not name the node's address");
-    const byName = await eipctl([
-      ...tls(),
-      "--tls-server-name",
-      "eip-agent.kube-eip-agent",
-      "--action",
-      "list",
-    ]);
+    const byName = await eipctl([...tls(), "--tls-server-name", "node1", "--action", "list"]);
     assert.equal(byName.code, 0, byName.stderr);
     const local = await eipctl([
       "--target",
@@ -153,7 +152,7 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
     const bind = await eipctl([
       ...tls(),
       "--tls-server-name",
-      "eip-agent.kube-eip-agent",
+      "node1",
       "--action",
       "bind",
       "--eip-ip",

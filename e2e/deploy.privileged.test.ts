@@ -21,7 +21,17 @@ const runner = new ExecRunner();
 
 const OPERATOR_IMG = "registry.example:5000/kube-eip/eip-operator:1.2.3";
 const AGENT_IMG = "registry.example:5000/kube-eip/eip-agent:1.2.3";
-const TREES = ["crd", "rbac", "manager", "default", "agent", "samples", "plaintext", "certmanager"];
+const TREES = [
+  "crd",
+  "rbac",
+  "manager",
+  "default",
+  "agent",
+  "samples",
+  "plaintext",
+  "plaintext-agent",
+  "certmanager",
+];
 
 interface Container {
   name: string;
@@ -180,7 +190,8 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
     assert.equal(manager?.image, OPERATOR_IMG);
     assert.equal(manager?.command, undefined, "the image's entrypoint, not the seed's /manager");
     assert.ok(manager?.args?.includes("--leader-elect"));
-    assert.ok(manager?.args?.includes("--agent-tls-server-name=eip-agent.kube-eip-agent"));
+    assert.ok(manager?.args?.includes("--agent-tls-ca=/etc/kube-eip/agent-tls/ca.crt"));
+    assert.ok(manager?.args?.includes("--metrics-bind-address=:8080"), "plain HTTP on :8080");
     assert.equal(manager?.securityContext?.readOnlyRootFilesystem, true);
 
     const ds = await getJson<Workload>(["daemonset", "eip-agent", "-n", "kube-eip-agent"]);
@@ -205,7 +216,7 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
       "/run/xtables.lock",
       "/etc/iproute2",
       "/host/proc/sys/net",
-      "/etc/kube-eip/tls",
+      "/etc/kube-eip/pki",
     ]) {
       assert.ok(mounts.has(path), path);
     }
@@ -243,7 +254,7 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
   });
 
   test("every tree is accepted by a server-side dry run; the operator meets the restricted PSS", async () => {
-    for (const tree of ["crd", "default", "agent", "plaintext"]) {
+    for (const tree of ["crd", "default", "agent", "plaintext", "plaintext-agent"]) {
       const { stderr } = await kubectl([
         "apply",
         "--server-side",
@@ -287,14 +298,14 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
     const { stdout } = await kubectl(["kustomize", join(ROOT, "config/certmanager")]);
     await assert.rejects(
       kubectl(["apply", "--server-side", "--dry-run=server", "-f", "-"], stdout),
-      /no matches for kind "(ClusterIssuer|Certificate)"|ensure CRDs are installed/,
+      /no matches for kind "(Issuer|Certificate)"|ensure CRDs are installed/,
       "without cert-manager the overlay cannot apply",
     );
     await cp.applyManifests([fixture("cert-manager-crds.yaml")]);
     await cp.waitForCrdEstablished("certificates.cert-manager.io");
-    await cp.waitForCrdEstablished("clusterissuers.cert-manager.io");
-    await kubectl(["create", "namespace", "cert-manager"]);
+    await cp.waitForCrdEstablished("issuers.cert-manager.io");
     await kubectl(["apply", "--server-side", "--dry-run=server", "-f", "-"], stdout);
+    assert.doesNotMatch(stdout, /kind: ClusterIssuer/, "no issuer any namespace can use");
   });
 
   test("the operator's ServiceAccount may do what the operator does, and nothing else", async () => {
@@ -360,13 +371,10 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
     for (const args of denied) assert.equal(await canI(args), false, `denied: ${args.join(" ")}`);
   });
 
-  test("the Secrets of kube-eip-certs apply in both namespaces", async () => {
+  test("the Secret of kube-eip-certs applies", async () => {
     const files = await makeCerts(runner, { dir: join(dir, "certs") });
     await kubectl(["apply", "-f", "-"], await secretsManifest(files));
-    for (const [name, ns] of [
-      ["kube-eip-agent-tls", "kube-eip-agent"],
-      ["kube-eip-operator-tls", "kube-eip-system"],
-    ] as const) {
+    for (const [name, ns] of [["kube-eip-operator-tls", "kube-eip-system"]] as const) {
       const s = await getJson<{ type: string; data: Record<string, string> }>([
         "secret",
         name,

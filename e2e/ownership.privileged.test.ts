@@ -16,6 +16,7 @@ import {
   kernelSnapshot,
   startAgent,
 } from "../src/lab/agents.js";
+import { labPki } from "../src/lab/lab-tls.js";
 import { NEEDS_ROOT, sleep } from "./harness.js";
 
 const EIP_A = "192.168.18.100";
@@ -51,6 +52,7 @@ for (const mode of ["nft", "legacy"] as const) {
 
     before(async () => {
       lab = await Lab.up({ nodes: 1, iptablesModes: mode, removeOnExit: true });
+      await labPki(lab); // agentArgs names its certificates
       dev = lab.node(1).gatewayDevice;
       vmiA = (await lab.addVmi("a", 1)).address;
       vmiB = (await lab.addVmi("b", 1)).address;

@@ -16,6 +16,7 @@ import {
   kernelSnapshot,
   startAgent,
 } from "../src/lab/agents.js";
+import { labPki } from "../src/lab/lab-tls.js";
 import { NEEDS_ROOT } from "./harness.js";
 
 const EIP = "192.168.18.100";
@@ -34,6 +35,7 @@ for (const mode of ["nft", "legacy"] as const) {
 
     before(async () => {
       lab = await Lab.up({ nodes: 1, iptablesModes: mode, removeOnExit: true });
+      await labPki(lab); // agentArgs names its certificates
       vmi = (await lab.addVmi("a", 1)).address;
       agent = await startAgent(lab, 1);
     });

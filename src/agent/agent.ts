@@ -23,6 +23,8 @@ import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
 import { AgentMetrics } from "./metrics.js";
+import { Authorizer } from "./authz.js";
+import { ReloadingServerCredentials, readServerTls, watchServerTls } from "./server-tls.js";
 import { NodeAddresses } from "./node-addresses.js";
 import { ARP_ROUTE_PROTOCOL, ROUTE_TABLE_ID, ROUTE_TABLE_NAME } from "../model/desired.js";
 import { type PlanConfig } from "../model/plan.js";
@@ -230,6 +232,7 @@ export async function startAgent(
     },
     logger,
     metrics,
+    ...(config.tls ? { authorizer: new Authorizer(config.tls.allow) } : {}),
     nodeAddresses: new NodeAddresses(runner, {
       gatewayDev: config.gatewayDev,
       protocol: ARP_ROUTE_PROTOCOL,
@@ -239,19 +242,39 @@ export async function startAgent(
       : {}),
   });
   const { server, health } = buildGrpcServer(service);
+  const tlsNow = config.tls ? readServerTls(config.tls) : undefined;
+  const creds = tlsNow ? new ReloadingServerCredentials(tlsNow) : serverCredentials(undefined);
   const grpcPort = await bindServer(
     server,
     `${hostPort(config.listenAddress, config.port)}`,
-    serverCredentials(config.tls),
+    creds,
   );
+  const tlsWatch =
+    config.tls && tlsNow && creds instanceof ReloadingServerCredentials
+      ? watchServerTls(config.tls, creds, logger, metrics, tlsNow)
+      : undefined;
   if (config.unixSocket) {
     await rm(config.unixSocket, { force: true });
     await bindServer(server, `unix:${config.unixSocket}`, serverCredentials(undefined));
   }
   health.setStatus("", "SERVING");
   health.setStatus("protoc.EipAgent", "SERVING");
+  metrics.insecure.set(config.insecure ? 1 : 0);
+  if (config.insecure) {
+    logger.warn(
+      { address: config.listenAddress },
+      "--insecure: gRPC without TLS; anyone who reaches this address can bind, unbind and list",
+    );
+  }
   logger.info(
-    { port: grpcPort, address: config.listenAddress, tls: config.tls !== undefined },
+    {
+      port: grpcPort,
+      address: config.listenAddress,
+      tls: config.tls !== undefined,
+      ...(config.tls
+        ? { allowedClients: config.tls.allow.clients, allowedReaders: config.tls.allow.readers }
+        : {}),
+    },
     "serving gRPC",
   );
 
@@ -261,6 +284,7 @@ export async function startAgent(
     dataplane,
     speaker: bgp?.speaker,
     async stop() {
+      tlsWatch?.stop();
       health.setStatus("", "NOT_SERVING");
       await shutdown(server);
       metricsServer?.close();

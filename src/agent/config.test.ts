@@ -12,6 +12,7 @@ const required = [
   "192.168.18.0/24",
   "--internal-net",
   "10.244.0.0/16",
+  "--insecure",
 ];
 
 test("the seed's flags and defaults", () => {
@@ -26,6 +27,7 @@ test("the seed's flags and defaults", () => {
   assert.equal(c.iptablesMode, "auto");
   assert.equal(c.resyncIntervalSec, 10);
   assert.equal(c.tls, undefined);
+  assert.equal(c.insecure, true);
 });
 
 test("Go-style single-dash flags of the seed's scripts still work", () => {
@@ -40,6 +42,7 @@ test("Go-style single-dash flags of the seed's scripts still work", () => {
     "-arp-poisoning",
     "-internal-net",
     "10.244.0.0/16",
+    "-insecure",
   ]);
   assert.equal(c.port, 7000);
   assert.equal(c.gatewayDev, "eth1");
@@ -170,7 +173,7 @@ test("bad BGP settings are refused with a clear message", () => {
 });
 
 test("an agent without --internal-net, or whose --eip-cidr overlaps one, does not start", () => {
-  const base = required.slice(0, 6);
+  const base = [...required.slice(0, 6), "--insecure"];
   const cases: [string[], string][] = [
     [
       base,

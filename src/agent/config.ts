@@ -13,6 +13,14 @@ import {
 import { DEFAULT_PORT } from "../common/agent-api.js";
 import type { PeerConfig } from "../bgp/gobgp-api.js";
 import { ownApiSocket } from "../bgp/speaker.js";
+import {
+  type AgentTls,
+  type TlsFlags,
+  TlsConfigError,
+  addTlsOptions,
+  isLoopback,
+  tlsConfig,
+} from "./tls-config.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type IptablesModeFlag = "auto" | "legacy" | "nft";
@@ -61,8 +69,9 @@ export interface AgentConfig {
   /** Kernel settings as files under this dir instead of through sysctl (a container's view of the node's /proc/sys). */
   readonly procSysDir: string | undefined;
   readonly metricsAddress: string;
-  readonly tls:
-    { readonly cert: string; readonly key: string; readonly clientCa?: string } | undefined;
+  readonly tls: AgentTls | undefined;
+  /** Plaintext gRPC on a non-loopback address, asked for with --insecure. */
+  readonly insecure: boolean;
 }
 
 export class ConfigError extends Error {
@@ -142,7 +151,7 @@ export function normalizeGoFlags(argv: readonly string[]): string[] {
 }
 
 export function agentCommand(): Command {
-  return new Command("eip_agent")
+  const cmd = new Command("eip_agent")
     .description(
       "kube-eip node agent: binds elastic IPs to VMIs on this node (DNAT in, SNAT out, " +
         "policy routing through the public gateway) and keeps the kernel state true to its bindings.",
@@ -279,18 +288,15 @@ export function agentCommand(): Command {
       "--metrics-address <host:port>",
       "Prometheus metrics listen address; empty disables",
       "0.0.0.0:9127",
-    )
-    .option("--tls-cert <file>", "serve gRPC with TLS using this certificate (PEM)")
-    .option("--tls-key <file>", "private key of --tls-cert (PEM)")
-    .option("--tls-client-ca <file>", "require client certificates signed by this CA (PEM)")
-    .addHelpText(
-      "after",
-      "\nExample:\n  eip_agent --gateway-ip 192.168.18.1 --gateway-dev eth1 --eip-cidr 192.168.18.0/24 \\\n" +
-        "    --internal-net 10.244.0.0/16 --internal-net 192.168.223.0/24",
     );
+  return addTlsOptions(cmd).addHelpText(
+    "after",
+    "\nExample:\n  eip_agent --gateway-ip 192.168.18.1 --gateway-dev eth1 --eip-cidr 192.168.18.0/24 \\\n" +
+      "    --internal-net 10.244.0.0/16 --internal-net 192.168.223.0/24",
+  );
 }
 
-interface RawOptions {
+interface RawOptions extends TlsFlags {
   port: number;
   listenAddress: string;
   unixSocket?: string;
@@ -326,9 +332,6 @@ interface RawOptions {
   rtTables: string;
   procSys?: string;
   metricsAddress: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsClientCa?: string;
 }
 
 /** Turns parsed options into a config, or throws ConfigError saying what is wrong. */
@@ -373,11 +376,12 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     // Proxy ARP answers only for addresses whose route leaves through another device.
     throw new ConfigError("--arp-poisoning needs a --cni-dev other than --gateway-dev");
   }
-  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
-    throw new ConfigError("--tls-cert and --tls-key go together");
+  let tls: AgentTls | undefined;
+  try {
+    tls = tlsConfig(o, o.listenAddress);
+  } catch (err) {
+    throw err instanceof TlsConfigError ? new ConfigError(err.message) : err;
   }
-  if (o.tlsClientCa && !o.tlsCert)
-    throw new ConfigError("--tls-client-ca needs --tls-cert and --tls-key");
   return {
     port: o.port,
     bgp: bgpConfig(o),
@@ -402,13 +406,8 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     rtTablesPath: o.rtTables,
     procSysDir: o.procSys,
     metricsAddress: o.metricsAddress,
-    tls: o.tlsCert
-      ? {
-          cert: o.tlsCert,
-          key: o.tlsKey as string,
-          ...(o.tlsClientCa ? { clientCa: o.tlsClientCa } : {}),
-        }
-      : undefined,
+    tls,
+    insecure: tls === undefined && !isLoopback(o.listenAddress),
   };
 }
 

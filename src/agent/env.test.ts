@@ -28,7 +28,7 @@ test("the seed's six variables become the seed's flags", () => {
     used.map((u) => u.env),
     Object.keys(SEED_ENV),
   );
-  const c = parseAgentArgs(argv);
+  const c = parseAgentArgs([...argv, "--insecure"]); // secure by default: plaintext is asked for;
   assert.deepEqual(c.internalNets.map(formatIpv4Net), ["192.168.223.0/24", "10.244.0.0/16"]);
   assert.equal(formatIpv4Net(c.eipCidr), "192.168.18.0/24");
   assert.equal(c.gatewayIp, "192.168.18.1");
@@ -52,7 +52,7 @@ test("empty, blank and unset variables are not set; variables not ours are ignor
   };
   const { argv } = agentArgsFromEnv(env);
   assert.ok(!argv.some((a) => a.startsWith("--log-level") || a.startsWith("--tls")));
-  const c = parseAgentArgs(argv);
+  const c = parseAgentArgs([...argv, "--insecure"]);
   assert.equal(c.logLevel, "info", "the default");
   assert.equal(c.bgpType, "none");
   assert.equal(c.arpPoisoning, false);
@@ -95,6 +95,7 @@ test("a whole ConfigMap with BGP, ARP and TLS, and the node address from the dow
     AGENT_TLS_CERT: "/etc/kube-eip/tls/tls.crt",
     AGENT_TLS_KEY: "/etc/kube-eip/tls/tls.key",
     AGENT_TLS_CLIENT_CA: "/etc/kube-eip/tls/ca.crt",
+    AGENT_TLS_ALLOWED_CLIENTS: "kube-eip-operator,kube-eip-admin",
   };
   const { argv, used } = agentArgsFromEnv(env);
   const c = parseAgentArgs(argv);
@@ -117,6 +118,7 @@ test("a whole ConfigMap with BGP, ARP and TLS, and the node address from the dow
     cert: "/etc/kube-eip/tls/tls.crt",
     key: "/etc/kube-eip/tls/tls.key",
     clientCa: "/etc/kube-eip/tls/ca.crt",
+    allow: { clients: ["kube-eip-operator", "kube-eip-admin"], readers: [] },
   });
   const password = used.find((u) => u.env === "AGENT_BGP_PASSWORD");
   assert.equal(password?.shown, "<hidden>", "the password is never shown");

@@ -69,6 +69,9 @@ export const ENV_SETTINGS: readonly EnvSetting[] = [
   setting("AGENT_TLS_CERT", "--tls-cert"),
   setting("AGENT_TLS_KEY", "--tls-key"),
   setting("AGENT_TLS_CLIENT_CA", "--tls-client-ca"),
+  setting("AGENT_TLS_ALLOWED_CLIENTS", "--tls-allowed-client", "list"),
+  setting("AGENT_TLS_ALLOWED_READERS", "--tls-allowed-reader", "list"),
+  setting("AGENT_INSECURE", "--insecure", "switch"),
 ];
 
 /** Values that must not be printed. */

@@ -64,4 +64,15 @@ export class AgentMetrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }
+  readonly insecure = new Gauge({
+    name: "kube_eip_agent_grpc_insecure",
+    help: "1 when gRPC is served without TLS on a non-loopback address (--insecure)",
+    registers: [this.registry],
+  });
+  readonly tlsExpiry = new Gauge({
+    name: "kube_eip_agent_tls_cert_expiry_seconds",
+    help: "Seconds until the certificate in this file expires (negative: expired); read again at every check",
+    labelNames: ["file"] as const,
+    registers: [this.registry],
+  });
 }

@@ -8,7 +8,6 @@
 // the reason says so and ListBindings shows the binding pending. Input is bounded: the
 // server takes messages up to MAX_MESSAGE_BYTES and STREAMS_MAX calls per connection at
 // once, and replies and logs echo a caller's input only cut short (request.ts).
-import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
@@ -24,14 +23,24 @@ import type { PeerStatus } from "../bgp/gobgp-api.js";
 import type { BindingTable } from "./binding-table.js";
 import { type Dataplane, NotSavedError } from "./dataplane.js";
 import type { AgentMetrics } from "./metrics.js";
+import {
+  type Access,
+  type AllowList,
+  type AuthContext,
+  type Authorizer,
+  callerName,
+} from "./authz.js";
 import type { NodeAddresses } from "./node-addresses.js";
+import { ReloadingServerCredentials, readServerTls } from "./server-tls.js";
 import { type Parsed, type RequestPolicy, parseRequest, shown } from "./request.js";
 
 export interface ServerTls {
   readonly cert: string;
   readonly key: string;
-  /** When set, clients must present a certificate this CA signed. */
-  readonly clientCa?: string;
+  /** Clients must present a certificate this CA signed. */
+  readonly clientCa: string;
+  /** And their certificate's CN must be allowed (authz.ts). */
+  readonly allow: AllowList;
 }
 
 /** What the BGP speaker tells about itself, when BGP is on. */
@@ -50,14 +59,29 @@ export interface AgentServerOptions {
   readonly now?: () => Date;
   /** The node's own addresses: a bind of one of them is refused. */
   readonly nodeAddresses?: NodeAddresses;
+  /** Who may call what over TLS; without it every caller is served. */
+  readonly authorizer?: Authorizer;
 }
 
 export class AgentService {
   constructor(private readonly opts: AgentServerOptions) {}
 
-  async eipOperate(req: EipOpReq): Promise<EipOpRsp> {
+  /** Why this caller may not make a call of this kind (authz.ts); undefined when it may. */
+  refusal(auth: AuthContext | null, access: Access): string | undefined {
+    const reason = this.opts.authorizer?.refusal(auth, access);
+    if (reason !== undefined) {
+      this.opts.logger.warn({ caller: callerName(auth), access, reason }, "caller refused");
+    }
+    return reason;
+  }
+
+  async eipOperate(req: EipOpReq, auth: AuthContext | null = null): Promise<EipOpRsp> {
     const { table, dataplane, policy, logger, metrics } = this.opts;
-    const parsed = await this.checkNode(parseRequest(req, policy));
+    const denied = this.refusal(auth, "write");
+    const parsed: Parsed =
+      denied !== undefined
+        ? { ok: false, reason: denied }
+        : await this.checkNode(parseRequest(req, policy));
     const action = parsed.ok ? parsed.op.action : "invalid";
     const answer = (rsp: EipOpRsp): EipOpRsp => {
       metrics.requests.inc({ action, result: rsp.result });
@@ -179,12 +203,21 @@ function failed(errPhase: number, reason: string): EipOpRsp {
 
 export function serverCredentials(tls: ServerTls | undefined): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
-  const ca = tls.clientCa ? readFileSync(tls.clientCa) : null;
-  return grpc.ServerCredentials.createSsl(
-    ca,
-    [{ private_key: readFileSync(tls.key), cert_chain: readFileSync(tls.cert) }],
-    ca !== null,
-  );
+  return new ReloadingServerCredentials(readServerTls(tls));
+}
+
+/** The gRPC error of a read-only method refused to this caller. */
+function denied(
+  service: AgentService,
+  call: grpc.ServerUnaryCall<unknown, unknown>,
+): grpc.ServiceError | null {
+  const reason = service.refusal(call.getAuthContext(), "read");
+  if (reason === undefined) return null;
+  return Object.assign(new Error(reason), {
+    code: grpc.status.PERMISSION_DENIED,
+    details: reason,
+    metadata: new grpc.Metadata(),
+  });
 }
 
 /** Builds a grpc-js server with the agent service and the health service on it. */
@@ -201,20 +234,26 @@ export function buildGrpcServer(service: AgentService): {
       call: grpc.ServerUnaryCall<EipOpReq, EipOpRsp>,
       callback: grpc.sendUnaryData<EipOpRsp>,
     ) => {
-      service.eipOperate(call.request).then(
+      service.eipOperate(call.request, call.getAuthContext()).then(
         (rsp) => callback(null, rsp),
         (err: unknown) => callback({ code: grpc.status.INTERNAL, details: String(err) }),
       );
     },
     ListBindings: (
-      _call: grpc.ServerUnaryCall<object, ListBindingsRsp>,
+      call: grpc.ServerUnaryCall<object, ListBindingsRsp>,
       callback: grpc.sendUnaryData<ListBindingsRsp>,
-    ) => callback(null, service.listBindings()),
+    ) => {
+      const err = denied(service, call);
+      if (err) callback(err);
+      else callback(null, service.listBindings());
+    },
     ListBgpPeers: (
-      _call: grpc.ServerUnaryCall<object, ListBgpPeersRsp>,
+      call: grpc.ServerUnaryCall<object, ListBgpPeersRsp>,
       callback: grpc.sendUnaryData<ListBgpPeersRsp>,
     ) => {
-      void service.listBgpPeers().then((rsp) => callback(null, rsp));
+      const err = denied(service, call);
+      if (err) callback(err);
+      else void service.listBgpPeers().then((rsp) => callback(null, rsp));
     },
   });
   const health = new HealthImplementation({ "": "NOT_SERVING", "protoc.EipAgent": "NOT_SERVING" });

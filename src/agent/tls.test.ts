@@ -3,7 +3,9 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -15,11 +17,13 @@ import { runEipctl } from "../cli/eipctl.js";
 import { BindingTable } from "./binding-table.js";
 import { Dataplane } from "./dataplane.js";
 import { AgentMetrics } from "./metrics.js";
+import { Authorizer } from "./authz.js";
 import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
 
 const run = promisify(execFile);
+const allow = { clients: ["operator"], readers: ["reader"] };
 const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 
 let dir: string;
@@ -89,6 +93,8 @@ before(async () => {
   await makeCa("other-ca");
   await issue("ca", "agent", "IP:127.0.0.1,DNS:eip-agent");
   await issue("ca", "operator", "DNS:operator");
+  await issue("ca", "reader", "DNS:reader");
+  await issue("ca", "mallory", "DNS:mallory");
   await issue("other-ca", "intruder", "DNS:intruder");
   const logger = pino({ level: "silent" });
   const metrics = new AgentMetrics();
@@ -111,12 +117,14 @@ before(async () => {
     },
     logger,
     metrics,
+    authorizer: new Authorizer(allow),
   });
   ({ server } = buildGrpcServer(service));
   const creds = serverCredentials({
     cert: join(dir, "agent.crt"),
     key: join(dir, "agent.key"),
     clientCa: join(dir, "ca.crt"),
+    allow,
   });
   target = `127.0.0.1:${await bindServer(server, "127.0.0.1:0", creds)}`;
 });
@@ -141,18 +149,131 @@ test("a client with a certificate signed by the client CA is served", async () =
   client.close();
 });
 
-test("clients without a certificate, with one from another CA, or in plaintext are refused", async () => {
-  const attempts = [
-    new AgentClient(target, { tls: { ca: file("ca.crt") } }),
-    new AgentClient(target, {
-      tls: { ca: file("ca.crt"), cert: file("intruder.crt"), key: file("intruder.key") },
-    }),
-    new AgentClient(target),
+/** The error a TLS handshake with the agent ends in, as node:tls reports the agent's alert. */
+export function handshakeError(
+  address: string,
+  options: { ca: string; cert?: string; key?: string },
+): Promise<string> {
+  const [host, port] = [
+    address.slice(0, address.lastIndexOf(":")),
+    address.slice(address.lastIndexOf(":") + 1),
   ];
-  for (const client of attempts) {
-    await assert.rejects(client.listBindings(3000));
-    client.close();
+  return new Promise((resolve) => {
+    const socket = tlsConnect({
+      host,
+      port: Number(port),
+      ca: readFileSync(options.ca),
+      ...(options.cert
+        ? { cert: readFileSync(options.cert), key: readFileSync(options.key ?? "") }
+        : {}),
+      checkServerIdentity: () => undefined,
+      ALPNProtocols: ["h2"],
+      // TLS 1.2 checks the client's certificate within the handshake, so the agent's alert
+      // is the handshake's error (with 1.3 it may come after, as a bare close).
+      maxVersion: "TLSv1.2",
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve("no error: the agent kept the connection");
+    }, 1000);
+    socket.resume(); // read, so that the agent's alert arrives
+    socket.on("error", (err) => {
+      clearTimeout(timer);
+      resolve(err.message);
+    });
+  });
+}
+
+test("a client without a certificate or with one of another CA is refused in the handshake, saying why", async () => {
+  const noCert = new AgentClient(target, { tls: { ca: file("ca.crt") } });
+  await assert.rejects(noCert.listBindings(3000), (err: grpc.ServiceError) => {
+    assert.equal(err.code, 14);
+    assert.match(err.details, /alert certificate required/);
+    return true;
+  });
+  noCert.close();
+  assert.match(
+    await handshakeError(target, {
+      ca: file("ca.crt"),
+      cert: file("intruder.crt"),
+      key: file("intruder.key"),
+    }),
+    // Node's TLS server checks the chain after OpenSSL's handshake and drops the connection
+    // without an alert: the client learns only that no secure connection was made.
+    /disconnected before secure TLS connection was established/,
+  );
+  assert.match(
+    await handshakeError(target, {
+      ca: file("ca.crt"),
+      cert: file("operator.crt"),
+      key: file("operator.key"),
+    }),
+    /^no error/,
+    "the same probe with the right CA's certificate is let in",
+  );
+});
+
+test("a plaintext client gets no answer from the TLS port", async () => {
+  const plain = new AgentClient(target);
+  await assert.rejects(plain.listBindings(3000), (err: grpc.ServiceError) => {
+    assert.equal(err.code, 14, "UNAVAILABLE: no gRPC over plaintext");
+    return true;
+  });
+  plain.close();
+});
+
+const as = (name: string) =>
+  new AgentClient(target, {
+    tls: { ca: file("ca.crt"), cert: file(`${name}.crt`), key: file(`${name}.key`) },
+  });
+
+test("a certificate the CA signed for a name not allowed cannot bind, unbind or list", async () => {
+  const mallory = as("mallory");
+  for (const action of ["bind", "unbind"]) {
+    const rsp = await mallory.eipOperate(
+      { action, eipAddr: "192.168.18.100", vmiAddr: "10.244.1.10" },
+      5000,
+    );
+    assert.equal(rsp.result, "Failed");
+    assert.equal(rsp.errPhase, 0);
+    assert.match(rsp.reason, /client identity "mallory" \(certificate CN\) is not allowed to bind/);
   }
+  const other = await mallory.eipOperate(
+    { action: "bind", eipAddr: "192.168.18.101", vmiAddr: "10.244.1.11" },
+    5000,
+  );
+  assert.equal(other.result, "Failed");
+  for (const call of [() => mallory.listBindings(5000), () => mallory.listBgpPeers(5000)]) {
+    await assert.rejects(call(), (err: grpc.ServiceError) => {
+      assert.equal(err.code, 7, "PERMISSION_DENIED");
+      assert.match(err.details, /client identity "mallory" .* not allowed to read/);
+      return true;
+    });
+  }
+  mallory.close();
+  const operator = as("operator");
+  assert.deepEqual(
+    (await operator.listBindings(5000)).bindings.map((b) => b.eipAddr),
+    ["192.168.18.100"],
+    "mallory's unbind changed nothing and its bind of .101 made nothing",
+  );
+  operator.close();
+});
+
+test("a reader may list, but not bind or unbind", async () => {
+  const reader = as("reader");
+  assert.deepEqual(
+    (await reader.listBindings(5000)).bindings.map((b) => b.eipAddr),
+    ["192.168.18.100"],
+  );
+  const rsp = await reader.eipOperate(
+    { action: "unbind", eipAddr: "192.168.18.100", vmiAddr: "10.244.1.10" },
+    5000,
+  );
+  assert.equal(rsp.result, "Failed");
+  assert.match(rsp.reason, /client identity "reader" .* not allowed to bind or unbind/);
+  assert.equal((await reader.listBindings(5000)).bindings.length, 1, "still bound");
+  reader.close();
 });
 
 test("eipctl speaks TLS with its flags", async () => {
@@ -187,4 +308,15 @@ test("eipctl speaks TLS with its flags", async () => {
     },
   );
   assert.equal(refused, 3);
+});
+
+test("eipctl dials plaintext beyond loopback only with --insecure, and then warns", async () => {
+  let err = "";
+  const io = { out: () => {}, err: (t: string) => (err += t) };
+  const list = ["--target", "192.0.2.1:6127", "--timeout", "1", "--action", "list"];
+  assert.equal(await runEipctl(list, io), 2);
+  assert.match(err, /refusing to dial 192\.0\.2\.1:6127 without TLS: .* or --insecure/);
+  err = "";
+  assert.equal(await runEipctl([...list, "--insecure"], io), 3, "dialled, nobody there");
+  assert.match(err, /warning: plaintext to 192\.0\.2\.1:6127 \(--insecure\)/);
 });

@@ -7,6 +7,7 @@ import type { ServiceError } from "@grpc/grpc-js";
 import { AgentClient, type ListBgpPeersRsp, type ListBindingsRsp } from "../common/agent-api.js";
 import { withVersion } from "../common/version.js";
 import { normalizeGoFlags } from "../agent/config.js";
+import { isLoopback } from "../agent/tls-config.js";
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, unreachable: 3 } as const;
 
@@ -25,6 +26,7 @@ interface Options {
   tlsCert?: string;
   tlsKey?: string;
   tlsServerName?: string;
+  insecure: boolean;
   timeout: number;
 }
 
@@ -48,6 +50,11 @@ export function eipctlCommand(): Command {
     .option("--tls-cert <file>", "client certificate (PEM)")
     .option("--tls-key <file>", "client key (PEM)")
     .option("--tls-server-name <name>", "name to verify in the agent's certificate")
+    .option(
+      "--insecure",
+      "dial a TCP address other than loopback without TLS (the agent runs with --insecure)",
+      false,
+    )
     .option("--timeout <seconds>", "give up after this long", (v) => Number(v), 30)
     .addHelpText(
       "after",
@@ -93,6 +100,12 @@ function formatPeers(rsp: ListBgpPeersRsp): string {
   return lines.join("\n") + "\n";
 }
 
+/** The host of HOST:PORT or [HOST]:PORT. */
+function targetHost(target: string): string {
+  const host = target.slice(0, Math.max(0, target.lastIndexOf(":")));
+  return host.replace(/^\[(.*)\]$/, "$1");
+}
+
 export async function runEipctl(argv: readonly string[], io: Io): Promise<number> {
   const cmd = withVersion(eipctlCommand())
     .exitOverride()
@@ -118,6 +131,22 @@ export async function runEipctl(argv: readonly string[], io: Io): Promise<number
   }
   const tls =
     o.tlsCa || o.tlsCert || o.tlsKey ? { ca: o.tlsCa, cert: o.tlsCert, key: o.tlsKey } : undefined;
+  const plaintextOk = o.target.startsWith("unix:") || isLoopback(targetHost(o.target));
+  if (!tls && !plaintextOk && !o.insecure) {
+    io.err(
+      `eipctl: refusing to dial ${o.target} without TLS: give --tls-ca, --tls-cert and --tls-key, or --insecure\n`,
+    );
+    return EXIT.usage;
+  }
+  if (tls && o.insecure) {
+    io.err("eipctl: --insecure contradicts the --tls flags\n");
+    return EXIT.usage;
+  }
+  if (o.insecure) {
+    io.err(
+      `eipctl: warning: plaintext to ${o.target} (--insecure): anyone on the path can read and forge this call\n`,
+    );
+  }
   const client = new AgentClient(o.target, { tls, serverName: o.tlsServerName });
   try {
     if (o.action === "list") {

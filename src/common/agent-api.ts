@@ -2,6 +2,7 @@
 // proto/eip_agent.proto (the seed's wire format plus our additions), typed messages, a
 // client and the credentials both ends use.
 import { readFileSync } from "node:fs";
+import type { PeerCertificate } from "node:tls";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -75,12 +76,19 @@ function readOptional(path: string | undefined): Buffer | null {
   return path ? readFileSync(path) : null;
 }
 
-export function clientCredentials(tls: TlsFiles | undefined): grpc.ChannelCredentials {
+/** Checks the agent's certificate in place of the host name check; an Error refuses it. */
+export type ServerCheck = (host: string, cert: PeerCertificate) => Error | undefined;
+
+export function clientCredentials(
+  tls: TlsFiles | undefined,
+  checkServer?: ServerCheck,
+): grpc.ChannelCredentials {
   if (!tls || (!tls.ca && !tls.cert && !tls.key)) return grpc.credentials.createInsecure();
   return grpc.credentials.createSsl(
     readOptional(tls.ca),
     readOptional(tls.key),
     readOptional(tls.cert),
+    checkServer ? { checkServerIdentity: checkServer } : {},
   );
 }
 
@@ -88,13 +96,16 @@ export function clientCredentials(tls: TlsFiles | undefined): grpc.ChannelCreden
 export class AgentClient {
   private readonly client: grpc.Client & Record<string, unknown>;
 
-  constructor(target: string, options: { tls?: TlsFiles; serverName?: string } = {}) {
+  constructor(
+    target: string,
+    options: { tls?: TlsFiles; serverName?: string; checkServer?: ServerCheck } = {},
+  ) {
     const channelOptions: grpc.ChannelOptions = options.serverName
       ? { "grpc.ssl_target_name_override": options.serverName }
       : {};
     this.client = new eipAgentService(
       target,
-      clientCredentials(options.tls),
+      clientCredentials(options.tls, options.checkServer),
       channelOptions,
     ) as grpc.Client & Record<string, unknown>;
   }

@@ -3,7 +3,7 @@
 // a usage error.
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import type { CommandRunner } from "../kernel/runner.js";
-import { AGENT_SERVER_NAME, makeCerts, secretsManifest } from "./certs.js";
+import { NODE_PKI_DIR, type NodeSpec, makeCerts, secretsManifest } from "./certs.js";
 import { withVersion } from "../common/version.js";
 
 export interface CertsIo {
@@ -23,15 +23,19 @@ export async function runCertsCli(
 ): Promise<number> {
   const cmd = withVersion(new Command("kube-eip-certs"))
     .description(
-      "Make kube-eip's CA and TLS certificates (kept in --dir; existing files are kept) and print " +
-        "the Secrets kube-eip-agent-tls and kube-eip-operator-tls for `kubectl apply -f -`.",
+      "Make kube-eip's two CAs (agents, clients) and TLS certificates (kept in --dir; existing " +
+        "files are kept) and print the Secret kube-eip-operator-tls for `kubectl apply -f -`.",
     )
     .requiredOption("--dir <dir>", "folder of the CA, the certificates and their keys")
     .option("--days <n>", "validity of the certificates made now", days, 3650)
     .option(
-      "--agent-server-name <name>",
-      "the one name in the agents' certificate",
-      AGENT_SERVER_NAME,
+      "--node <name[=ip]>",
+      `make node <name>'s agent certificate (CN kube-eip-agent:<name>, SAN the name and the ip) in <dir>/nodes/<name>/, for the node's ${NODE_PKI_DIR} (repeatable)`,
+      (v: string, prev: NodeSpec[]) => {
+        const [name = "", ip] = v.split("=", 2);
+        return [...prev, ip === undefined ? { name } : { name, ip }];
+      },
+      [],
     )
     .exitOverride()
     .configureOutput({ writeOut: io.out, writeErr: io.err });
@@ -40,17 +44,16 @@ export async function runCertsCli(
   } catch (err) {
     return err instanceof CommanderError && err.exitCode === 0 ? 0 : 2;
   }
-  const o = cmd.opts<{ dir: string; days: number; agentServerName: string }>();
+  const o = cmd.opts<{ dir: string; days: number; node: NodeSpec[] }>();
   try {
-    const files = await makeCerts(runner, {
-      dir: o.dir,
-      days: o.days,
-      agentServerName: o.agentServerName,
-    });
+    const files = await makeCerts(runner, { dir: o.dir, days: o.days, nodes: o.node });
     io.out(await secretsManifest(files));
+    const nodes = [...files.nodes.keys()].map((n) => `${o.dir}/nodes/${n}/`).join(" ");
     io.err(
-      `kube-eip-certs: CA and certificates in ${o.dir} (eipctl: --tls-ca ${files.ca.cert} ` +
-        `--tls-cert ${files.admin.cert} --tls-key ${files.admin.key} --tls-server-name ${o.agentServerName})\n`,
+      `kube-eip-certs: CAs and certificates in ${o.dir}` +
+        (nodes ? `; copy ${nodes} to each node's ${NODE_PKI_DIR}` : "") +
+        ` (eipctl: --tls-ca ${files.agentCa.cert} --tls-cert ${files.admin.cert} ` +
+        `--tls-key ${files.admin.key} --tls-server-name <node>)\n`,
     );
     return 0;
   } catch (err) {

@@ -6,6 +6,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AgentClient } from "../common/agent-api.js";
 import type { Lab, LabProcess } from "./lab.js";
+import { agentTlsArgs, eipctlTlsArgs, labPki } from "./lab-tls.js";
 import { type SeedNode, seedBind, seedMetadata, seedSetup } from "./seed-agent.js";
 
 export const AGENT_BIN = fileURLToPath(new URL("../bin/eip_agent.js", import.meta.url));
@@ -33,6 +34,8 @@ export interface AgentStartOptions {
   readonly name?: string;
   /** Environment variables added to the agent's (PATH, to put a wrapper before a tool). */
   readonly env?: Readonly<Record<string, string>>;
+  /** Serve gRPC without TLS (--insecure), for a test about plaintext; default mutual TLS. */
+  readonly plaintext?: boolean;
 }
 
 export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}): string[] {
@@ -64,6 +67,7 @@ export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}):
     String(opts.resyncSeconds ?? 1),
     "--log-level",
     "debug",
+    ...(opts.plaintext ? ["--insecure"] : agentTlsArgs(lab, node)),
     ...(opts.extraArgs ?? []),
   ];
 }
@@ -73,6 +77,7 @@ export async function startAgent(
   node: number,
   opts: AgentStartOptions = {},
 ): Promise<NodeAgent> {
+  await labPki(lab);
   const args = agentArgs(lab, node, opts);
   const stateDir = lab.stateDir(`agent-node${node}`);
   const socket = join(stateDir, "agent.sock");
@@ -101,14 +106,23 @@ export async function startAgent(
   };
 }
 
-/** eipctl run inside the node's namespace against the agent's TCP address. */
-export async function eipctl(lab: Lab, node: number, args: readonly string[]) {
+/**
+ * eipctl run inside the node's namespace against the agent's TCP address, as the
+ * administrator on mutual TLS (or plaintext, --insecure, for an agent started plaintext).
+ */
+export async function eipctl(
+  lab: Lab,
+  node: number,
+  args: readonly string[],
+  opts: { plaintext?: boolean } = {},
+) {
   try {
     const r = await lab.nodeExec(node, [
       process.execPath,
       EIPCTL_BIN,
       "--target",
       `${lab.node(node).mgmtAddress}:6127`,
+      ...(opts.plaintext ? ["--insecure"] : eipctlTlsArgs(lab, node)),
       ...args,
     ]);
     return { code: 0, stdout: r.stdout, stderr: r.stderr };

@@ -3,6 +3,7 @@
 import { fileURLToPath } from "node:url";
 import type { LabCluster } from "./cluster.js";
 import type { LabProcess } from "./lab.js";
+import { labPki, operatorTlsArgs } from "./lab-tls.js";
 
 export const OPERATOR_BIN = fileURLToPath(new URL("../bin/eip-operator.js", import.meta.url));
 
@@ -25,8 +26,11 @@ export async function startOperator(
     waitFor?: RegExp | string;
     /** Default: the cluster's admin kubeconfig. */
     kubeconfig?: string;
+    /** Dial the agents without TLS (--agent-insecure); default mutual TLS. */
+    plaintext?: boolean;
   } = {},
 ): Promise<LabOperator> {
+  await labPki(cluster.lab);
   const n = ++serial;
   const healthPort = 18080 + n * 2;
   const metricsPort = healthPort + 1;
@@ -45,6 +49,7 @@ export async function startOperator(
       "3s",
       "--agent-timeout",
       "3s",
+      ...(opts.plaintext ? ["--agent-insecure"] : operatorTlsArgs(cluster.lab)),
       "--log-level",
       "debug",
       ...(opts.extraArgs ?? []),

@@ -1,16 +1,19 @@
-// The operator's handle on the node agents: one gRPC channel per node address, reused, with
-// the same TLS files for all; answers mapped to what the reconciler needs to know (done,
-// refused with a reason, or not reachable).
+// The operator's handle on the node agents: one gRPC channel per {node, address}, reused;
+// on TLS each channel accepts only that node's agent certificate (agent-identity.ts).
+// Answers are mapped to what the reconciler needs to know (done, refused with a reason, or
+// not reachable).
 import { AgentClient, type TlsFiles } from "../common/agent-api.js";
+import { agentCheck } from "./agent-identity.js";
 import type { AgentResult } from "./reconciler.js";
 
 export interface AgentPoolOptions {
   readonly port: number;
   readonly tls?: TlsFiles;
-  /** The name the agents' certificate carries (they are dialled by IP). */
-  readonly serverName?: string;
   readonly timeoutMs: number;
 }
+
+/** The names of the nodes whose InternalIP is this address. */
+export type NodesAt = (address: string) => readonly string[];
 
 export interface HeldBinding {
   readonly eip: string;
@@ -18,20 +21,41 @@ export interface HeldBinding {
 }
 
 export class AgentPool {
-  private readonly clients = new Map<string, AgentClient>();
+  /** By `${node} ${address}`. */
+  private readonly clients = new Map<string, { address: string; client: AgentClient }>();
+  private nodesAt: NodesAt = () => [];
 
   constructor(private readonly opts: AgentPoolOptions) {}
 
+  /** Tells the pool which node an address belongs to (the node informer). */
+  setNodes(nodesAt: NodesAt): void {
+    this.nodesAt = nodesAt;
+  }
+
   private client(address: string): AgentClient {
-    let c = this.clients.get(address);
-    if (!c) {
-      c = new AgentClient(`${address}:${this.opts.port}`, {
-        ...(this.opts.tls ? { tls: this.opts.tls } : {}),
-        ...(this.opts.serverName ? { serverName: this.opts.serverName } : {}),
-      });
-      this.clients.set(address, c);
+    const { tls } = this.opts;
+    let node = "";
+    if (tls) {
+      const names = this.nodesAt(address);
+      if (names.length !== 1) {
+        throw new Error(
+          names.length === 0
+            ? `no node has InternalIP ${address}: no agent identity to expect`
+            : `nodes ${names.join(", ")} share InternalIP ${address}: cannot tell which agent should answer`,
+        );
+      }
+      node = names[0] as string;
     }
-    return c;
+    const key = `${node} ${address}`;
+    let c = this.clients.get(key);
+    if (!c) {
+      const client = new AgentClient(`${address}:${this.opts.port}`, {
+        ...(tls ? { tls, checkServer: agentCheck(node, address) } : {}),
+      });
+      c = { address, client };
+      this.clients.set(key, c);
+    }
+    return c.client;
   }
 
   bind(address: string, eip: string, vmi: string): Promise<AgentResult> {
@@ -48,18 +72,30 @@ export class AgentPool {
     return rsp.bindings.map((b) => ({ eip: b.eipAddr, vmi: b.vmiAddr }));
   }
 
+  /**
+   * The TLS files were renewed: new calls go through new channels, which read them; the
+   * old channels are closed once any call in flight on them has had its deadline.
+   */
+  renewTls(): void {
+    const old = [...this.clients.values()];
+    this.clients.clear();
+    setTimeout(() => {
+      for (const c of old) c.client.close();
+    }, this.opts.timeoutMs + 1000).unref();
+  }
+
   /** Closes the channels of addresses no longer in use. */
   retain(addresses: ReadonlySet<string>): void {
-    for (const [address, c] of this.clients) {
-      if (!addresses.has(address)) {
-        c.close();
-        this.clients.delete(address);
+    for (const [key, c] of this.clients) {
+      if (!addresses.has(c.address)) {
+        c.client.close();
+        this.clients.delete(key);
       }
     }
   }
 
   close(): void {
-    for (const c of this.clients.values()) c.close();
+    for (const c of this.clients.values()) c.client.close();
     this.clients.clear();
   }
 

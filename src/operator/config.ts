@@ -14,7 +14,6 @@ export interface OperatorConfig {
   readonly leaderElectionId: string;
   readonly agentPort: number;
   readonly agentTls: TlsFiles | undefined;
-  readonly agentServerName: string | undefined;
   readonly agentTimeoutMs: number;
   readonly antiEntropyMs: number;
   readonly nodeNotReadyGraceMs: number;
@@ -62,7 +61,11 @@ export function operatorCommand(): Command {
       "kube-eip operator: keeps every EipBinding's EIP bound, through the node agents, to its VirtualMachineInstance wherever it runs",
     )
     .option("--kubeconfig <path>", "kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
-    .option("--metrics-bind-address <host:port>", "Prometheus /metrics; 0 disables", ":8443")
+    .option(
+      "--metrics-bind-address <host:port>",
+      "Prometheus /metrics, plain HTTP (no secrets in it; see README Security); 0 disables",
+      ":8080",
+    )
     .option("--health-probe-bind-address <host:port>", "/healthz and /readyz", ":8081")
     .option("--leader-elect", "elect a leader with a Lease, so only one replica acts", false)
     .option(
@@ -71,12 +74,16 @@ export function operatorCommand(): Command {
     )
     .option("--leader-election-id <name>", "name of the Lease", "kube-eip-leader")
     .option("--agent-port <port>", "the agents' gRPC port", intIn(1, 65535), DEFAULT_PORT)
-    .option("--agent-tls-ca <file>", "dial the agents with TLS, trusting this CA (PEM)")
+    .option(
+      "--agent-tls-ca <file>",
+      "dial the agents with TLS, trusting this CA (PEM); each must present its own node's certificate (CN kube-eip-agent:<node>)",
+    )
     .option("--agent-tls-cert <file>", "client certificate for the agents (PEM)")
     .option("--agent-tls-key <file>", "key of --agent-tls-cert (PEM)")
     .option(
-      "--agent-tls-server-name <name>",
-      "the name in the agents' certificate (they are dialled by node address)",
+      "--agent-insecure",
+      "dial the agents in plaintext (they run with --insecure): no TLS, no check of who answers",
+      false,
     )
     .option("--agent-timeout <duration>", "deadline of one agent call", durationMs, 10_000)
     .option(
@@ -116,7 +123,7 @@ interface RawOptions {
   agentTlsCa?: string;
   agentTlsCert?: string;
   agentTlsKey?: string;
-  agentTlsServerName?: string;
+  agentInsecure: boolean;
   agentTimeout: number;
   antiEntropyInterval: number;
   nodeNotReadyGrace: number;
@@ -129,8 +136,16 @@ export function toOperatorConfig(o: RawOptions): OperatorConfig {
   if ((o.agentTlsCert === undefined) !== (o.agentTlsKey === undefined)) {
     throw new ConfigError("--agent-tls-cert and --agent-tls-key go together");
   }
-  if ((o.agentTlsCert || o.agentTlsServerName) && !o.agentTlsCa) {
-    throw new ConfigError("--agent-tls-cert and --agent-tls-server-name need --agent-tls-ca");
+  if (o.agentTlsCert && !o.agentTlsCa) {
+    throw new ConfigError("--agent-tls-cert needs --agent-tls-ca");
+  }
+  if (!o.agentTlsCa && !o.agentInsecure) {
+    throw new ConfigError(
+      "refusing to dial the agents without TLS: give --agent-tls-ca, --agent-tls-cert and --agent-tls-key, or --agent-insecure",
+    );
+  }
+  if (o.agentTlsCa && o.agentInsecure) {
+    throw new ConfigError("--agent-insecure contradicts --agent-tls-ca");
   }
   for (const [flag, value] of [
     ["--metrics-bind-address", o.metricsBindAddress],
@@ -154,7 +169,6 @@ export function toOperatorConfig(o: RawOptions): OperatorConfig {
           ...(o.agentTlsCert ? { cert: o.agentTlsCert, key: o.agentTlsKey } : {}),
         }
       : undefined,
-    agentServerName: o.agentTlsServerName,
     agentTimeoutMs: o.agentTimeout,
     antiEntropyMs: o.antiEntropyInterval,
     nodeNotReadyGraceMs: o.nodeNotReadyGrace,

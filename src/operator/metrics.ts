@@ -143,4 +143,11 @@ export class OperatorMetrics {
   restClient(host: string): (method: string, code: string) => void {
     return (method, code) => this.restClientRequests.inc({ code, method, host });
   }
+
+  readonly tlsExpiry = new Gauge({
+    name: "kube_eip_operator_tls_cert_expiry_seconds",
+    help: "Seconds until the certificate in this file expires (negative: expired)",
+    labelNames: ["file"] as const,
+    registers: [this.registry],
+  });
 }

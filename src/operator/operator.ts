@@ -12,6 +12,8 @@ import { Informer } from "../kube/informer.js";
 import { LeaderElector } from "../kube/leader.js";
 import { WorkQueue } from "../kube/workqueue.js";
 import { AgentPool } from "./agents.js";
+import { watchAgentTls } from "./agent-tls.js";
+import { nodeAddress } from "./placement.js";
 import type { OperatorConfig } from "./config.js";
 import { Controller } from "./controller.js";
 import { OperatorMetrics } from "./metrics.js";
@@ -70,8 +72,11 @@ export async function startOperator(
     port: config.agentPort,
     timeoutMs: config.agentTimeoutMs,
     ...(config.agentTls ? { tls: config.agentTls } : {}),
-    ...(config.agentServerName ? { serverName: config.agentServerName } : {}),
   });
+
+  const tlsWatch = config.agentTls
+    ? watchAgentTls(config.agentTls, agents, logger, metrics)
+    : undefined;
 
   let controller: Controller | undefined;
   let informers: {
@@ -87,6 +92,12 @@ export async function startOperator(
     const nodes = new Informer<KubeNode>(client, NODES, { logger, name: "nodes" });
     const pools = new Informer<EipPool>(client, EIPPOOLS, { logger, name: "eippools" });
     const namespaces = new Informer<Namespace>(client, NAMESPACES, { logger, name: "namespaces" });
+    agents.setNodes((address) =>
+      nodes
+        .list()
+        .filter((n) => nodeAddress(n) === address)
+        .map((n) => n.metadata.name ?? ""),
+    );
     informers = [
       { name: "eipbindings", informer: bindings },
       { name: "virtualmachineinstances", informer: vmis },
@@ -231,6 +242,7 @@ export async function startOperator(
       await elector?.stop();
       await Promise.all(informers.map((i) => i.informer.stop()));
       for (const s of servers) s.close();
+      tlsWatch?.stop();
       agents.close();
       client.close();
     },
