@@ -101,7 +101,9 @@ describe(
       );
 
     before(async () => {
-      lab = await Lab.up({ nodes: 2, removeOnExit: true });
+      // Node 1 on iptables-legacy, node 2 on iptables-nft: the refusals, the not-held and the
+      // namespace deletions run on the one, the NotReady and node-gone deletions on the other.
+      lab = await Lab.up({ nodes: 2, iptablesModes: "mixed", removeOnExit: true });
       cluster = await startLabCluster(lab);
       for (const node of [1, 2]) agents.set(node, await startAgent(lab, node));
       operator = await startOperator(cluster, {
