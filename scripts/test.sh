@@ -14,4 +14,4 @@ npx prettier --check .
 # process, which was to remove them on exit, is gone); a demo or a lab kept with
 # `kube-eip-lab up` on the same host stays.
 node dist/src/bin/lab.js cleanup --prefix keip- --stale >/dev/null
-node --test --test-concurrency=1 --test-reporter=spec dist/
+node --test --test-concurrency=1 --test-reporter=spec "dist/**/*.test.js"
