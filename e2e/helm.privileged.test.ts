@@ -1,8 +1,8 @@
 // The Helm chart against a real kube-apiserver (src/kube-lab) with the real helm: the
 // defaults and every documented value combination pass a server-side dry run (the
 // operator's namespace drawing no restricted Pod Security warning); then `helm install` stores
-// the objects, `helm upgrade` keeps the chart's certificates (lookup), `helm uninstall`
-// leaves the CRD. There is no kubelet: objects are stored, no pod runs.
+// the objects, `helm upgrade` keeps the chart's CAs and the operator's certificate (lookup),
+// `helm uninstall` leaves the CRD. There is no kubelet: objects are stored, no pod runs.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
@@ -41,10 +41,12 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     );
   const getJson = async <T>(args: readonly string[]): Promise<T> =>
     JSON.parse((await kubectl(["get", ...args, "-o", "json"])).stdout) as T;
-  const tlsSecrets = async () => [
-    (await getJson<Secret>(["secret", "-n", "kube-eip-agent", "kube-eip-agent-tls"])).data,
-    (await getJson<Secret>(["secret", "-n", "kube-eip-system", "kube-eip-operator-tls"])).data,
-  ];
+  const tlsSecrets = async () =>
+    Promise.all(
+      ["kube-eip-agent-ca", "kube-eip-client-ca", "kube-eip-operator-tls"].map(
+        async (name) => (await getJson<Secret>(["secret", "-n", "kube-eip-system", name])).data,
+      ),
+    );
 
   before(async () => {
     helmBin = await findHelm();
@@ -77,12 +79,11 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     // The check can fail: without cert-manager's kinds its Certificates are refused.
     await assert.rejects(
       dryRun(await template(["--set", CERT_MANAGER])),
-      /no matches for kind "(ClusterIssuer|Certificate)"|ensure CRDs are installed/,
+      /no matches for kind "(Issuer|Certificate)"|ensure CRDs are installed/,
     );
     await cp.applyManifests([fixture("cert-manager-crds.yaml")]);
     await cp.waitForCrdEstablished("certificates.cert-manager.io");
-    await cp.waitForCrdEstablished("clusterissuers.cert-manager.io");
-    await kubectl(["create", "namespace", "cert-manager"]);
+    await cp.waitForCrdEstablished("issuers.cert-manager.io");
     for (const args of [[], ...combinations]) {
       const { stderr } = await dryRun(await template(args));
       // kube-eip-system warns on anything short of the restricted Pod Security Standard.
@@ -119,10 +120,12 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     ]);
   });
 
-  test("helm upgrade keeps the chart's certificates, and changes what the values change", async () => {
+  test("helm upgrade keeps the chart's CAs and certificate, and changes what the values change", async () => {
     const before = await tlsSecrets();
     for (const data of before) assert.ok(data["tls.crt"] && data["tls.key"] && data["ca.crt"]);
-    assert.equal(before[0]?.["ca.crt"], before[1]?.["ca.crt"], "one CA for both");
+    const [agentCa, clientCa, operator] = before;
+    assert.notEqual(agentCa?.["tls.crt"], clientCa?.["tls.crt"], "two CAs");
+    assert.equal(operator?.["ca.crt"], agentCa?.["tls.crt"], "the operator trusts the agent CA");
     await helm([
       "upgrade",
       RELEASE,
