@@ -1,17 +1,21 @@
 // The Helm chart against a real kube-apiserver (src/kube-lab) with the real helm: the
 // defaults and every documented value combination pass a server-side dry run (the
 // operator's namespace drawing no restricted Pod Security warning); then `helm install` stores
-// the objects, `helm upgrade` keeps the chart's certificates (lookup), `helm uninstall`
-// leaves the CRD. There is no kubelet: objects are stored, no pod runs.
+// the objects, `helm upgrade` keeps the chart's CAs and the operator's certificate (lookup),
+// the chart README's kube-eip-certs --node step signs a node's files with the installed CAs,
+// `helm uninstall` leaves the CRD. There is no kubelet: objects are stored, no pod runs.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ExecRunner } from "../src/kernel/runner.js";
 import { startControlPlane, type ControlPlane } from "../src/kube-lab/control-plane.js";
 import { findHelm } from "../src/kube-lab/helm.js";
 import { CHART_DIR, RELEASE, documentedCombinations } from "../src/deploy/chart.js";
+import { certPaths, makeCerts } from "../src/deploy/certs.js";
 import { NEEDS_ROOT } from "./harness.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -41,10 +45,12 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     );
   const getJson = async <T>(args: readonly string[]): Promise<T> =>
     JSON.parse((await kubectl(["get", ...args, "-o", "json"])).stdout) as T;
-  const tlsSecrets = async () => [
-    (await getJson<Secret>(["secret", "-n", "kube-eip-agent", "kube-eip-agent-tls"])).data,
-    (await getJson<Secret>(["secret", "-n", "kube-eip-system", "kube-eip-operator-tls"])).data,
-  ];
+  const tlsSecrets = async () =>
+    Promise.all(
+      ["kube-eip-agent-ca", "kube-eip-client-ca", "kube-eip-operator-tls"].map(
+        async (name) => (await getJson<Secret>(["secret", "-n", "kube-eip-system", name])).data,
+      ),
+    );
 
   before(async () => {
     helmBin = await findHelm();
@@ -77,12 +83,11 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     // The check can fail: without cert-manager's kinds its Certificates are refused.
     await assert.rejects(
       dryRun(await template(["--set", CERT_MANAGER])),
-      /no matches for kind "(ClusterIssuer|Certificate)"|ensure CRDs are installed/,
+      /no matches for kind "(Issuer|Certificate)"|ensure CRDs are installed/,
     );
     await cp.applyManifests([fixture("cert-manager-crds.yaml")]);
     await cp.waitForCrdEstablished("certificates.cert-manager.io");
-    await cp.waitForCrdEstablished("clusterissuers.cert-manager.io");
-    await kubectl(["create", "namespace", "cert-manager"]);
+    await cp.waitForCrdEstablished("issuers.cert-manager.io");
     for (const args of [[], ...combinations]) {
       const { stderr } = await dryRun(await template(args));
       // kube-eip-system warns on anything short of the restricted Pod Security Standard.
@@ -119,10 +124,12 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     ]);
   });
 
-  test("helm upgrade keeps the chart's certificates, and changes what the values change", async () => {
+  test("helm upgrade keeps the chart's CAs and certificate, and changes what the values change", async () => {
     const before = await tlsSecrets();
     for (const data of before) assert.ok(data["tls.crt"] && data["tls.key"] && data["ca.crt"]);
-    assert.equal(before[0]?.["ca.crt"], before[1]?.["ca.crt"], "one CA for both");
+    const [agentCa, clientCa, operator] = before;
+    assert.notEqual(agentCa?.["tls.crt"], clientCa?.["tls.crt"], "two CAs");
+    assert.equal(operator?.["ca.crt"], agentCa?.["tls.crt"], "the operator trusts the agent CA");
     await helm([
       "upgrade",
       RELEASE,
@@ -137,6 +144,51 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
       spec: { template: { spec: { containers: { args: string[] }[] } } };
     }>(["deployment", "-n", "kube-eip-system", "kube-eip-controller-manager"]);
     assert.ok(deployment.spec.template.spec.containers[0]?.args.includes("--log-level=debug"));
+  });
+
+  test("the chart README's per-node step: kube-eip-certs --node from the installed CAs", async () => {
+    // As the README says: each CA's tls.crt and tls.key out of its Secret (kubectl jsonpath),
+    // then kube-eip-certs keeps those CAs and signs node-1's files with them.
+    const dir = await mkdtemp(join(tmpdir(), "kube-eip-helm-pki-"));
+    try {
+      const files = certPaths(dir);
+      for (const [ca, pair] of [
+        ["agent", files.agentCa],
+        ["client", files.clientCa],
+      ] as const) {
+        for (const [key, path] of [
+          ["tls\\.crt", pair.cert],
+          ["tls\\.key", pair.key],
+        ] as const) {
+          const { stdout } = await kubectl([
+            "-n",
+            "kube-eip-system",
+            "get",
+            "secret",
+            `kube-eip-${ca}-ca`,
+            "-o",
+            `jsonpath={.data.${key}}`,
+          ]);
+          await writeFile(path, Buffer.from(stdout, "base64"), { mode: 0o600 });
+        }
+      }
+      const made = await makeCerts(runner, { dir, nodes: [{ name: "node-1" }] });
+      const node = made.nodes.get("node-1") ?? assert.fail("no node-1");
+      const [agentCa, clientCa] = (await tlsSecrets()).map(
+        (d) => new X509Certificate(Buffer.from(d["tls.crt"] ?? "", "base64")),
+      );
+      const agent = new X509Certificate(await readFile(node.cert));
+      assert.equal(agent.subject, "CN=kube-eip-agent:node-1");
+      assert.ok(agentCa && agent.verify(agentCa.publicKey), "signed by the installed agent CA");
+      const nodeClientCa = new X509Certificate(await readFile(node.clientCa));
+      assert.equal(
+        nodeClientCa.fingerprint256,
+        clientCa?.fingerprint256,
+        "the installed client CA",
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   test("helm uninstall removes the workloads and leaves the CRD (crds.keep)", async () => {

@@ -70,28 +70,62 @@ class Rendered {
 const CHECKS: Record<string, (r: Rendered) => void> = {
   "--set tls.enabled=false": (r) => {
     assert.deepEqual(r.kinds("Secret"), []);
-    assert.ok(!r.container(r.operator, "manager").args?.some((a) => a.startsWith("--agent-tls")));
+    const args = r.container(r.operator, "manager").args ?? [];
+    assert.ok(!args.some((a) => a.startsWith("--agent-tls")));
+    assert.ok(args.includes("--agent-insecure"), "plaintext said explicitly");
     assert.equal(r.config["tls_cert"], "");
+    assert.equal(r.config["tls_allowed_clients"], "");
+    assert.equal(r.config["insecure"], "true");
+  },
+  "--set tls.allowedClients={kube-eip-operator} --set tls.allowedReaders={prometheus,audit}": (
+    r,
+  ) => {
+    assert.equal(r.config["tls_allowed_clients"], "kube-eip-operator", "kube-eip-admin dropped");
+    assert.equal(r.config["tls_allowed_readers"], "prometheus,audit");
+    assert.equal(r.config["insecure"], "false");
   },
   "--set tls.certManager.enabled=true": (r) => {
     assert.deepEqual(r.kinds("Secret"), []);
-    assert.deepEqual(r.kinds("ClusterIssuer").sort(), ["kube-eip-ca", "kube-eip-selfsigned"]);
-    assert.equal(r.config["tls_cert"], "/etc/kube-eip/tls/tls.crt");
+    assert.deepEqual(r.kinds("ClusterIssuer"), [], "namespaced Issuers only");
+    assert.deepEqual(r.kinds("Issuer").sort(), [
+      "kube-eip-agent-ca",
+      "kube-eip-client-ca",
+      "kube-eip-selfsigned",
+    ]);
+    assert.deepEqual(r.kinds("Certificate").sort(), [
+      "kube-eip-agent-ca",
+      "kube-eip-client-ca",
+      "kube-eip-operator-tls",
+    ]);
+    assert.equal(r.config["tls_cert"], "/etc/kube-eip/pki/agent.crt");
   },
-  "--set tls.certManager.enabled=true --set tls.certManager.issuerRef.kind=Issuer --set tls.certManager.issuerRef.name=my-ca":
+  "--set tls.certManager.enabled=true --set tls.certManager.agentIssuerRef.kind=ClusterIssuer --set tls.certManager.agentIssuerRef.name=my-agent-ca --set tls.certManager.clientIssuerRef.kind=Issuer --set tls.certManager.clientIssuerRef.name=my-client-ca --set tls.certManager.nodes={node-1,node-2}":
     (r) => {
-      assert.deepEqual(r.kinds("ClusterIssuer"), [], "the user's issuer, none of ours");
+      assert.deepEqual([...r.kinds("ClusterIssuer"), ...r.kinds("Issuer")], [], "none of ours");
       assert.deepEqual(r.kinds("Certificate").sort(), [
-        "kube-eip-agent-tls",
+        "kube-eip-agent-node-1",
+        "kube-eip-agent-node-2",
         "kube-eip-operator-tls",
       ]);
-      for (const name of r.kinds("Certificate")) {
-        const spec = (r.get("Certificate", name) as unknown as { spec: { issuerRef: object } })
-          .spec;
-        assert.deepEqual(spec.issuerRef, {
+      const spec = (name: string) =>
+        (
+          r.get("Certificate", name) as unknown as {
+            spec: { issuerRef: object; commonName: string; secretName: string };
+          }
+        ).spec;
+      assert.deepEqual(spec("kube-eip-operator-tls").issuerRef, {
+        group: "cert-manager.io",
+        kind: "Issuer",
+        name: "my-client-ca",
+      });
+      for (const node of ["node-1", "node-2"]) {
+        const s = spec(`kube-eip-agent-${node}`);
+        assert.equal(s.commonName, `kube-eip-agent:${node}`, "the identity the operator checks");
+        assert.equal(s.secretName, `kube-eip-agent-${node}`);
+        assert.deepEqual(s.issuerRef, {
           group: "cert-manager.io",
-          kind: "Issuer",
-          name: "my-ca",
+          kind: "ClusterIssuer",
+          name: "my-agent-ca",
         });
       }
     },
@@ -174,13 +208,20 @@ const CHECKS: Record<string, (r: Rendered) => void> = {
     },
 };
 
-test("the defaults: namespaces, the CRD kept by helm uninstall, TLS with the chart's own Secrets", async () => {
+test("the defaults: namespaces, the CRD kept by helm uninstall, TLS with the chart's own CAs", async () => {
   const r = new Rendered(await renderChart(runner, helm));
   assert.deepEqual(r.kinds("Namespace"), ["kube-eip-system", "kube-eip-agent"]);
   const crd = r.get("CustomResourceDefinition", "eipbindings.extension.lucheng0127");
   assert.deepEqual(crd.metadata.annotations, { "helm.sh/resource-policy": "keep" });
-  assert.deepEqual(r.kinds("Secret").sort(), ["kube-eip-agent-tls", "kube-eip-operator-tls"]);
+  assert.deepEqual(r.kinds("Secret").sort(), [
+    "kube-eip-agent-ca",
+    "kube-eip-client-ca",
+    "kube-eip-operator-tls",
+  ]);
   assert.deepEqual(r.kinds("Certificate"), []);
+  assert.equal(r.config["tls_allowed_clients"], "kube-eip-operator,kube-eip-admin");
+  assert.equal(r.config["insecure"], "false");
+  assert.ok(!r.container(r.operator, "manager").args?.includes("--agent-insecure"));
 });
 
 test("every documented combination has its check here, and every check a documented line", () => {
@@ -204,7 +245,14 @@ test("bad values are refused by the schema, naming the value, and nothing render
   await refused("agent.config.eipNet.cidr=1.2.3.0/24", /\/agent\/config\/eipNet': got object/);
   // A misspelt ConfigMap key would reach no flag: refused, not rendered as eip_g_w_ip.
   await refused("agent.config.eipGWIp=1.2.3.4", /additional properties 'eipGWIp' not allowed/);
-  await refused("tls.certManager.issuerRef.name=my-ca", /'kind' required, if 'name' exists/);
+  await refused("tls.certManager.agentIssuerRef.name=my-ca", /'kind' required, if 'name' exists/);
+  // One issuer of yours and one CA of ours would be neither config/certmanager nor yours.
+  await refused(
+    "tls.certManager.agentIssuerRef.kind=Issuer,tls.certManager.agentIssuerRef.name=my-ca",
+    /clientIssuerRef': missing property 'name'/,
+  );
+  // A CN with a comma would be two entries of the agents' allow-list.
+  await refused("tls.allowedClients[0]=a\\,b", /\/tls\/allowedClients\/0/);
   await refused("images.agent.pullPolicy=Sometimes", /\/images\/agent\/pullPolicy/);
   await refused("operator.metricsPort=0", /\/operator\/metricsPort/);
 });

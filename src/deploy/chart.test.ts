@@ -2,17 +2,21 @@
 // scripts/helm-build.sh) and kubectl's kustomize (scripts/kube-build.sh): `helm lint`; the
 // defaults render the objects of config/default and config/agent, object by object, under
 // normalise() only; the switches render what config/plaintext, config/certmanager and
-// config/gobgp-sidecar do; the chart's CRD is config's; and the certificates the chart makes
-// carry a real TLS handshake as the operator dials an agent.
+// config/plaintext-agent, config/certmanager and config/gobgp-sidecar do; the chart's CRD is
+// config's; and the CAs the chart makes, with a node's certificate that kube-eip-certs --node
+// makes from them, carry a real TLS handshake as the operator dials an agent.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { X509Certificate } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, createServer, type Server } from "node:tls";
 import { ExecRunner } from "../kernel/runner.js";
 import { findHelm } from "../kube-lab/helm.js";
 import { findKubeBinaries } from "../kube-lab/binaries.js";
+import { agentCheck } from "../operator/agent-identity.js";
+import { certPaths, makeCerts, type NodePki } from "./certs.js";
 import {
   CHART_DIR,
   REPO_ROOT,
@@ -53,7 +57,7 @@ function assertSameObjects(chart: KubeObject[], kustomize: KubeObject[], what: s
   }
 }
 
-const isTlsSecret = (o: KubeObject) => o.kind === "Secret" && o.metadata.name.endsWith("-tls");
+const isTlsSecret = (o: KubeObject) => o.kind === "Secret" && o.type === "kubernetes.io/tls";
 const secretData = (o: KubeObject | undefined, key: string) =>
   Buffer.from((o as { data: Record<string, string> } | undefined)?.data[key] ?? "", "base64");
 
@@ -91,7 +95,8 @@ test("the defaults render the objects of make deploy and make deploy-agent, obje
     agent: `kube-eip/eip-agent:${version}`,
   });
   assert.ok(kustomize.length >= 15, "kustomize rendered the trees");
-  // The TLS Secrets, which make certs makes beside kustomize's trees, are checked below.
+  // The CAs' and the operator's Secrets, which make certs makes beside kustomize's trees,
+  // are checked below.
   assertSameObjects(
     chart.filter((o) => !isTlsSecret(o)),
     kustomize,
@@ -118,33 +123,34 @@ test("normalise() does not hide a difference that matters", () => {
   assert.deepEqual(normalise(object).metadata.labels, { keep: "me" });
 });
 
-test("tls.enabled=false renders config/plaintext, and empties the agents' tls_* keys", async () => {
+test("tls.enabled=false renders config/plaintext and config/plaintext-agent", async () => {
   const chart = await renderChart(runner, helm, ["--set", "tls.enabled=false"]);
   assert.equal(chart.filter(isTlsSecret).length, 0, "no certificates");
-  const plaintext = await kustomizeTree("plaintext");
+  const plaintext = [
+    ...(await kustomizeTree("plaintext")),
+    ...(await kustomizeTree("plaintext-agent")),
+  ];
   const keys = new Set(plaintext.map(objectKey));
-  const operatorSide = chart.filter((o) => keys.has(objectKey(o)));
-  // config/plaintext leaves the image name unset: the one thing set apart here.
-  const deployment = operatorSide.find((o) => o.kind === "Deployment");
-  assert.match(JSON.stringify(deployment), /"image":"kube-eip\/eip-operator:/);
+  const rendered = chart.filter((o) => keys.has(objectKey(o)));
+  // The trees leave the image names unset: the one thing set apart here.
+  assert.match(JSON.stringify(rendered), /"image":"kube-eip\/eip-operator:/);
+  assert.match(JSON.stringify(rendered), /"image":"kube-eip\/eip-agent:/);
   const fromKustomize = JSON.parse(
-    JSON.stringify(plaintext).replace(
-      '"image":"eip-operator"',
-      `"image":"kube-eip/eip-operator:${version}"`,
-    ),
+    JSON.stringify(plaintext)
+      .replace('"image":"eip-operator"', `"image":"kube-eip/eip-operator:${version}"`)
+      .replaceAll('"image":"eip-agent"', `"image":"kube-eip/eip-agent:${version}"`),
   ) as KubeObject[];
-  assertSameObjects(operatorSide, fromKustomize, "config/plaintext");
-  const cm = chart.find((o) => o.kind === "ConfigMap") as unknown as {
-    data: Record<string, string>;
-  };
-  assert.deepEqual(
-    [cm.data["tls_cert"], cm.data["tls_key"], cm.data["tls_client_ca"]],
-    ["", "", ""],
-  );
+  assertSameObjects(rendered, fromKustomize, "config/plaintext + config/plaintext-agent");
 });
 
 test("tls.certManager.enabled=true renders config/certmanager instead of Secrets", async () => {
-  const chart = await renderChart(runner, helm, ["--set", "tls.certManager.enabled=true"]);
+  // config/certmanager's node Certificate is a template, for a node named node-1.
+  const chart = await renderChart(runner, helm, [
+    "--set",
+    "tls.certManager.enabled=true",
+    "--set",
+    "tls.certManager.nodes={node-1}",
+  ]);
   assert.equal(chart.filter(isTlsSecret).length, 0, "cert-manager makes the Secrets");
   // config/certmanager's objects have no part-of label; the chart's, as all its objects, do.
   const kustomize = (await kustomizeTree("certmanager")).map((o) => {
@@ -185,19 +191,40 @@ test("the chart's CRD files are config/crd's, byte for byte", async () => {
   }
 });
 
-describe("the certificates the chart makes", () => {
+describe("the certificates the chart makes, and a node's that kube-eip-certs makes from its CAs", () => {
   let server: Server;
   let port: number;
   let secrets: Map<string, KubeObject>;
+  let allowed: string[];
+  let dir: string;
+  let node: NodePki;
 
   before(async () => {
     const chart = await renderChart(runner, helm);
     secrets = new Map(chart.filter(isTlsSecret).map((o) => [o.metadata.name, o]));
-    const agent = secrets.get("kube-eip-agent-tls");
+    const cm = chart.find((o) => o.kind === "ConfigMap") as unknown as {
+      data: Record<string, string>;
+    };
+    allowed = (cm.data["tls_allowed_clients"] ?? "").split(",");
+    // What the chart's README says to do for each node: the CA Secrets into a folder, then
+    // kube-eip-certs --node, which keeps the CAs it finds there.
+    dir = await mkdtemp(join(tmpdir(), "kube-eip-chart-pki-"));
+    const files = certPaths(dir);
+    for (const [secret, pair] of [
+      ["kube-eip-agent-ca", files.agentCa],
+      ["kube-eip-client-ca", files.clientCa],
+    ] as const) {
+      await writeFile(pair.cert, secretData(secrets.get(secret), "tls.crt"));
+      await writeFile(pair.key, secretData(secrets.get(secret), "tls.key"), { mode: 0o600 });
+    }
+    const made = await makeCerts(runner, { dir, nodes: [{ name: "node-1", ip: "127.0.0.1" }] });
+    node = made.nodes.get("node-1") ?? assert.fail("no node-1");
+    // The agent's side, as the DaemonSet's files give it: its node's certificate, and
+    // client certificates of the client CA only.
     server = createServer({
-      cert: secretData(agent, "tls.crt"),
-      key: secretData(agent, "tls.key"),
-      ca: secretData(agent, "ca.crt"),
+      cert: await readFile(node.cert),
+      key: await readFile(node.key),
+      ca: await readFile(node.clientCa),
       requestCert: true,
       rejectUnauthorized: true,
     });
@@ -209,10 +236,11 @@ describe("the certificates the chart makes", () => {
 
   after(async () => {
     await new Promise((resolve) => server?.close(resolve));
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  /** Dials 127.0.0.1 as the operator dials a node's InternalIP. */
-  const handshake = (client: KubeObject | undefined, servername?: string) =>
+  /** Dials 127.0.0.1 as the operator dials node `nodeName`'s InternalIP (agentCheck). */
+  const handshake = (client: KubeObject | undefined, nodeName = "node-1") =>
     new Promise<string>((resolve, reject) => {
       const socket = connect({
         host: "127.0.0.1",
@@ -220,7 +248,7 @@ describe("the certificates the chart makes", () => {
         ca: secretData(client, "ca.crt"),
         cert: secretData(client, "tls.crt"),
         key: secretData(client, "tls.key"),
-        servername,
+        checkServerIdentity: agentCheck(nodeName, "127.0.0.1"),
       });
       let data = "";
       socket.on("data", (chunk: Buffer) => (data += chunk.toString()));
@@ -228,37 +256,49 @@ describe("the certificates the chart makes", () => {
       socket.on("error", reject);
     });
 
-  test("the Secrets are make certs' layout, in the namespaces the pods mount them from", () => {
-    for (const [name, namespace] of [
-      ["kube-eip-agent-tls", "kube-eip-agent"],
-      ["kube-eip-operator-tls", "kube-eip-system"],
-    ]) {
-      const s = secrets.get(name as string) as KubeObject & { type: string; data: object };
-      assert.equal(s.metadata.namespace, namespace);
-      assert.equal(s.type, "kubernetes.io/tls");
-      assert.deepEqual(Object.keys(s.data).sort(), ["ca.crt", "tls.crt", "tls.key"]);
+  test("the Secrets are make certs' and cert-manager's layout, in the operator's namespace", () => {
+    assert.deepEqual(
+      [...secrets.keys()].sort(),
+      ["kube-eip-agent-ca", "kube-eip-client-ca", "kube-eip-operator-tls"],
+      "no agent Secret: each node's key stays on its node",
+    );
+    for (const s of secrets.values()) {
+      assert.equal(s.metadata.namespace, "kube-eip-system");
+      assert.deepEqual(Object.keys(s.data as object).sort(), ["ca.crt", "tls.crt", "tls.key"]);
     }
   });
 
-  test("the operator's certificate gets in, verifying eip-agent.kube-eip-agent", async () => {
-    assert.equal(
-      await handshake(secrets.get("kube-eip-operator-tls"), "eip-agent.kube-eip-agent"),
-      "ok",
-    );
+  test("two CAs: the operator's certificate is the client CA's, its ca.crt the agent CA", () => {
+    const cert = (name: string, key = "tls.crt") =>
+      new X509Certificate(secretData(secrets.get(name), key));
+    const agentCa = cert("kube-eip-agent-ca");
+    const clientCa = cert("kube-eip-client-ca");
+    const operator = cert("kube-eip-operator-tls");
+    assert.ok(agentCa.ca && clientCa.ca);
+    assert.notEqual(agentCa.fingerprint256, clientCa.fingerprint256);
+    assert.ok(operator.verify(clientCa.publicKey), "signed by the client CA");
+    assert.ok(!operator.verify(agentCa.publicKey), "not by the agent CA");
+    assert.equal(cert("kube-eip-operator-tls", "ca.crt").fingerprint256, agentCa.fingerprint256);
+    assert.equal(operator.subject, "CN=kube-eip-operator");
+    assert.ok(allowed.includes("kube-eip-operator"), "the agents' allow-list names it");
   });
 
-  test("verifying the node's address instead fails: the certificate does not name it", async () => {
+  test("the operator's certificate gets in, and it accepts node-1's agent", async () => {
+    assert.equal(await handshake(secrets.get("kube-eip-operator-tls")), "ok");
+  });
+
+  test("the operator refuses the same agent when it dials node-2: the identity is node-1's", async () => {
     await assert.rejects(
-      handshake(secrets.get("kube-eip-operator-tls")),
-      /IP: 127\.0\.0\.1 is not in the cert's list/,
+      handshake(secrets.get("kube-eip-operator-tls"), "node-2"),
+      /agent identity mismatch: .*kube-eip-agent:node-1.*not kube-eip-agent:node-2/,
     );
   });
 
-  test("a client of another render's CA is refused: each install has a CA of its own", async () => {
+  test("a client of another render's CAs is refused: each install has CAs of its own", async () => {
     const other = (await renderChart(runner, helm)).find(
       (o) => o.metadata.name === "kube-eip-operator-tls",
     );
-    const said = await handshake(other, "eip-agent.kube-eip-agent").catch(() => "refused");
+    const said = await handshake(other).catch(() => "refused");
     assert.notEqual(said, "ok");
   });
 });

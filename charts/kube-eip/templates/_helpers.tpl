@@ -12,14 +12,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .image.repository }}:{{ .image.tag | default .root.Chart.AppVersion }}
 {{- end }}
 
-{{/* The name in the agents' certificate, which the operator verifies. */}}
-{{- define "kube-eip.agentServerName" -}}
-eip-agent.{{ .Values.namespaces.agent }}
-{{- end }}
-
 {{/*
 The data of eip-agent-cm: agent.config with its keys in snake_case, lists joined by
-commas, plus the TLS keys (empty without TLS).
+commas, plus the TLS keys: this node's files in /etc/kube-eip/pki and the allow-lists, or,
+without TLS, all empty and insecure "true" (config/plaintext-agent).
 */}}
 {{- define "kube-eip.agentConfig" -}}
 {{- $data := dict }}
@@ -29,8 +25,11 @@ commas, plus the TLS keys (empty without TLS).
 {{- $_ := set $data (snakecase $key) (toString $value) }}
 {{- end }}
 {{- $tls := .Values.tls.enabled }}
-{{- $_ := set $data "tls_cert" (ternary "/etc/kube-eip/tls/tls.crt" "" $tls) }}
-{{- $_ := set $data "tls_key" (ternary "/etc/kube-eip/tls/tls.key" "" $tls) }}
-{{- $_ := set $data "tls_client_ca" (ternary "/etc/kube-eip/tls/ca.crt" "" $tls) }}
+{{- $_ := set $data "tls_cert" (ternary "/etc/kube-eip/pki/agent.crt" "" $tls) }}
+{{- $_ := set $data "tls_key" (ternary "/etc/kube-eip/pki/agent.key" "" $tls) }}
+{{- $_ := set $data "tls_client_ca" (ternary "/etc/kube-eip/pki/client-ca.crt" "" $tls) }}
+{{- $_ := set $data "tls_allowed_clients" (ternary (join "," .Values.tls.allowedClients) "" $tls) }}
+{{- $_ := set $data "tls_allowed_readers" (ternary (join "," .Values.tls.allowedReaders) "" $tls) }}
+{{- $_ := set $data "insecure" (ternary "false" "true" $tls) }}
 {{- toYaml $data }}
 {{- end }}
