@@ -236,7 +236,7 @@ export function agentCommand(): Command {
     .option("--state-dir <dir>", "where the node's bindings are saved", "/var/lib/kube-eip")
     .option(
       "--recover-from-kernel",
-      "when the saved bindings are missing or unreadable, rebuild them from the kernel's NAT rules (see README)",
+      "when the saved bindings are missing or unreadable, rebuild them from the kernel's NAT rules (see docs/safety.md)",
       false,
     )
     .option(

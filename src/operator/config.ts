@@ -63,7 +63,7 @@ export function operatorCommand(): Command {
     .option("--kubeconfig <path>", "kubeconfig (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
     .option(
       "--metrics-bind-address <host:port>",
-      "Prometheus /metrics, plain HTTP (no secrets in it; see README Security); 0 disables",
+      "Prometheus /metrics, plain HTTP (no secrets in it; see docs/security.md); 0 disables",
       ":8080",
     )
     .option("--health-probe-bind-address <host:port>", "/healthz and /readyz", ":8081")
