@@ -308,6 +308,20 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
     assert.doesNotMatch(stdout, /kind: ClusterIssuer/, "no issuer any namespace can use");
   });
 
+  test("config/prometheus is accepted where the Prometheus Operator's kinds exist (stand-in CRDs)", async () => {
+    const { stdout } = await kubectl(["kustomize", join(ROOT, "config/prometheus")]);
+    await assert.rejects(
+      kubectl(["apply", "--server-side", "--dry-run=server", "-f", "-"], stdout),
+      /no matches for kind "(ServiceMonitor|PodMonitor|PrometheusRule)"|ensure CRDs are installed/,
+      "without the Prometheus Operator the tree cannot apply",
+    );
+    await cp.applyManifests([fixture("prometheus-operator-crds.yaml")]);
+    for (const crd of ["servicemonitors", "podmonitors", "prometheusrules"]) {
+      await cp.waitForCrdEstablished(`${crd}.monitoring.coreos.com`);
+    }
+    await kubectl(["apply", "--server-side", "--dry-run=server", "-f", "-"], stdout);
+  });
+
   test("the operator's ServiceAccount may do what the operator does, and nothing else", async () => {
     const token = (
       await kubectl(["create", "token", "kube-eip-controller-manager", "-n", "kube-eip-system"])
