@@ -160,11 +160,19 @@ current-context: x
   const parse = (text: string, context?: string) =>
     parseKubeConfig(text, { baseDir: "/nowhere", ...(context ? { context } : {}) });
   assert.throws(() => parse(base("{token: t}"), "other"), /no context named "other"/);
-  assert.throws(() => parse(base("{exec: {command: aws}}")), /exec credentials are not supported/);
+  assert.throws(() => parse(base("{exec: {command: aws}}")), /exec.apiVersion undefined is not/);
   assert.throws(() => parse(base("{auth-provider: {name: gcp}}")), /auth-provider/);
   assert.throws(() => parse(base("{username: a, password: b}")), /username/);
   assert.throws(() => parse(base(`{client-certificate-data: ${b64(CERT)}}`)), /needs its key/);
-  assert.throws(() => parse(base("{}", ", proxy-url: http://proxy:3128")), /proxy-url/);
+  assert.throws(
+    () => parse(base("{}", ", proxy-url: socks5://proxy:1080")),
+    /proxy-url socks5:\/\/ proxies are not supported \(only http:\/\/ proxies\)/,
+  );
+  assert.throws(
+    () => parse(base("{}", ", proxy-url: 'http://['")),
+    /proxy-url http:\/\/\[ is not a URL/,
+  );
+  assert.equal(parse(base("{}", ", proxy-url: http://proxy:3128")).proxyUrl, "http://proxy:3128");
   assert.throws(() => parse(base("{}", ", insecure-skip-tls-verify: maybe")), /not a boolean/);
   assert.throws(() => parse("- a list\n"), /not a kubeconfig/);
   assert.throws(() => parse("clusters: []\n"), /no current-context/);

@@ -1,15 +1,15 @@
 // Where the Kubernetes client finds its apiserver and credentials, in controller-runtime's
-// order: an explicit kubeconfig path, the first file of $KUBECONFIG, the in-cluster
+// order: an explicit kubeconfig path, the files of $KUBECONFIG, the in-cluster
 // ServiceAccount (KUBERNETES_SERVICE_HOST/PORT and the mounted token and CA), ~/.kube/config.
 //
 // Kubeconfigs are YAML (kubectl, kubeadm and kind write YAML; the kube-lab writes JSON, which
 // is YAML too), parsed with the `yaml` package as YAML 1.1, like the Go YAML library kubectl
 // reads them with (`insecure-skip-tls-verify: yes` is true). Supported: certificate-authority
 // (-data), client-certificate(-data), client-key(-data), token, tokenFile,
-// insecure-skip-tls-verify, tls-server-name and the context's namespace. Refused with a
-// clear error rather than ignored, since the requests would fail later in a confusing way:
-// exec and auth-provider plugins, basic auth, proxy-url. Relative file paths are relative to
-// the kubeconfig's folder, as kubectl reads them. Several files in $KUBECONFIG are merged
+// insecure-skip-tls-verify, tls-server-name, proxy-url (http://, proxy.ts), exec plugins
+// (exec-credential.ts) and the context's namespace. Refused with a clear error rather than
+// ignored, since the requests would fail later in a confusing way: auth-provider plugins
+// (gone from kubectl), basic auth. Relative file paths are relative to the kubeconfig's folder, as kubectl reads them. Several files in $KUBECONFIG are merged
 // as kubectl merges them (readKubeConfigFiles).
 //
 // Tokens from a file (tokenFile, the in-cluster token) are read again every tokenRefreshMs
@@ -18,6 +18,8 @@ import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { execCredentialSource } from "./exec-credential.js";
+import { checkProxyUrl } from "./proxy.js";
 
 export interface KubeConfig {
   /** https://host:port, possibly with a path prefix. */
@@ -30,6 +32,10 @@ export interface KubeConfig {
   readonly insecureSkipTlsVerify?: boolean;
   /** The name the server's certificate is checked against, when not the server's host. */
   readonly tlsServerName?: string;
+  /** An http:// proxy the client reaches the apiserver through (CONNECT for https). */
+  readonly proxyUrl?: string;
+  /** Told of each 401 (an exec plugin's credential is then run for again). */
+  readonly onUnauthorized?: () => void;
   /** The context's namespace, or the ServiceAccount's in a cluster. */
   readonly namespace?: string;
   /** Where this came from (a file path or "in-cluster"), for logs. */
@@ -283,16 +289,15 @@ function parseKubeConfigDoc(
   if (server === undefined) throw new Error(`${cw} has no server`);
   if (!/^https?:\/\//.test(server))
     throw new Error(`${cw}: server ${server} is not an http(s) URL`);
-  if (optString(cluster, "proxy-url", cw) !== undefined) {
-    throw new Error(`${cw}: proxy-url is not supported`);
-  }
+  const proxyUrl = optString(cluster, "proxy-url", cw);
+  if (proxyUrl !== undefined) checkProxyUrl(proxyUrl, cw);
   const insecure = cluster["insecure-skip-tls-verify"] ?? false;
   if (typeof insecure !== "boolean")
     throw new Error(`${cw}.insecure-skip-tls-verify is not a boolean`);
   const tlsServerName = optString(cluster, "tls-server-name", cw);
 
   const uw = `user ${userName ?? ""}`;
-  for (const unsupported of ["exec", "auth-provider", "username", "password"]) {
+  for (const unsupported of ["auth-provider", "username", "password"]) {
     if (user[unsupported] !== undefined && user[unsupported] !== null) {
       throw new Error(`${uw}: ${unsupported} credentials are not supported`);
     }
@@ -314,6 +319,40 @@ function parseKubeConfigDoc(
   const staticToken = optString(user, "token", uw);
   const tokenFile = optString(user, "tokenFile", uw);
   let token: (() => string) | undefined;
+  let fromPlugin: { cert?: Buffer; key?: Buffer; onUnauthorized?: () => void } = {};
+  const exec = user["exec"];
+  if (exec !== undefined && exec !== null) {
+    if (!isFields(exec)) throw new Error(`${uw}.exec is not a mapping`);
+    if (cert !== undefined) throw new Error(`${uw}: exec and a client certificate together`);
+    const source = execCredentialSource(exec, {
+      where: uw,
+      cluster: {
+        server,
+        ...(ca !== undefined ? { "certificate-authority-data": ca.toString("base64") } : {}),
+        ...(tlsServerName !== undefined ? { "tls-server-name": tlsServerName } : {}),
+        ...(insecure ? { "insecure-skip-tls-verify": true } : {}),
+      },
+    });
+    const first = source.get();
+    if (first.cert !== undefined) {
+      // The client's TLS material is fixed when it starts: a certificate that expires would
+      // need a new connection pool, which the client does not build.
+      if (first.expiresAt !== undefined) {
+        throw new Error(`${uw}: exec plugin client certificates that expire are not supported`);
+      }
+      fromPlugin = { cert: first.cert, ...(first.key !== undefined ? { key: first.key } : {}) };
+    } else {
+      token = () => {
+        const t = source.get().token;
+        if (t === undefined) throw new Error(`${uw}: the exec plugin stopped giving a token`);
+        return t;
+      };
+      fromPlugin = { onUnauthorized: () => source.invalidate() };
+    }
+  }
+  if (token !== undefined && (staticToken ?? tokenFile) !== undefined) {
+    throw new Error(`${uw}: exec and a token together; which one is meant?`);
+  }
   if (staticToken !== undefined) token = () => staticToken;
   else if (tokenFile !== undefined) {
     token = fileTokenSource(tokenFile, { refreshMs: opts.tokenRefreshMs });
@@ -323,9 +362,11 @@ function parseKubeConfigDoc(
     ...(ca !== undefined ? { ca } : {}),
     ...(cert !== undefined ? { cert } : {}),
     ...(key !== undefined ? { key } : {}),
+    ...fromPlugin,
     ...(token !== undefined ? { token } : {}),
     ...(insecure ? { insecureSkipTlsVerify: true } : {}),
     ...(tlsServerName !== undefined ? { tlsServerName } : {}),
+    ...(proxyUrl !== undefined ? { proxyUrl } : {}),
     ...(namespace !== undefined ? { namespace } : {}),
   };
 }
