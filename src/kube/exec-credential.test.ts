@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KubeClient, NODES } from "./client.js";
-import { parseKubeConfig } from "./config.js";
+import { parseKubeConfig, readKubeConfigFile } from "./config.js";
 import { execCredentialSource } from "./exec-credential.js";
 
 const dirs: string[] = [];
@@ -23,7 +23,8 @@ function plugin(): { dir: string; script: string; runs: () => number; info: () =
   const script = join(dir, "plugin.mjs");
   writeFileSync(
     script,
-    `import { readFileSync, writeFileSync } from "node:fs";
+    `#!${process.execPath}
+import { readFileSync, writeFileSync } from "node:fs";
 const dir = ${JSON.stringify(dir)};
 let n = 0;
 try { n = Number(readFileSync(dir + "/runs", "utf8")); } catch {}
@@ -34,6 +35,7 @@ const status = { token: "tok-" + n };
 if (process.env.PLUGIN_EXPIRES) status.expirationTimestamp = process.env.PLUGIN_EXPIRES;
 process.stdout.write(JSON.stringify({ apiVersion: process.env.PLUGIN_API ?? "client.authentication.k8s.io/v1", kind: "ExecCredential", status }));
 `,
+    { mode: 0o755 },
   );
   return {
     dir,
@@ -198,4 +200,25 @@ test("exec plugin: a shell never sees the arguments", () => {
   );
   assert.equal(cfg.token?.(), "tok-1");
   assert.throws(() => readFileSync(marker), /ENOENT/);
+});
+
+test("exec plugin: a command with a path is found next to the kubeconfig; one that hangs is stopped", () => {
+  const p = plugin();
+  writeFileSync(
+    join(p.dir, "config"),
+    kubeconfig("https://h:6443", {
+      apiVersion: "client.authentication.k8s.io/v1",
+      command: "./plugin.mjs",
+    }),
+  );
+  assert.equal(readKubeConfigFile(join(p.dir, "config")).token?.(), "tok-1");
+  const hung = execCredentialSource(
+    {
+      apiVersion: "client.authentication.k8s.io/v1",
+      command: process.execPath,
+      args: ["-e", "setTimeout(() => {}, 60000)"],
+    },
+    { where: "user iam", cluster: { server: "https://h:6443" }, timeoutMs: 300 },
+  );
+  assert.throws(() => hung.get(), /user iam: exec: .*node failed: no answer within 300 ms/);
 });

@@ -109,7 +109,7 @@ export function execCredentialSource(
       if (e.code === "ENOENT") throw new Error(`${w}: ${command} not found${hint}`);
       const stderr = (e.stderr ?? "").trim().slice(0, 500);
       const why =
-        e.signal === "SIGTERM" ? `no answer within ${timeoutMs} ms` : e.message.split("\n")[0];
+        e.code === "ETIMEDOUT" ? `no answer within ${timeoutMs} ms` : e.message.split("\n")[0];
       throw new Error(`${w}: ${command} failed: ${why}${stderr ? `: ${stderr}` : ""}`);
     }
     return parseExecCredential(out, apiVersion, `${w}: ${command}`);
