@@ -480,7 +480,7 @@ export class KubeClient {
    * rejects on an ERROR event (a KubeApiError, e.g. 410 Expired), an answer other than 200,
    * a broken stream, or an exception from onEvent (the watch is then closed).
    */
-  watch<T>(
+  async watch<T>(
     ref: ResourceRef,
     opts: WatchOptions,
     onEvent: (type: WatchEventType, obj: T) => void,
@@ -492,6 +492,7 @@ export class KubeClient {
     if (opts.labelSelector) query.set("labelSelector", opts.labelSelector);
     if (opts.fieldSelector) query.set("fieldSelector", opts.fieldSelector);
     const path = resourcePath(ref, { namespace: opts.namespace });
+    await this.cfg.refreshCredentials?.();
     return new Promise<void>((resolve, reject) => {
       if (signal.aborted) return resolve();
       let settled = false;
@@ -554,8 +555,9 @@ export class KubeClient {
   }
 
   /** A request whose answer is JSON (or empty); other than 2xx rejects with a KubeApiError. */
-  private call(r: RawRequest): Promise<unknown> {
+  private async call(r: RawRequest): Promise<unknown> {
     const what = `${r.method} ${r.path}`;
+    await this.cfg.refreshCredentials?.();
     return new Promise<unknown>((resolve, reject) => {
       if (r.signal?.aborted) return reject(r.signal.reason);
       let settled = false;

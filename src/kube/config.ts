@@ -34,6 +34,8 @@ export interface KubeConfig {
   readonly tlsServerName?: string;
   /** An http:// proxy the client reaches the apiserver through (CONNECT for https). */
   readonly proxyUrl?: string;
+  /** Awaited before each request: renews an expired credential (an exec plugin's). */
+  readonly refreshCredentials?: () => Promise<void>;
   /** Told of each 401 (an exec plugin's credential is then run for again). */
   readonly onUnauthorized?: () => void;
   /** The context's namespace, or the ServiceAccount's in a cluster. */
@@ -319,7 +321,7 @@ function parseKubeConfigDoc(
   const staticToken = optString(user, "token", uw);
   const tokenFile = optString(user, "tokenFile", uw);
   let token: (() => string) | undefined;
-  let fromPlugin: { cert?: Buffer; key?: Buffer; onUnauthorized?: () => void } = {};
+  let fromPlugin: Pick<KubeConfig, "cert" | "key" | "refreshCredentials" | "onUnauthorized"> = {};
   const exec = user["exec"];
   if (exec !== undefined && exec !== null) {
     if (!isFields(exec)) throw new Error(`${uw}.exec is not a mapping`);
@@ -343,11 +345,14 @@ function parseKubeConfigDoc(
       fromPlugin = { cert: first.cert, ...(first.key !== undefined ? { key: first.key } : {}) };
     } else {
       token = () => {
-        const t = source.get().token;
+        const t = (source.current() ?? source.get()).token;
         if (t === undefined) throw new Error(`${uw}: the exec plugin stopped giving a token`);
         return t;
       };
-      fromPlugin = { onUnauthorized: () => source.invalidate() };
+      fromPlugin = {
+        refreshCredentials: () => source.refresh(),
+        onUnauthorized: () => source.invalidate(),
+      };
     }
   }
   if (token !== undefined && (staticToken ?? tokenFile) !== undefined) {

@@ -83,7 +83,17 @@ test("exec plugin: its token is sent, kept while valid, and fetched anew after a
     }),
     { baseDir: p.dir },
   );
-  const client = new KubeClient(cfg, { timeoutMs: 5000 });
+  let refreshes = 0;
+  const refresh = cfg.refreshCredentials;
+  assert.ok(refresh, "a plugin's token is renewed before requests");
+  const counted = {
+    ...cfg,
+    refreshCredentials: () => {
+      refreshes++;
+      return refresh();
+    },
+  };
+  const client = new KubeClient(counted, { timeoutMs: 5000 });
   try {
     assert.equal(
       p.runs(),
@@ -108,6 +118,7 @@ test("exec plugin: its token is sent, kept while valid, and fetched anew after a
     await client.get(NODES, undefined, "n1");
     assert.equal(seen.at(-1), "Bearer tok-2", "after the 401 the plugin ran again");
     assert.equal(p.runs(), 2);
+    assert.equal(refreshes, 4, "the client awaits the renewal before each request");
   } finally {
     client.close();
     server.closeAllConnections();
@@ -115,7 +126,7 @@ test("exec plugin: its token is sent, kept while valid, and fetched anew after a
   }
 });
 
-test("exec plugin: kept until its expirationTimestamp (fake clock), v1beta1", () => {
+test("exec plugin: kept until its expirationTimestamp (fake clock), v1beta1", async () => {
   const p = plugin();
   let now = Date.parse("2030-01-01T00:00:00Z");
   const source = execCredentialSource(
@@ -143,8 +154,14 @@ test("exec plugin: kept until its expirationTimestamp (fake clock), v1beta1", ()
     "no cluster without provideClusterInfo",
   );
   now += 60_000;
+  assert.equal(source.current(), undefined, "expired");
   assert.equal(source.get().token, "tok-2", "expired: run again");
   assert.equal(p.runs(), 2);
+  source.invalidate(); // as after a 401
+  now = Date.parse("2030-01-01T00:01:00Z");
+  await Promise.all([source.refresh(), source.refresh()]);
+  assert.equal(source.current()?.token, "tok-3", "renewed in the background");
+  assert.equal(p.runs(), 3, "one run for both");
 });
 
 test("exec plugin: what it refuses, saying what is wrong", () => {
@@ -202,7 +219,7 @@ test("exec plugin: a shell never sees the arguments", () => {
   assert.throws(() => readFileSync(marker), /ENOENT/);
 });
 
-test("exec plugin: a command with a path is found next to the kubeconfig; one that hangs is stopped", () => {
+test("exec plugin: a command with a path is found next to the kubeconfig; one that hangs is stopped", async () => {
   const p = plugin();
   writeFileSync(
     join(p.dir, "config"),
@@ -221,4 +238,5 @@ test("exec plugin: a command with a path is found next to the kubeconfig; one th
     { where: "user iam", cluster: { server: "https://h:6443" }, timeoutMs: 300 },
   );
   assert.throws(() => hung.get(), /user iam: exec: .*node failed: no answer within 300 ms/);
+  await assert.rejects(hung.refresh(), /user iam: exec: .*node failed: no answer within 300 ms/);
 });

@@ -6,10 +6,10 @@
 // expirationTimestamp, or until the apiserver answers 401 (invalidate()): the next request
 // runs the plugin again. Never interactive (the operator has no terminal).
 //
-// The plugin runs synchronously, at the request that needs a new credential, as client-go
-// runs it under a lock: the process waits for it (at most timeoutMs), which a plugin's usual
-// fraction of a second every quarter hour or so allows.
-import { execFileSync } from "node:child_process";
+// The first run, when the kubeconfig is read, waits for the plugin (a broken one fails at
+// start, and it tells whether the plugin gives tokens or a certificate); later runs are
+// asynchronous, one at a time, awaited by the requests that need the new credential.
+import { execFile, execFileSync } from "node:child_process";
 
 const API_VERSIONS = ["client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"];
 
@@ -30,8 +30,15 @@ export interface ExecClusterInfo {
 }
 
 export interface ExecCredentialSource {
-  /** The kept credential, or a new one from the plugin when none is kept or it expired. */
+  /**
+   * The kept credential, or a new one from the plugin when none is kept or it expired, the
+   * process waiting for the plugin (when the kubeconfig is read).
+   */
   get(): ExecCredential;
+  /** The kept credential while it is valid. */
+  current(): ExecCredential | undefined;
+  /** Runs the plugin in the background when no valid credential is kept (before a request). */
+  refresh(): Promise<void>;
   /** Forgets the kept credential (the apiserver refused it). */
   invalidate(): void;
 }
@@ -90,39 +97,74 @@ export function execCredentialSource(
   const now = opts.now ?? Date.now;
   const hint = typeof installHint === "string" && installHint !== "" ? `\n${installHint}` : "";
 
-  const run = (): ExecCredential => {
+  const file = command;
+  const argv = (args as string[] | undefined) ?? [];
+  const runOpts = {
+    env: { ...(opts.env ?? process.env), ...extraEnv, KUBERNETES_EXEC_INFO: JSON.stringify(info) },
+    timeout: timeoutMs,
+    encoding: "utf8" as const,
+    maxBuffer: 1 << 20,
+  };
+  const failed = (err: unknown): Error => {
+    const e = err as NodeJS.ErrnoException & { stderr?: string; killed?: boolean };
+    if (e.code === "ENOENT") return new Error(`${w}: ${command} not found${hint}`);
+    const stderr = (e.stderr ?? "").trim().slice(0, 500);
+    const why =
+      e.code === "ETIMEDOUT" || e.killed === true
+        ? `no answer within ${timeoutMs} ms`
+        : e.message.split("\n")[0];
+    return new Error(`${w}: ${command} failed: ${why}${stderr ? `: ${stderr}` : ""}`);
+  };
+  const parse = (out: string) => parseExecCredential(out, apiVersion, `${w}: ${command}`);
+  const runSync = (): ExecCredential => {
     let out: string;
     try {
-      out = execFileSync(command, (args as string[] | undefined) ?? [], {
-        env: {
-          ...(opts.env ?? process.env),
-          ...extraEnv,
-          KUBERNETES_EXEC_INFO: JSON.stringify(info),
-        },
-        timeout: timeoutMs,
-        encoding: "utf8",
-        stdio: ["ignore", "pipe", "pipe"],
-        maxBuffer: 1 << 20,
-      });
+      out = execFileSync(file, argv, { ...runOpts, stdio: ["ignore", "pipe", "pipe"] });
     } catch (err) {
-      const e = err as NodeJS.ErrnoException & { stderr?: string; signal?: string };
-      if (e.code === "ENOENT") throw new Error(`${w}: ${command} not found${hint}`);
-      const stderr = (e.stderr ?? "").trim().slice(0, 500);
-      const why =
-        e.code === "ETIMEDOUT" ? `no answer within ${timeoutMs} ms` : e.message.split("\n")[0];
-      throw new Error(`${w}: ${command} failed: ${why}${stderr ? `: ${stderr}` : ""}`);
+      throw failed(err);
     }
-    return parseExecCredential(out, apiVersion, `${w}: ${command}`);
+    return parse(out);
   };
+  const runAsync = () =>
+    new Promise<ExecCredential>((resolve, reject) => {
+      const child = execFile(file, argv, runOpts, (err, out) => {
+        if (err) return reject(failed(Object.assign(err, { stderr: String(err.stderr ?? "") })));
+        try {
+          resolve(parse(out));
+        } catch (e) {
+          reject(e instanceof Error ? e : new Error(String(e)));
+        }
+      });
+      child.stdin?.end();
+    });
 
   let kept: ExecCredential | undefined;
+  let running: Promise<void> | undefined;
+  const valid = () =>
+    kept !== undefined && (kept.expiresAt === undefined || now() < kept.expiresAt);
   return {
     get() {
-      if (kept === undefined || (kept.expiresAt !== undefined && now() >= kept.expiresAt)) {
+      if (!valid()) {
         kept = undefined;
-        kept = run();
+        kept = runSync();
       }
-      return kept;
+      return kept as ExecCredential;
+    },
+    current: () => (valid() ? kept : undefined),
+    refresh() {
+      if (valid()) return Promise.resolve();
+      // One run for all the requests waiting on it.
+      running ??= runAsync().then(
+        (c) => {
+          kept = c;
+          running = undefined;
+        },
+        (err: unknown) => {
+          running = undefined;
+          throw err;
+        },
+      );
+      return running;
     },
     invalidate() {
       kept = undefined;
