@@ -10,10 +10,11 @@
 // arrives, turns an ERROR event (e.g. 410 Expired) into a rejected KubeApiError, and resolves
 // when the server ends the stream or the caller aborts. Nothing here retries: that is the
 // informer's, the leader elector's and the work queue's job.
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { type Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { StringDecoder } from "node:string_decoder";
 import type { KubeConfig } from "./config.js";
+import { kubeAgent } from "./proxy.js";
 
 /** A failure the apiserver answered, from its Status object. */
 export class KubeApiError extends Error {
@@ -326,16 +327,7 @@ export class KubeClient {
     this.userAgent = opts.userAgent ?? "kube-eip";
     this.timeoutMs = opts.timeoutMs ?? 30_000;
     this.onRequest = opts.onRequest;
-    this.agent = this.secure
-      ? new HttpsAgent({
-          keepAlive: true,
-          ...(cfg.ca !== undefined ? { ca: cfg.ca } : {}),
-          ...(cfg.cert !== undefined ? { cert: cfg.cert } : {}),
-          ...(cfg.key !== undefined ? { key: cfg.key } : {}),
-          ...(cfg.tlsServerName !== undefined ? { servername: cfg.tlsServerName } : {}),
-          rejectUnauthorized: cfg.insecureSkipTlsVerify !== true,
-        })
-      : new HttpAgent({ keepAlive: true });
+    this.agent = kubeAgent(cfg, this.secure);
   }
 
   /** Closes the idle connections (and any still open). */
@@ -488,7 +480,7 @@ export class KubeClient {
    * rejects on an ERROR event (a KubeApiError, e.g. 410 Expired), an answer other than 200,
    * a broken stream, or an exception from onEvent (the watch is then closed).
    */
-  watch<T>(
+  async watch<T>(
     ref: ResourceRef,
     opts: WatchOptions,
     onEvent: (type: WatchEventType, obj: T) => void,
@@ -500,6 +492,7 @@ export class KubeClient {
     if (opts.labelSelector) query.set("labelSelector", opts.labelSelector);
     if (opts.fieldSelector) query.set("fieldSelector", opts.fieldSelector);
     const path = resourcePath(ref, { namespace: opts.namespace });
+    await this.cfg.refreshCredentials?.();
     return new Promise<void>((resolve, reject) => {
       if (signal.aborted) return resolve();
       let settled = false;
@@ -562,8 +555,9 @@ export class KubeClient {
   }
 
   /** A request whose answer is JSON (or empty); other than 2xx rejects with a KubeApiError. */
-  private call(r: RawRequest): Promise<unknown> {
+  private async call(r: RawRequest): Promise<unknown> {
     const what = `${r.method} ${r.path}`;
+    await this.cfg.refreshCredentials?.();
     return new Promise<unknown>((resolve, reject) => {
       if (r.signal?.aborted) return reject(r.signal.reason);
       let settled = false;
@@ -600,8 +594,12 @@ export class KubeClient {
   private send(
     r: RawRequest,
     payload: string | undefined,
-    onResponse: (res: IncomingMessage) => void,
+    onAnswer: (res: IncomingMessage) => void,
   ) {
+    const onResponse = (res: IncomingMessage) => {
+      if (res.statusCode === 401) this.cfg.onUnauthorized?.();
+      onAnswer(res);
+    };
     const url = new URL(this.base.toString());
     url.pathname = this.base.pathname.replace(/\/$/, "") + r.path;
     url.search = r.query?.toString() ?? "";

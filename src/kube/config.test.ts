@@ -160,11 +160,19 @@ current-context: x
   const parse = (text: string, context?: string) =>
     parseKubeConfig(text, { baseDir: "/nowhere", ...(context ? { context } : {}) });
   assert.throws(() => parse(base("{token: t}"), "other"), /no context named "other"/);
-  assert.throws(() => parse(base("{exec: {command: aws}}")), /exec credentials are not supported/);
+  assert.throws(() => parse(base("{exec: {command: aws}}")), /exec.apiVersion undefined is not/);
   assert.throws(() => parse(base("{auth-provider: {name: gcp}}")), /auth-provider/);
   assert.throws(() => parse(base("{username: a, password: b}")), /username/);
   assert.throws(() => parse(base(`{client-certificate-data: ${b64(CERT)}}`)), /needs its key/);
-  assert.throws(() => parse(base("{}", ", proxy-url: http://proxy:3128")), /proxy-url/);
+  assert.throws(
+    () => parse(base("{}", ", proxy-url: socks5://proxy:1080")),
+    /proxy-url socks5:\/\/ proxies are not supported \(only http:\/\/ proxies\)/,
+  );
+  assert.throws(
+    () => parse(base("{}", ", proxy-url: 'http://['")),
+    /proxy-url http:\/\/\[ is not a URL/,
+  );
+  assert.equal(parse(base("{}", ", proxy-url: http://proxy:3128")).proxyUrl, "http://proxy:3128");
   assert.throws(() => parse(base("{}", ", insecure-skip-tls-verify: maybe")), /not a boolean/);
   assert.throws(() => parse("- a list\n"), /not a kubeconfig/);
   assert.throws(() => parse("clusters: []\n"), /no current-context/);
@@ -239,4 +247,61 @@ test("in-cluster: the token is read again (it rotates); the namespace of the Ser
   assert.equal(cfg.token?.(), "two");
   assert.equal(namespaceFromServiceAccount(sa), "eip-system");
   assert.equal(namespaceFromServiceAccount(tempDir()), undefined);
+});
+
+test("$KUBECONFIG of two files: merged as kubectl does (first wins; paths per file)", () => {
+  const one = tempDir();
+  const two = tempDir();
+  writeFileSync(join(one, "ca.crt"), "CA ONE");
+  writeFileSync(join(two, "ca.crt"), "CA TWO");
+  writeFileSync(join(two, "token"), "token-two");
+  // The first file: no current-context, its own "shared" cluster, a context into the second's user.
+  writeFileSync(
+    join(one, "config"),
+    `clusters:
+- name: shared
+  cluster: {server: "https://one:6443", certificate-authority: ca.crt}
+contexts:
+- name: mixed
+  context: {cluster: shared, user: two-user, namespace: from-one}
+`,
+  );
+  writeFileSync(
+    join(two, "config"),
+    `current-context: mixed
+clusters:
+- name: shared
+  cluster: {server: "https://two:6443", certificate-authority: ca.crt}
+- name: only-two
+  cluster: {server: "https://only-two:6443", certificate-authority: ca.crt}
+users:
+- name: two-user
+  user: {tokenFile: token}
+contexts:
+- name: mixed
+  context: {cluster: only-two, user: two-user}
+- name: second
+  context: {cluster: only-two, user: two-user}
+`,
+  );
+  const env = {
+    KUBECONFIG: [join(one, "config"), join(one, "absent"), join(two, "config")].join(":"),
+  };
+  const cfg = loadKubeConfig({ env });
+  assert.equal(
+    cfg.server,
+    "https://one:6443",
+    "current-context from the second, context and cluster from the first",
+  );
+  assert.equal(cfg.ca?.toString(), "CA ONE", "ca.crt next to the file that names it");
+  assert.equal(cfg.namespace, "from-one");
+  assert.equal(cfg.token?.(), "token-two", "the second file's tokenFile, next to it");
+  assert.equal(cfg.source, `${join(one, "config")}:${join(two, "config")}`);
+  const second = loadKubeConfig({ env, context: "second" });
+  assert.equal(second.server, "https://only-two:6443");
+  assert.equal(second.ca?.toString(), "CA TWO");
+  assert.throws(
+    () => loadKubeConfig({ env: { KUBECONFIG: join(one, "absent") } }),
+    /none of .*absent exists/,
+  );
 });
