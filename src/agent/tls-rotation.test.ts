@@ -9,20 +9,14 @@ import { join } from "node:path";
 import type * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { AgentClient } from "../common/agent-api.js";
-import { parseIpv4Net, type Ipv4Net } from "../common/ipv4.js";
 import { TlsFileWatch } from "../common/tls-files.js";
 import { makeCerts, type CertFiles } from "../deploy/certs.js";
 import { ExecRunner } from "../kernel/runner.js";
-import { Authorizer } from "./authz.js";
-import { BindingTable } from "./binding-table.js";
 import { Dataplane } from "./dataplane.js";
-import { AgentMetrics } from "./metrics.js";
-import { AgentService, bindServer, buildGrpcServer } from "./server.js";
+import { bindServer } from "./server.js";
 import { ReloadingServerCredentials, readServerTls } from "./server-tls.js";
-import { BindingStore } from "./store.js";
-import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
+import { testAgentServer } from "./test-agent-server.js";
 
-const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 const runner = new ExecRunner();
 let dir: string;
 let oldPki: CertFiles;
@@ -49,30 +43,8 @@ before(async () => {
   await copyFile(old.key, live.key);
   await copyFile(old.clientCa, live.clientCa);
   const logger = pino({ level: "silent" });
-  const metrics = new AgentMetrics();
-  const table = new BindingTable();
-  dataplane = new Dataplane({
-    table,
-    store: new BindingStore(join(dir, "state")),
-    config: TEST_PLAN_CONFIG,
-    subsystems: [],
-    logger,
-    metrics,
-  });
   const allow = { clients: ["kube-eip-operator"], readers: [] };
-  const service = new AgentService({
-    table,
-    dataplane,
-    policy: {
-      eipCidr: net("192.168.18.0/24"),
-      internalNets: [net("10.244.0.0/16")],
-      gatewayIp: "192.168.18.1",
-    },
-    logger,
-    metrics,
-    authorizer: new Authorizer(allow),
-  });
-  ({ server } = buildGrpcServer(service));
+  ({ server, dataplane } = testAgentServer(dir, allow));
   const initial = readServerTls(live);
   const creds = new ReloadingServerCredentials(initial);
   target = `127.0.0.1:${await bindServer(server, "127.0.0.1:0", creds)}`;

@@ -10,21 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type * as grpc from "@grpc/grpc-js";
-import { pino } from "pino";
 import { AgentClient } from "../common/agent-api.js";
-import { parseIpv4Net, type Ipv4Net } from "../common/ipv4.js";
 import { runEipctl } from "../cli/eipctl.js";
-import { BindingTable } from "./binding-table.js";
 import { Dataplane } from "./dataplane.js";
-import { AgentMetrics } from "./metrics.js";
-import { Authorizer } from "./authz.js";
-import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
-import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
-import { BindingStore } from "./store.js";
+import { bindServer, serverCredentials } from "./server.js";
+import { testAgentServer } from "./test-agent-server.js";
 
 const run = promisify(execFile);
 const allow = { clients: ["operator"], readers: ["reader"] };
-const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 
 let dir: string;
 let server: grpc.Server;
@@ -96,30 +89,7 @@ before(async () => {
   await issue("ca", "reader", "DNS:reader");
   await issue("ca", "mallory", "DNS:mallory");
   await issue("other-ca", "intruder", "DNS:intruder");
-  const logger = pino({ level: "silent" });
-  const metrics = new AgentMetrics();
-  const table = new BindingTable();
-  dataplane = new Dataplane({
-    table,
-    store: new BindingStore(join(dir, "state")),
-    config: TEST_PLAN_CONFIG,
-    subsystems: [],
-    logger,
-    metrics,
-  });
-  const service = new AgentService({
-    table,
-    dataplane,
-    policy: {
-      eipCidr: net("192.168.18.0/24"),
-      internalNets: [net("10.244.0.0/16")],
-      gatewayIp: "192.168.18.1",
-    },
-    logger,
-    metrics,
-    authorizer: new Authorizer(allow),
-  });
-  ({ server } = buildGrpcServer(service));
+  ({ server, dataplane } = testAgentServer(dir, allow));
   const creds = serverCredentials({
     cert: join(dir, "agent.crt"),
     key: join(dir, "agent.key"),

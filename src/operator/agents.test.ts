@@ -7,20 +7,13 @@ import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type * as grpc from "@grpc/grpc-js";
-import { pino } from "pino";
-import { parseIpv4Net, type Ipv4Net } from "../common/ipv4.js";
-import { Authorizer } from "../agent/authz.js";
-import { BindingTable } from "../agent/binding-table.js";
-import { Dataplane } from "../agent/dataplane.js";
-import { AgentMetrics } from "../agent/metrics.js";
-import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "../agent/server.js";
-import { BindingStore } from "../agent/store.js";
-import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
+import type { Dataplane } from "../agent/dataplane.js";
+import { testAgentServer } from "../agent/test-agent-server.js";
+import { bindServer, serverCredentials } from "../agent/server.js";
 import { makeCerts, type CertFiles } from "../deploy/certs.js";
 import { ExecRunner } from "../kernel/runner.js";
 import { AgentPool } from "./agents.js";
 
-const net = (s: string): Ipv4Net => parseIpv4Net(s) ?? assert.fail(s);
 let dir: string;
 let files: CertFiles;
 let server: grpc.Server;
@@ -33,31 +26,8 @@ before(async () => {
     dir,
     nodes: [{ name: "node-1" }, { name: "node-2" }],
   });
-  const logger = pino({ level: "silent" });
-  const metrics = new AgentMetrics();
-  const table = new BindingTable();
-  dataplane = new Dataplane({
-    table,
-    store: new BindingStore(join(dir, "state")),
-    config: TEST_PLAN_CONFIG,
-    subsystems: [],
-    logger,
-    metrics,
-  });
   const allow = { clients: ["kube-eip-operator"], readers: [] };
-  const service = new AgentService({
-    table,
-    dataplane,
-    policy: {
-      eipCidr: net("192.168.18.0/24"),
-      internalNets: [net("10.244.0.0/16")],
-      gatewayIp: "192.168.18.1",
-    },
-    logger,
-    metrics,
-    authorizer: new Authorizer(allow),
-  });
-  ({ server } = buildGrpcServer(service));
+  ({ server, dataplane } = testAgentServer(dir, allow));
   // This agent is node-2's.
   const pki = files.nodes.get("node-2") ?? assert.fail();
   port = await bindServer(
