@@ -100,6 +100,26 @@ describe(
         }),
       );
 
+    /** Node 2's addresses as the kubelet reports them, with `external` as its ExternalIP. */
+    const setNode2ExternalIp = (external: string | undefined) =>
+      kubectl(
+        "patch",
+        "node",
+        cluster.nodeName(2),
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        JSON.stringify({
+          status: {
+            addresses: [
+              { type: "InternalIP", address: cluster.nodeAddress(2) },
+              ...(external ? [{ type: "ExternalIP", address: external }] : []),
+              { type: "Hostname", address: cluster.nodeName(2) },
+            ],
+          },
+        }),
+      );
+
     before(async () => {
       // Node 1 on iptables-legacy, node 2 on iptables-nft: the refusals, the not-held and the
       // namespace deletions run on the one, the NotReady and node-gone deletions on the other.
@@ -145,44 +165,13 @@ describe(
     test("a Node that gains a bound EIP as its ExternalIP: the EIP is unbound and refused", async () => {
       await bound("gained", "192.168.18.119", 1);
       assert.ok((await listedBindings(lab, 1)).some((b) => b.eipAddr === "192.168.18.119"));
-      await kubectl(
-        "patch",
-        "node",
-        cluster.nodeName(2),
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        JSON.stringify({
-          status: {
-            addresses: [
-              { type: "InternalIP", address: cluster.nodeAddress(2) },
-              { type: "ExternalIP", address: "192.168.18.119" },
-              { type: "Hostname", address: cluster.nodeName(2) },
-            ],
-          },
-        }),
-      );
+      await setNode2ExternalIp("192.168.18.119");
       assert.ok(await becomes("gained", "InvalidEip"));
       assert.equal(
         (await listedBindings(lab, 1)).some((b) => b.eipAddr === "192.168.18.119"),
         false,
       );
-      await kubectl(
-        "patch",
-        "node",
-        cluster.nodeName(2),
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        JSON.stringify({
-          status: {
-            addresses: [
-              { type: "InternalIP", address: cluster.nodeAddress(2) },
-              { type: "Hostname", address: cluster.nodeName(2) },
-            ],
-          },
-        }),
-      );
+      await setNode2ExternalIp(undefined);
       assert.ok(await becomes("gained", "Bound"), "bound again once no Node holds it");
       await deleteBinding("gained");
       assert.ok(await becomes("gained", "gone"));
