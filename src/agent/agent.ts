@@ -7,7 +7,7 @@ import { rm } from "node:fs/promises";
 import type { Server as HttpServer } from "node:http";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
-import { type AnnouncedSnapshot, BgpAnnouncer } from "../bgp/announcer.js";
+import { BgpAnnouncer } from "../bgp/announcer.js";
 import { GobgpClient } from "../bgp/gobgp-api.js";
 import { GobgpSpeaker, stopLeftoverSpeaker } from "../bgp/speaker.js";
 import { metricsRoute, probe, serve } from "../common/http.js";
@@ -18,7 +18,9 @@ import { kernelSubsystems } from "../kernel/kernel-subsystems.js";
 import { ensureRouteTableName } from "../kernel/rt-tables.js";
 import { ConntrackCleaner } from "../kernel/conntrack.js";
 import type { CommandRunner } from "../kernel/runner.js";
-import type { Subsystem } from "../kernel/subsystem.js";
+import { ArpArrivals } from "../kernel/arp-arrivals.js";
+import { type Subsystem, announcing } from "../kernel/subsystem.js";
+import { ArpAnnouncer } from "./arp-announcer.js";
 import type { AgentConfig, BgpConfig } from "./config.js";
 import { Dataplane } from "./dataplane.js";
 import { GratuitousArp } from "./garp.js";
@@ -56,7 +58,7 @@ function kernelParts(
   config: AgentConfig,
   runner: CommandRunner,
   logger: Logger,
-  garp: GratuitousArp,
+  arrivals: ArpArrivals,
   mode: IptablesMode,
 ): Subsystem[] {
   return [
@@ -66,14 +68,41 @@ function kernelParts(
       gatewayDev: config.gatewayDev,
       eipCidr: formatIpv4Net(config.eipCidr),
       procSysDir: config.procSysDir,
-      // An EIP whose address or proxy entry this node adds has just arrived here (a bind, a
-      // move, a start after the kernel lost its state): announce it; one that leaves is no
-      // longer announced.
-      onEipsArrived: (eips) => garp.announce(eips),
-      onEipsLeft: (eips) => garp.withdraw(eips),
+      arrivals,
     }),
     conntrackSubsystem(new ConntrackCleaner(runner, logger)),
   ];
+}
+
+/**
+ * The announcers, each an "announce" subsystem: gratuitous ARP for the EIPs the node answers
+ * ARP for (addresses on the gateway device, or proxy entries), and BGP when it is on.
+ */
+function announcers(
+  arp: ArpAnnouncer,
+  bgp: BgpAnnouncer | undefined,
+  metrics: AgentMetrics,
+): Subsystem[] {
+  const list = [
+    announcing(
+      "arp",
+      "nothing: gratuitous ARP for the EIPs that arrived",
+      arp,
+      (d) => d.arpProxy?.eips ?? d.gatewayAddresses,
+    ),
+  ];
+  if (bgp) {
+    const subsystem = announcing("bgp", "the paths announced to gobgpd", bgp, (d) => d.announced);
+    list.push({
+      ...subsystem,
+      sync: async (desired, options) => {
+        const changes = await subsystem.sync(desired, options);
+        metrics.bgpAnnounced.set(bgp.status().announced);
+        return changes;
+      },
+    });
+  }
+  return list;
 }
 
 /** Runs after the kernel's NAT is written; never fails an apply (a failure is logged). */
@@ -125,24 +154,7 @@ function bgpParts(
     onPeerState: (peer) =>
       metrics.bgpSessionUp.set({ peer: peer.address }, peer.state === "ESTABLISHED" ? 1 : 0),
   });
-  const subsystem: Subsystem = {
-    name: "bgp",
-    owns: "the paths announced to gobgpd",
-    stage: "announce",
-    withdraw: (desired, options) => {
-      announcer.setDesired(desired.announced);
-      return announcer.withdraw(options);
-    },
-    sync: async (desired, options) => {
-      announcer.setDesired(desired.announced);
-      const changes = await announcer.apply(options);
-      metrics.bgpAnnounced.set(announcer.count);
-      return changes;
-    },
-    read: () => announcer.read(),
-    adopt: (snapshot) => announcer.adopt(snapshot as AnnouncedSnapshot),
-  };
-  return { client, announcer, speaker, subsystem, freshApplies: () => freshApplies };
+  return { client, announcer, speaker, freshApplies: () => freshApplies };
 }
 
 /** The backend to write to; a warning (and a metric) when the other one may drop our traffic. */
@@ -185,12 +197,15 @@ export async function startAgent(
     device: config.gatewayDev,
     count: config.garpCount,
   });
-  const subsystems = kernelParts(config, runner, logger, garp, mode);
+  const arrivals = new ArpArrivals();
   const bgp = config.bgp
     ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
     : undefined;
-  if (bgp) subsystems.push(bgp.subsystem);
-  else await stopLeftoverSpeaker(config.stateDir, logger);
+  if (!bgp) await stopLeftoverSpeaker(config.stateDir, logger);
+  const subsystems: Subsystem[] = [
+    ...kernelParts(config, runner, logger, arrivals, mode),
+    ...announcers(new ArpAnnouncer(garp, arrivals), bgp?.announcer, metrics),
+  ];
   const dataplane = new Dataplane({
     table,
     store,
@@ -238,7 +253,12 @@ export async function startAgent(
       protocol: ARP_ROUTE_PROTOCOL,
     }),
     ...(bgp
-      ? { bgp: { peers: () => bgp.speaker.peers(), announced: () => bgp.announcer.count } }
+      ? {
+          bgp: {
+            peers: () => bgp.speaker.peers(),
+            announced: () => bgp.announcer.status().announced,
+          },
+        }
       : {}),
   });
   const { server, health } = buildGrpcServer(service);

@@ -72,6 +72,18 @@ export class GratuitousArp {
     if (this.pending.size === 0 && !this.running) this.stopTimer();
   }
 
+  /** Stops announcing every EIP not in `held`. Costs nothing while nothing is pending. */
+  retain(held: readonly string[]): void {
+    if (this.pending.size === 0) return;
+    const keep = new Set(held);
+    this.withdraw([...this.pending.keys()].filter((eip) => !keep.has(eip)));
+  }
+
+  /** EIPs with announcements still to send. */
+  get size(): number {
+    return this.pending.size;
+  }
+
   /** Resolves when nothing is pending or running (for tests and shutdown). */
   idle(): Promise<void> {
     if (this.isIdle()) return Promise.resolve();

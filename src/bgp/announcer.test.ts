@@ -46,24 +46,24 @@ function setup() {
 
 test("announces each EIP as /32 once; a second apply sends nothing", async () => {
   const { speaker, announcer } = setup();
-  announcer.setDesired(["192.168.18.100", "192.168.18.101"]);
-  assert.equal(await announcer.apply({ reread: false }), 2);
+  const held: readonly string[] = ["192.168.18.100", "192.168.18.101"];
+  assert.equal(await announcer.announce(held, { reread: false }), 2);
   assert.deepEqual(speaker.calls, ["list", "add 192.168.18.100/32", "add 192.168.18.101/32"]);
   speaker.calls.length = 0;
-  assert.equal(await announcer.apply({ reread: false }), 0);
+  assert.equal(await announcer.announce(held, { reread: false }), 0);
   assert.deepEqual(speaker.calls, []);
-  assert.equal(announcer.count, 2);
+  assert.equal(announcer.status().announced, 2);
 });
 
 test("withdraw() takes back only what is no longer desired and adds nothing", async () => {
   const { speaker, announcer } = setup();
-  announcer.setDesired(["192.168.18.100", "192.168.18.101"]);
-  await announcer.apply({ reread: false });
+  let held: readonly string[] = ["192.168.18.100", "192.168.18.101"];
+  await announcer.announce(held, { reread: false });
   speaker.calls.length = 0;
-  announcer.setDesired(["192.168.18.101", "192.168.18.102"]);
-  assert.equal(await announcer.withdraw({ reread: false }), 1);
+  held = ["192.168.18.101", "192.168.18.102"];
+  assert.equal(await announcer.withdraw(held, { reread: false }), 1);
   assert.deepEqual(speaker.calls, ["delete 192.168.18.100/32"]);
-  assert.equal(await announcer.apply({ reread: false }), 1);
+  assert.equal(await announcer.announce(held, { reread: false }), 1);
   assert.deepEqual([...speaker.paths.keys()].sort(), ["192.168.18.101/32", "192.168.18.102/32"]);
 });
 
@@ -73,8 +73,8 @@ test("paths it does not own are never withdrawn", async () => {
   speaker.paths.set("192.168.18.0/24", NEXT_HOP); // not a /32
   speaker.paths.set("192.168.18.50/32", "172.16.0.99"); // another next hop
   speaker.paths.set("192.168.18.77/32", NEXT_HOP); // ours, no longer bound
-  announcer.setDesired([]);
-  assert.equal(await announcer.apply({ reread: true }), 1);
+  const held: readonly string[] = [];
+  assert.equal(await announcer.announce(held, { reread: true }), 1);
   assert.deepEqual([...speaker.paths.keys()].sort(), [
     "10.0.0.0/8",
     "192.168.18.0/24",
@@ -84,33 +84,33 @@ test("paths it does not own are never withdrawn", async () => {
 
 test("many new EIPs at once go through one stream", async () => {
   const { speaker, announcer } = setup();
-  announcer.setDesired(Array.from({ length: 200 }, (_, i) => `192.168.18.${i + 1}`));
-  assert.equal(await announcer.apply({ reread: false }), 200);
+  const held: readonly string[] = Array.from({ length: 200 }, (_, i) => `192.168.18.${i + 1}`);
+  assert.equal(await announcer.announce(held, { reread: false }), 200);
   assert.deepEqual(speaker.calls, ["list", "stream 200"]);
   assert.equal(speaker.paths.size, 200);
 });
 
 test("a failure is phase 5, and the next apply reads the speaker again", async () => {
   const { speaker, announcer } = setup();
-  announcer.setDesired(["192.168.18.100"]);
-  await announcer.apply({ reread: false });
-  announcer.setDesired(["192.168.18.100", "192.168.18.101"]);
+  let held: readonly string[] = ["192.168.18.100"];
+  await announcer.announce(held, { reread: false });
+  held = ["192.168.18.100", "192.168.18.101"];
   speaker.failNext = true;
   await assert.rejects(
-    announcer.apply({ reread: false }),
+    announcer.announce(held, { reread: false }),
     (err: unknown) => err instanceof KernelError && err.phase === Phase.Bgp,
   );
   speaker.calls.length = 0;
-  assert.equal(await announcer.apply({ reread: false }), 1);
+  assert.equal(await announcer.announce(held, { reread: false }), 1);
   assert.deepEqual(speaker.calls, ["list", "add 192.168.18.101/32"]);
 });
 
 test("after invalidate() (a fresh speaker) everything is announced again", async () => {
   const { speaker, announcer } = setup();
-  announcer.setDesired(["192.168.18.100"]);
-  await announcer.apply({ reread: false });
+  const held: readonly string[] = ["192.168.18.100"];
+  await announcer.announce(held, { reread: false });
   speaker.paths.clear(); // gobgpd restarted: its paths are gone
   announcer.invalidate();
-  assert.equal(await announcer.apply({ reread: false }), 1);
+  assert.equal(await announcer.announce(held, { reread: false }), 1);
   assert.ok(speaker.paths.has("192.168.18.100/32"));
 });

@@ -1,14 +1,16 @@
-// The BGP part of the apply loop: keeps the speaker's announced paths equal to the node's
-// bound EIPs, each as EIP/32 with the node's address as next hop, origin IGP. Like the
-// kernel managers it diffs what it is asked to hold against what it believes the speaker
-// holds and sends only the difference, re-reading the speaker (ListPath) when asked, at the
-// first apply and after a failure.
+// The BGP announcer (the Announcer contract of src/kernel/subsystem.ts; the other one is
+// ARP's): keeps the speaker's announced paths equal to the node's bound EIPs, each as EIP/32
+// with the node's address as next hop, origin IGP. Like the kernel managers it diffs what it
+// is asked to hold against what it believes the speaker holds and sends only the
+// difference, re-reading the speaker (ListPath) when asked, at the first apply and after a
+// failure.
 //
 // Ours are the locally originated /32 paths inside --eip-cidr with our next hop: a path
 // anyone else added to a shared speaker is never withdrawn, and every withdrawal names its
 // path (gobgpd withdraws every local path on a DeletePath without one).
 import { type Ipv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
-import { KernelError, type KernelManager, Phase } from "../kernel/manager.js";
+import { KernelError, Phase } from "../kernel/manager.js";
+import type { Announcer, AnnouncerStatus } from "../kernel/subsystem.js";
 import type { LocalPath } from "./gobgp-api.js";
 
 /** The gobgpd API calls the announcer needs (GobgpClient; a fake in unit tests). */
@@ -32,8 +34,7 @@ export type AnnouncedSnapshot = ReadonlySet<string>;
 /** Above this many new paths at once, one AddPathStream replaces single AddPath calls. */
 const STREAM_THRESHOLD = 32;
 
-export class BgpAnnouncer implements KernelManager<readonly string[], AnnouncedSnapshot> {
-  private desired: readonly string[] = [];
+export class BgpAnnouncer implements Announcer<AnnouncedSnapshot> {
   /** What the speaker holds of ours; undefined when unknown. */
   private announced: Set<string> | undefined;
   private readonly cidr: Ipv4Net;
@@ -47,18 +48,14 @@ export class BgpAnnouncer implements KernelManager<readonly string[], AnnouncedS
     this.cidr = cidr;
   }
 
-  setDesired(eips: readonly string[]): void {
-    this.desired = eips;
-  }
-
   /** Forgets what the speaker holds (it was replaced): the next apply re-reads it. */
   invalidate(): void {
     this.announced = undefined;
   }
 
   /** EIPs the speaker holds of ours, as far as the announcer knows. */
-  get count(): number {
-    return this.announced?.size ?? 0;
+  status(): AnnouncerStatus {
+    return { announced: this.announced?.size ?? 0 };
   }
 
   async read(): Promise<AnnouncedSnapshot> {
@@ -76,21 +73,22 @@ export class BgpAnnouncer implements KernelManager<readonly string[], AnnouncedS
     this.announced = new Set(snapshot);
   }
 
-  /** Withdraws what is announced but no longer desired; nothing is announced. */
-  async withdraw(options: { reread: boolean }): Promise<number> {
+  /** Withdraws what is announced but not in `held`; nothing is announced. */
+  async withdraw(held: readonly string[], options: { reread: boolean }): Promise<number> {
     if (options.reread || !this.announced) this.adopt(await this.read());
-    const keep = new Set(this.desired);
+    const keep = new Set(held);
     return this.send(
       [],
       [...this.announcedSet()].filter((eip) => !keep.has(eip)),
     );
   }
 
-  async apply(options: { reread: boolean }): Promise<number> {
+  /** Announces `held`, withdrawing what else is announced. */
+  async announce(held: readonly string[], options: { reread: boolean }): Promise<number> {
     if (options.reread || !this.announced) this.adopt(await this.read());
     const announced = this.announcedSet();
-    const keep = new Set(this.desired);
-    const add = this.desired.filter((eip) => !announced.has(eip));
+    const keep = new Set(held);
+    const add = held.filter((eip) => !announced.has(eip));
     const remove = [...announced].filter((eip) => !keep.has(eip));
     return this.send(add, remove);
   }

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type PlanConfig } from "../model/plan.js";
 import { FakeRunner, failure } from "./fake-runner.js";
+import { ArpArrivals } from "./arp-arrivals.js";
 import { RouteManager } from "./iproute.js";
 import { KernelError, Phase } from "./manager.js";
 import {
@@ -32,13 +33,9 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
       .filter((l) => /^(neigh|route (add|del|replace) \S+ (dev \S+ )?table main)/.test(l));
 
   it("answers for exactly the bound EIPs: a proxy entry and a host route each", async () => {
-    const told: string[] = [];
+    const arrivals = new ArpArrivals();
     const runner = arpKernel(PROXIES, ARP_ROUTES);
-    const manager = new RouteManager(runner, {
-      ...OPTIONS,
-      onEipsArrived: (a) => told.push(`arrived ${a.join(" ")}`),
-      onEipsLeft: (a) => told.push(`left ${a.join(" ")}`),
-    });
+    const manager = new RouteManager(runner, { ...OPTIONS, arrivals });
     manager.setDesired(desired(TWO, POISONING));
     await manager.apply({ reread: false });
     assert.deepEqual(runner.lines(), [...READS, BATCH_CMD]);
@@ -52,7 +49,7 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
       "route del 192.168.18.64/26 table main proto 225",
       "route del 192.168.18.102/32 table main metric 100 proto 225",
     ]);
-    assert.deepEqual(told, ["left 192.168.18.102", "arrived 192.168.18.101"]);
+    assert.deepEqual(arrivals.take(), ["192.168.18.101"], "its proxy entry is new");
 
     // The belief holds: nothing to do; a bind adds a route and a proxy entry, an unbind
     // deletes them, proxy entry first.
@@ -64,6 +61,7 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
       "route add 192.168.18.7/32 dev cni0 table main proto 225",
       "neigh replace proxy 192.168.18.7 dev eth1 protocol 225",
     ]);
+    assert.deepEqual(arrivals.take(), ["192.168.18.7"]);
     runner.clear();
     manager.setDesired(desired(TWO.slice(1), POISONING));
     await manager.apply({ reread: false });
@@ -73,7 +71,7 @@ describe("RouteManager: ARP answers (--arp-poisoning)", () => {
       "route del 192.168.18.100/32 table main proto 225",
       "route del 192.168.18.7/32 table main proto 225",
     ]);
-    assert.deepEqual(told.slice(2), ["arrived 192.168.18.7", "left 192.168.18.100 192.168.18.7"]);
+    assert.deepEqual(arrivals.take(), [], "an unbind brings nothing");
   });
 
   it("without ARP poisoning removes ours and keeps foreign proxy entries", async () => {

@@ -29,8 +29,9 @@
 // does not read again unless asked (reread). It forgets the belief after any failure, and
 // after a write that a part says leaves it unknown, so the next apply re-reads. Each part
 // updates its belief in place, so the cost of a plan follows the change, not the number of
-// bindings. After a write the manager tells its owner which EIPs arrived on the node (an
-// address or proxy entry added) and which left, for gratuitous ARP. read() and adopt() let
+// bindings. After a write the manager records which EIPs arrived on the node (an address or
+// proxy entry added) and which left in its ArpArrivals (arp-arrivals.ts), from which the ARP
+// announcer takes what to send gratuitous ARP for. read() and adopt() let
 // the caller do the slow `ip -json ... show` apart from apply().
 import {
   type ArpProxySpec,
@@ -40,6 +41,7 @@ import {
 } from "../model/desired.js";
 import { type Ipv4Net, netContains, parseIpv4, parseIpv4Net } from "../common/ipv4.js";
 import { type ArpBelief, ArpAnswers } from "./arp-answers.js";
+import type { ArpArrivals } from "./arp-arrivals.js";
 import { type AddressBelief, GatewayAddresses, type HeldAddress } from "./gateway-addresses.js";
 import {
   type ArpRoute,
@@ -89,12 +91,10 @@ export interface RouteManagerOptions {
   /** Name the table may be shown with (rt_tables); defaults to "eip_route". */
   readonly tableName?: string;
   /**
-   * Told the EIPs a successful write made this node answer ARP for (an address added to the
-   * gateway device, or a proxy entry added): they have just arrived here.
+   * Where a successful write records the EIPs it made this node answer ARP for (an address
+   * added to the gateway device, or a proxy entry added) and those it stopped answering for.
    */
-  readonly onEipsArrived?: (eips: readonly string[]) => void;
-  /** Told the EIPs a successful write stopped answering ARP for (told before any arrivals). */
-  readonly onEipsLeft?: (eips: readonly string[]) => void;
+  readonly arrivals?: ArpArrivals;
   /**
    * Writes promote_secondaries (the agent's one writer, which honours --proc-sys); when
    * absent, `sysctl -w` through the runner.
@@ -194,10 +194,9 @@ export class RouteManager implements KernelManager<RouteDesired, RouteSnapshot> 
         if (addresses.promoteSecondaries) await this.promoteSecondaries();
         await this.runBatch(lines);
         this.addresses.forget(addresses.deleted);
-        const left = [...addresses.left, ...arp.removedProxies];
-        const arrived = [...addresses.added, ...arp.addedProxies];
-        if (left.length > 0) this.options.onEipsLeft?.(left);
-        if (arrived.length > 0) this.options.onEipsArrived?.(arrived);
+        const { arrivals } = this.options;
+        arrivals?.remove([...addresses.left, ...arp.removedProxies]);
+        arrivals?.add([...addresses.added, ...arp.addedProxies]);
         if (!routing.rereadAfter && !addresses.rereadAfter) {
           routing.commit();
           addresses.commit();

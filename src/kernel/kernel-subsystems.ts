@@ -7,6 +7,7 @@ import {
   ROUTE_TABLE_ID,
   RULE_PRIORITY,
 } from "../model/desired.js";
+import type { ArpArrivals } from "./arp-arrivals.js";
 import { RouteManager, routeDesired } from "./iproute.js";
 import { IpsetManager } from "./ipset.js";
 import { IptablesManager, type IptablesDesired, type IptablesMode } from "./iptables.js";
@@ -22,9 +23,8 @@ export interface KernelSubsystemsOptions {
   readonly eipCidr: string;
   /** --proc-sys: kernel settings as files under this directory. */
   readonly procSysDir?: string | undefined;
-  /** See RouteManagerOptions: the EIPs that arrived on the node, and those that left it. */
-  readonly onEipsArrived?: (eips: readonly string[]) => void;
-  readonly onEipsLeft?: (eips: readonly string[]) => void;
+  /** See RouteManagerOptions: where the EIPs that arrived on the node are recorded. */
+  readonly arrivals?: ArpArrivals;
 }
 
 export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] {
@@ -37,8 +37,7 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
     protocol: ARP_ROUTE_PROTOCOL,
     gatewayDev: options.gatewayDev,
     eipCidr: options.eipCidr,
-    ...(options.onEipsArrived === undefined ? {} : { onEipsArrived: options.onEipsArrived }),
-    ...(options.onEipsLeft === undefined ? {} : { onEipsLeft: options.onEipsLeft }),
+    ...(options.arrivals === undefined ? {} : { arrivals: options.arrivals }),
     sysctl,
   });
   return [

@@ -1,5 +1,5 @@
 // The one contract between the apply loop (src/agent/dataplane.ts) and every subsystem it
-// drives: the kernel managers, the BGP announcer, the conntrack cleaner. A subsystem says
+// drives: the kernel managers, the announcers (BGP, ARP), the conntrack cleaner. A subsystem says
 // what it owns, its stage, and, by its place in the list, its order within the stage:
 // - "kernel": written after the announcers withdrew; in list order until the loop knows our
 //   sets and chains exist (sets before the rules that name them), at once afterwards; a
@@ -10,6 +10,10 @@
 //   its NAT is gone).
 // Both later stages run in list order; their failures fail the apply once the kernel stage
 // has been written.
+//
+// An announcer (the Announcer contract below) tells the network which EIPs this node holds:
+// BGP paths to the routers (src/bgp/announcer.ts), gratuitous ARP to the segment
+// (src/agent/arp-announcer.ts). announcing() makes one an "announce" subsystem.
 import type { DesiredState } from "../model/desired.js";
 import type { KernelManager } from "./manager.js";
 
@@ -48,5 +52,47 @@ export function managed<D, S>(
     read: () => manager.read(),
     // The loop hands each subsystem back only the snapshot its own read() produced.
     adopt: (snapshot) => manager.adopt(snapshot as S),
+  };
+}
+
+/** The EIPs an announcer holds out to the network, and how it fares. */
+export interface AnnouncerStatus {
+  /** EIPs announced now, as far as the announcer knows. */
+  readonly announced: number;
+}
+
+/**
+ * Tells the network which EIPs the node holds. The apply loop calls withdraw() before the
+ * kernel stops serving what went, announce() after it serves what came, both with the whole
+ * set the node holds (the announcer sends only the difference from what it believes).
+ */
+export interface Announcer<S = unknown> {
+  /** Stops announcing what `held` no longer holds; resolves to the changes sent. */
+  withdraw(held: readonly string[], options: { reread: boolean }): Promise<number>;
+  /** Announces `held`; resolves to the changes sent. */
+  announce(held: readonly string[], options: { reread: boolean }): Promise<number>;
+  /** Reads what is announced now, leaving the belief alone. */
+  read(): Promise<S>;
+  /** Takes a snapshot from read() as the belief. */
+  adopt(snapshot: S): void;
+  status(): AnnouncerStatus;
+}
+
+/** An announcer as the apply loop sees it: the EIPs it announces of the desired state. */
+export function announcing<S>(
+  name: string,
+  owns: string,
+  announcer: Announcer<S>,
+  select: (desired: DesiredState) => readonly string[],
+): Subsystem {
+  return {
+    name,
+    owns,
+    stage: "announce",
+    withdraw: (desired, options) => announcer.withdraw(select(desired), options),
+    sync: (desired, options) => announcer.announce(select(desired), options),
+    read: () => announcer.read(),
+    // The loop hands each subsystem back only the snapshot its own read() produced.
+    adopt: (snapshot) => announcer.adopt(snapshot as S),
   };
 }
