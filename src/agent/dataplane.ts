@@ -15,7 +15,7 @@
 // The subsystems write in order on the first apply, on re-reads and after a failure (our
 // sets must exist before rules name them); otherwise their batches run at once.
 //
-// An announcer (BGP) goes around the kernel subsystems: it withdraws what is no longer bound
+// An announcer (BGP, ARP) goes around the kernel subsystems: it withdraws what is no longer bound
 // before they remove the NAT (a router must not send traffic to a node that no longer
 // forwards it) and announces what is new after they added it. A failing announcer does not
 // hold up the kernel: its error (phase 5) is reported once the kernel is written.
