@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { pino } from "pino";
 import { ArpArrivals } from "../kernel/arp-arrivals.js";
 import type { CommandRunner } from "../kernel/runner.js";
-import { FakeClock } from "../kube/fake-clock.js";
+import { FakeClock } from "../common/fake-clock.js";
 import { ArpAnnouncer } from "./arp-announcer.js";
 import { GratuitousArp } from "./garp.js";
 

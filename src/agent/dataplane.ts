@@ -26,6 +26,8 @@
 // apply ran while they were read (else they may be stale: the next round reads again). A
 // node too busy for that gets its re-read inside the loop every few rounds.
 import type { Logger } from "pino";
+import { backoffDelay } from "../common/backoff.js";
+import { type Clock, type Timer, realClock } from "../common/clock.js";
 import { KernelError, Phase } from "../kernel/manager.js";
 import type { Subsystem } from "../kernel/subsystem.js";
 import type { BindingTable } from "./binding-table.js";
@@ -45,8 +47,8 @@ export interface DataplaneOptions {
   readonly metrics: AgentMetrics;
   readonly retryBaseMs?: number;
   readonly retryMaxMs?: number;
-  /** The clock of the probes (ms); Date.now by default. */
-  readonly now?: () => number;
+  /** The clock of the retries, the resync and the probes; the real one by default. */
+  readonly clock?: Clock;
 }
 
 interface Waiter {
@@ -62,8 +64,8 @@ export class Dataplane {
   private snapshotNext = true;
   private appliedVersion = -1;
   private failures = 0;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private resyncTimer: NodeJS.Timeout | undefined;
+  private retryTimer: Timer | undefined;
+  private resyncTimer: Timer | undefined;
   private stopped = false;
   private lastError: KernelError | undefined;
   private idle: Promise<void> = Promise.resolve();
@@ -81,7 +83,11 @@ export class Dataplane {
   /** Kernel snapshots read in the background, one per subsystem, for the loop to adopt. */
   private snapshots: unknown[] | undefined;
 
-  constructor(private readonly opts: DataplaneOptions) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly opts: DataplaneOptions) {
+    this.clock = opts.clock ?? realClock;
+  }
 
   /** True when the last apply succeeded and nothing is waiting to be written. */
   get inSync(): boolean {
@@ -100,7 +106,7 @@ export class Dataplane {
   stalled(stallMs: number): string | undefined {
     const started = this.applyStartedAt;
     if (started === undefined) return undefined;
-    const ms = this.clock() - started;
+    const ms = this.clock.now() - started;
     return ms > stallMs ? `an apply has been running for ${Math.round(ms / 1000)} s` : undefined;
   }
 
@@ -114,10 +120,6 @@ export class Dataplane {
       return `retrying after ${this.failures} failed apply(s): phase ${err.phase}: ${err.message}`;
     }
     return this.restored ? undefined : "restoring the kernel state from the bindings";
-  }
-
-  private clock(): number {
-    return (this.opts.now ?? Date.now)();
   }
 
   /** Resolves once an apply that started after this call has succeeded. */
@@ -136,7 +138,8 @@ export class Dataplane {
 
   /** Starts the periodic re-read. */
   startResync(intervalMs: number): void {
-    this.resyncTimer = setInterval(() => {
+    this.resyncTimer = this.clock.setTimer(() => {
+      this.startResync(intervalMs);
       this.backgroundResync().catch(() => {
         // Logged and retried by the loop.
       });
@@ -172,8 +175,8 @@ export class Dataplane {
   /** Stops timers and waits for a running apply to finish. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.resyncTimer);
-    clearTimeout(this.retryTimer);
+    this.resyncTimer?.cancel();
+    this.retryTimer?.cancel();
     await this.idle;
   }
 
@@ -189,7 +192,7 @@ export class Dataplane {
 
   private async loop(): Promise<void> {
     this.running = true;
-    clearTimeout(this.retryTimer);
+    this.retryTimer?.cancel();
     this.retryTimer = undefined;
     try {
       while (this.pending && !this.stopped) {
@@ -200,7 +203,7 @@ export class Dataplane {
         const snapshots = this.snapshots;
         this.snapshots = undefined;
         this.applies++;
-        this.applyStartedAt = this.clock();
+        this.applyStartedAt = this.clock.now();
         try {
           if (snapshots && !reread) {
             this.opts.subsystems.forEach((s, i) => s.adopt(snapshots[i]));
@@ -246,14 +249,14 @@ export class Dataplane {
 
   private scheduleRetry(): void {
     if (this.stopped || this.retryTimer) return;
-    const base = this.opts.retryBaseMs ?? 200;
-    const max = this.opts.retryMaxMs ?? 30_000;
-    const delay = Math.min(max, base * 2 ** Math.min(this.failures - 1, 16));
-    const jittered = delay * (0.5 + Math.random() / 2);
-    this.retryTimer = setTimeout(() => {
+    const delay = backoffDelay(this.failures - 1, {
+      baseMs: this.opts.retryBaseMs ?? 200,
+      maxMs: this.opts.retryMaxMs ?? 30_000,
+    });
+    this.retryTimer = this.clock.setTimer(() => {
       this.retryTimer = undefined;
       this.kick();
-    }, jittered);
+    }, delay);
   }
 
   private async applyOnce({

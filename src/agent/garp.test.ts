@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
 import type { CommandRunner } from "../kernel/runner.js";
-import { FakeClock } from "../kube/fake-clock.js";
+import { FakeClock } from "../common/fake-clock.js";
 import { GratuitousArp } from "./garp.js";
 
 const silent = pino({ level: "silent" });

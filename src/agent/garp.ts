@@ -19,7 +19,7 @@
 // logged and otherwise ignored: the neighbours still learn the EIP when their entry expires.
 import type { Logger } from "pino";
 import type { CommandRunner } from "../kernel/runner.js";
-import { type Clock, type Timer, realClock } from "../kube/clock.js";
+import { type Clock, type Timer, realClock } from "../common/clock.js";
 
 export interface GratuitousArpOptions {
   readonly device: string;

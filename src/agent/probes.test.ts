@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { pino } from "pino";
 import { KernelError, Phase } from "../kernel/manager.js";
 import { BindingTable } from "./binding-table.js";
+import { realClock } from "../common/clock.js";
 import { Dataplane } from "./dataplane.js";
 import type { Subsystem } from "../kernel/subsystem.js";
 import { AgentMetrics } from "./metrics.js";
@@ -28,6 +29,7 @@ class Controlled implements Subsystem {
   adopt(): void {}
 }
 
+/** The real clock's timers, with its now() set by the test. */
 function setup(now: () => number = Date.now) {
   const subsystem = new Controlled();
   const dataplane = new Dataplane({
@@ -39,7 +41,7 @@ function setup(now: () => number = Date.now) {
     metrics: new AgentMetrics(),
     retryBaseMs: 1,
     retryMaxMs: 1,
-    now,
+    clock: { ...realClock, now },
   });
   return { subsystem, dataplane };
 }

@@ -23,6 +23,8 @@ import { closeSync, openSync } from "node:fs";
 import { chmod, lstat, mkdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Logger } from "pino";
+import { type BackoffOptions, backoffDelay } from "../common/backoff.js";
+import { type Clock, type Timer, realClock, sleep } from "../common/clock.js";
 import type {
   GlobalConfig,
   ListedPeer,
@@ -65,13 +67,15 @@ export interface SpeakerOptions {
   /** Peer session changes, for metrics. */
   readonly onPeerState?: (peer: PeerStatus) => void;
   readonly probeIntervalMs?: number;
+  /** The clock of the probes, the restarts and the start's wait; the real one by default. */
+  readonly clock?: Clock;
 }
 
 const PID_FILE = "gobgpd.pid";
 const LOG_FILE = "gobgpd.log";
 /** Failed probes in a row after which a gobgpd of ours is restarted. */
 const PROBE_FAILURES_MAX = 3;
-const RESTART_BACKOFF_MAX_MS = 30_000;
+const RESTART_BACKOFF: BackoffOptions = { baseMs: 500, maxMs: 30_000 };
 
 /** A gobgpd of ours: the process we started or adopted. */
 interface OwnProcess {
@@ -87,18 +91,22 @@ export function ownApiSocket(stateDir: string): string {
 export class GobgpSpeaker {
   private process: OwnProcess | undefined;
   private stopWatch: (() => void) | undefined;
-  private probeTimer: NodeJS.Timeout | undefined;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private probeTimer: Timer | undefined;
+  private restartTimer: Timer | undefined;
   private probeFailures = 0;
   private restarts = 0;
   private stopped = false;
   private busy: Promise<void> = Promise.resolve();
   private readonly peerStates = new Map<string, SessionState>();
 
+  private readonly clock: Clock;
+
   constructor(
     private readonly api: SpeakerApi,
     private readonly opts: SpeakerOptions,
-  ) {}
+  ) {
+    this.clock = opts.clock ?? realClock;
+  }
 
   /** The API address the agent talks to (a grpc-js target). */
   static target(opts: Pick<SpeakerOptions, "endpoint" | "apiPort" | "stateDir">): string {
@@ -111,16 +119,22 @@ export class GobgpSpeaker {
   /** Brings the speaker up (adopting a running gobgpd of ours) and keeps watching it. */
   async start(): Promise<void> {
     await this.serialised(() => this.bringUp());
-    this.probeTimer = setInterval(() => {
+    this.probeEvery(this.opts.probeIntervalMs ?? 2000);
+  }
+
+  private probeEvery(ms: number): void {
+    if (this.stopped) return;
+    this.probeTimer = this.clock.setTimer(() => {
+      this.probeEvery(ms);
       void this.serialised(() => this.probe());
-    }, this.opts.probeIntervalMs ?? 2000);
+    }, ms);
   }
 
   /** Stops watching. Our gobgpd keeps running, and with it the sessions and routes. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.probeTimer);
-    clearTimeout(this.restartTimer);
+    this.probeTimer?.cancel();
+    this.restartTimer?.cancel();
     this.stopWatch?.();
     await this.busy;
   }
@@ -259,27 +273,27 @@ export class GobgpSpeaker {
 
   private scheduleRestart(): void {
     if (this.stopped || this.restartTimer) return;
-    const delay = Math.min(RESTART_BACKOFF_MAX_MS, 500 * 2 ** Math.min(this.restarts, 8));
+    const delay = backoffDelay(this.restarts, RESTART_BACKOFF);
     this.restarts++;
-    this.restartTimer = setTimeout(() => {
+    this.restartTimer = this.clock.setTimer(() => {
       this.restartTimer = undefined;
       void this.serialised(() => this.bringUp());
     }, delay);
   }
 
   private async waitForApi(): Promise<{ asn: number; routerId: string }> {
-    const deadline = Date.now() + 10_000;
+    const deadline = this.clock.now() + 10_000;
     for (;;) {
       try {
         return await this.api.getGlobal(1000);
       } catch (err) {
         if (this.process?.exited) throw new Error("gobgpd exited at start; see gobgpd.log");
-        if (Date.now() > deadline) {
+        if (this.clock.now() > deadline) {
           throw new Error(
             `gobgpd API at ${GobgpSpeaker.target(this.opts)} does not answer: ${(err as Error).message}`,
           );
         }
-        await sleep(100);
+        await sleep(this.clock, 100);
       }
     }
   }
@@ -439,8 +453,4 @@ async function prepareSocket(socket: string): Promise<void> {
 async function removeSocket(socket: string): Promise<void> {
   const st = await lstat(socket).catch(() => undefined);
   if (st?.isSocket()) await rm(socket);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { pino } from "pino";
 import { KubeApiError, type PatchOptions, type ResourceRef } from "./client.js";
 import { EventRecorder, type EventClient } from "./events.js";
-import { FakeClock, settle } from "./fake-clock.js";
+import { FakeClock, settle } from "../common/fake-clock.js";
 import type { KubeObject } from "./informer.js";
 
 const silent = pino({ level: "silent" });

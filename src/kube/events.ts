@@ -14,7 +14,7 @@
 import { randomBytes } from "node:crypto";
 import type { Logger } from "pino";
 import { EVENTS, isNotFound, microTime, type KubeClient } from "./client.js";
-import { realClock, type Clock, type Timer } from "./clock.js";
+import { realClock, type Clock, type Timer } from "../common/clock.js";
 import type { KubeObject } from "./informer.js";
 
 export type EventType = "Normal" | "Warning";

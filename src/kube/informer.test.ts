@@ -9,7 +9,7 @@ import {
   type WatchEventType,
   type WatchOptions,
 } from "./client.js";
-import { FakeClock, settle } from "./fake-clock.js";
+import { FakeClock, settle } from "../common/fake-clock.js";
 import {
   Informer,
   objectKey,

@@ -18,7 +18,8 @@
 // Handlers run synchronously in event order, after the cache changed; one that throws is
 // logged and does not disturb the others or the loop.
 import type { Logger } from "pino";
-import { backoffDelay, realClock, sleep, type Clock, type Timer } from "./clock.js";
+import { type BackoffOptions, backoffDelay } from "../common/backoff.js";
+import { realClock, sleep, type Clock, type Timer } from "../common/clock.js";
 import { isGone, type KubeClient, type ResourceRef, type WatchEventType } from "./client.js";
 import { objectFields } from "../common/logger.js";
 
@@ -233,12 +234,7 @@ export class Informer<T extends KubeObject> {
           if (!early) this.failures = 0;
           const delayMs =
             outcome.delivered === 0 && early && !silent
-              ? backoffDelay(
-                  this.failures++,
-                  this.backoffBaseMs,
-                  this.backoffMaxMs,
-                  this.opts.random,
-                )
+              ? backoffDelay(this.failures++, this.backoff)
               : 0;
           this.log.info(
             {
@@ -257,10 +253,7 @@ export class Informer<T extends KubeObject> {
         if (stop.aborted) return;
         const gone = isGone(err);
         // The first 410 re-lists at once; repeated failures of any kind back off.
-        const delayMs =
-          gone && this.failures === 0
-            ? 0
-            : backoffDelay(this.failures, this.backoffBaseMs, this.backoffMaxMs, this.opts.random);
+        const delayMs = gone && this.failures === 0 ? 0 : backoffDelay(this.failures, this.backoff);
         this.failures++;
         reason = gone ? "gone" : "error";
         this.restarted();
@@ -273,12 +266,12 @@ export class Informer<T extends KubeObject> {
     }
   }
 
-  private get backoffBaseMs(): number {
-    return this.opts.backoffBaseMs ?? 500;
-  }
-
-  private get backoffMaxMs(): number {
-    return this.opts.backoffMaxMs ?? 30_000;
+  private get backoff(): BackoffOptions {
+    return {
+      baseMs: this.opts.backoffBaseMs ?? 500,
+      maxMs: this.opts.backoffMaxMs ?? 30_000,
+      ...(this.opts.random ? { random: this.opts.random } : {}),
+    };
   }
 
   /** Lists and replaces the cache, emitting the differences. */

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
 import { KubeApiError, type RequestOptions, type ResourceRef } from "./client.js";
-import { FakeClock } from "./fake-clock.js";
+import { FakeClock } from "../common/fake-clock.js";
 import { LeaderElector, type Lease, type LeaseClient } from "./leader.js";
 
 const silent = pino({ level: "silent" });

@@ -20,7 +20,7 @@
 // abort, so a successor never acts while this process still does.
 import type { Logger } from "pino";
 import { microTime, isNotFound, LEASES, type KubeClient } from "./client.js";
-import { realClock, sleep, type Clock } from "./clock.js";
+import { realClock, sleep, type Clock } from "../common/clock.js";
 import type { KubeObject } from "./informer.js";
 
 export interface LeaseSpec {

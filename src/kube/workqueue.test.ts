@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { FakeClock, settle } from "./fake-clock.js";
+import { FakeClock, settle } from "../common/fake-clock.js";
 import { WorkQueue } from "./workqueue.js";
 
 /** Whether get() has answered yet, and with what. */
@@ -52,9 +52,8 @@ test("a waiting get() is answered by the next add, in the order the getters came
   assert.deepEqual(second, { value: "y", done: true });
 });
 
-test("addRateLimited: the delay doubles per failure up to the cap; forget() starts over", async () => {
-  const clock = new FakeClock();
-  const q = new WorkQueue({ clock, baseDelayMs: 100, maxDelayMs: 1000 });
+/** The delays of six addRateLimited calls in a row, to the nearest 50 ms above. */
+async function rateLimitedDelays(q: WorkQueue, clock: FakeClock): Promise<number[]> {
   const delays: number[] = [];
   for (let i = 0; i < 6; i++) {
     q.addRateLimited("k");
@@ -68,7 +67,14 @@ test("addRateLimited: the delay doubles per failure up to the cap; forget() star
     q.done("k");
     delays.push(waited);
   }
-  assert.deepEqual(delays, [100, 200, 400, 800, 1000, 1000]);
+  return delays;
+}
+
+test("addRateLimited: the delay doubles per failure up to the cap; forget() starts over", async () => {
+  const clock = new FakeClock();
+  // The jitter at the top of its range: each delay is its ceiling.
+  const q = new WorkQueue({ clock, baseDelayMs: 100, maxDelayMs: 1000, random: () => 1 });
+  assert.deepEqual(await rateLimitedDelays(q, clock), [100, 200, 400, 800, 1000, 1000]);
   assert.equal(q.numRequeues("k"), 6);
   q.forget("k");
   assert.equal(q.numRequeues("k"), 0);
@@ -77,6 +83,12 @@ test("addRateLimited: the delay doubles per failure up to the cap; forget() star
   assert.equal(q.length, 0);
   await clock.advance(1);
   assert.equal(q.length, 1, "back to the base delay");
+});
+
+test("addRateLimited: the jitter takes a delay down to half its ceiling, never below", async () => {
+  const clock = new FakeClock();
+  const q = new WorkQueue({ clock, baseDelayMs: 100, maxDelayMs: 1000, random: () => 0 });
+  assert.deepEqual(await rateLimitedDelays(q, clock), [50, 100, 200, 400, 500, 500]);
 });
 
 test("addAfter holds a key back; asked twice, the earlier time wins; an add meanwhile is not held", async () => {

@@ -2,14 +2,16 @@
 // queue semantics: a key is queued at most once however often it is added; a key being
 // processed is never handed out twice at once, and one added again meanwhile is queued again
 // when done() is called; keys are handed out first in, first out; a failed key comes back
-// after a per-key exponential backoff (addRateLimited) until forget() resets it; addAfter
+// after a per-key exponential backoff with jitter (addRateLimited, ../common/backoff.ts)
+// until forget() resets it; addAfter
 // holds a key back, keeping the earliest time when asked twice.
 //
 // Unlike client-go, shutdown() drops what is still queued: get() answers undefined at once,
 // since the operator shuts down when it stops leading and must stop acting, not drain.
 //
 // No I/O; time comes from an injected Clock, so the tests drive it by hand.
-import { realClock, type Clock, type Timer } from "./clock.js";
+import { type BackoffOptions, backoffDelay } from "../common/backoff.js";
+import { realClock, type Clock, type Timer } from "../common/clock.js";
 
 /** What a queue reports as it works (client-go's workqueue metrics). */
 export interface WorkQueueMetrics {
@@ -28,6 +30,8 @@ export interface WorkQueueOptions {
   readonly baseDelayMs?: number;
   /** Cap of addRateLimited's delay. Default 60 s. */
   readonly maxDelayMs?: number;
+  /** The backoff's jitter source; default Math.random. */
+  readonly random?: () => number;
   readonly clock?: Clock;
   readonly metrics?: WorkQueueMetrics;
 }
@@ -46,15 +50,17 @@ export class WorkQueue {
   private readonly getters: ((key: string | undefined) => void)[] = [];
   private closed = false;
   private readonly clock: Clock;
-  private readonly baseDelayMs: number;
-  private readonly maxDelayMs: number;
+  private readonly backoff: BackoffOptions;
   private readonly metrics: WorkQueueMetrics | undefined;
 
   constructor(opts: WorkQueueOptions = {}) {
     this.clock = opts.clock ?? realClock;
     this.metrics = opts.metrics;
-    this.baseDelayMs = opts.baseDelayMs ?? 100;
-    this.maxDelayMs = opts.maxDelayMs ?? 60_000;
+    this.backoff = {
+      baseMs: opts.baseDelayMs ?? 100,
+      maxMs: opts.maxDelayMs ?? 60_000,
+      ...(opts.random ? { random: opts.random } : {}),
+    };
   }
 
   add(key: string): void {
@@ -83,12 +89,15 @@ export class WorkQueue {
     this.waiting.set(key, { at, timer });
   }
 
-  /** Adds the key after its backoff: base·2^(failures so far), capped; counts a failure. */
+  /**
+   * Adds the key after its backoff: base·2^(failures so far), capped, with jitter in its upper
+   * half; counts a failure.
+   */
   addRateLimited(key: string): void {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
     this.metrics?.retried();
-    this.addAfter(key, Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** Math.min(n, 30)));
+    this.addAfter(key, backoffDelay(n, this.backoff));
   }
 
   /** Resets the key's backoff (it was processed successfully). */

@@ -7,7 +7,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { AgentMetrics } from "../agent/metrics.js";
 import { KubeClient, NODES } from "../kube/client.js";
-import { FakeClock } from "../kube/fake-clock.js";
+import { FakeClock } from "../common/fake-clock.js";
 import { WorkQueue } from "../kube/workqueue.js";
 import { OperatorMetrics } from "./metrics.js";
 
@@ -61,7 +61,8 @@ test("reconciles count in ours and controller-runtime's families; a retry is a r
 test("the work queue reports its depth, adds, waits and retries", async () => {
   const m = new OperatorMetrics();
   const clock = new FakeClock();
-  const q = new WorkQueue({ clock, metrics: m.workQueue(), baseDelayMs: 100 });
+  // The backoff at the top of its jitter: exactly 100 ms.
+  const q = new WorkQueue({ clock, metrics: m.workQueue(), baseDelayMs: 100, random: () => 1 });
   const labels = '{controller="eipbinding",name="eipbinding"}';
   q.add("vms/a");
   q.add("vms/b");

@@ -1,6 +1,8 @@
-// The clock of the Kubernetes client's timed parts (work queue delays, leader election,
-// event aggregation, informer backoff and watchdog), behind one small interface so unit tests
-// drive time by hand (./fake-clock.ts) instead of sleeping.
+// The one clock of every timed part: the agent's apply loop (retries, the resync) and its
+// gratuitous ARP, the BGP speaker's supervisor, and the Kubernetes client (work queue
+// delays, leader election, event aggregation, informer backoff and watchdog), behind one
+// small interface so unit tests drive time by hand (./fake-clock.ts) instead of sleeping.
+// Their one backoff is ./backoff.ts.
 
 export interface Timer {
   cancel(): void;
@@ -33,18 +35,4 @@ export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<v
     const timer = clock.setTimer(done, ms);
     signal?.addEventListener("abort", done, { once: true });
   });
-}
-
-/**
- * Exponential backoff with jitter: base·2^attempt capped at max, then a random point in its
- * upper half, so clients that failed together do not retry together. attempt counts from 0.
- */
-export function backoffDelay(
-  attempt: number,
-  baseMs: number,
-  maxMs: number,
-  random: () => number = Math.random,
-): number {
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
-  return ceiling / 2 + (random() * ceiling) / 2;
 }
