@@ -4,98 +4,25 @@
 // One keep-alive agent per client carries every request, with the kubeconfig's TLS material;
 // the bearer token is asked for at each request, so a rotated token is picked up. Failures
 // the apiserver answers are KubeApiErrors built from its Status object (status code, reason,
-// details), which the helpers below classify; failures on the way (refused, reset, timed out)
-// are the errors Node gives. A list follows `continue` pages to the end. A watch parses the
-// newline-delimited JSON stream whatever the chunking, hands each event to the caller as it
-// arrives, turns an ERROR event (e.g. 410 Expired) into a rejected KubeApiError, and resolves
-// when the server ends the stream or the caller aborts. Nothing here retries: that is the
-// informer's, the leader elector's and the work queue's job.
+// details), which the helpers of api-error.ts classify; failures on the way (refused,
+// reset, timed out) are the errors Node gives. A list follows `continue` pages to the end. A
+// watch parses the newline-delimited JSON stream whatever the chunking (watch-decoder.ts),
+// hands each event to the caller as it arrives, turns an ERROR event (e.g. 410 Expired) into
+// a rejected KubeApiError, and resolves when the server ends the stream or the caller
+// aborts. Nothing here retries: that is the informer's, the leader elector's and the work
+// queue's job. The resources it names and their paths are resources.ts's; all of it is
+// exported from here.
 import { type Agent as HttpAgent, request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { StringDecoder } from "node:string_decoder";
 import type { KubeConfig } from "./config.js";
+import { KubeApiError, isGone, isRecord } from "./api-error.js";
 import { kubeAgent } from "./proxy.js";
+import { type ResourceRef, resourcePath } from "./resources.js";
+import { type WatchEventType, WatchDecoder, parseWatchLine } from "./watch-decoder.js";
 
-/** A failure the apiserver answered, from its Status object. */
-export class KubeApiError extends Error {
-  override readonly name = "KubeApiError";
-
-  constructor(
-    /** HTTP status (the Status's code). */
-    readonly status: number,
-    /** The Status's reason (NotFound, Conflict, AlreadyExists, Expired, ...), or the HTTP status text. */
-    readonly reason: string,
-    message: string,
-    readonly details?: unknown,
-  ) {
-    super(message);
-  }
-
-  /** From a response body (a Status object, or whatever a proxy on the way answered). */
-  static fromResponse(httpStatus: number, body: unknown, what: string): KubeApiError {
-    if (isRecord(body) && body["kind"] === "Status") {
-      const code = typeof body["code"] === "number" ? body["code"] : httpStatus;
-      const reason = typeof body["reason"] === "string" ? body["reason"] : "";
-      const message = typeof body["message"] === "string" ? body["message"] : "";
-      return new KubeApiError(
-        code,
-        reason || statusReason(code),
-        `${what}: ${message || reason || code}`,
-        body["details"],
-      );
-    }
-    const text = typeof body === "string" ? body.slice(0, 200) : "";
-    return new KubeApiError(
-      httpStatus,
-      statusReason(httpStatus),
-      `${what}: HTTP ${httpStatus}${text ? ` ${text}` : ""}`,
-    );
-  }
-}
-
-/** The apiserver's reason for a code, for answers without a Status (metav1.StatusReason). */
-function statusReason(code: number): string {
-  const reasons: Record<number, string> = {
-    400: "BadRequest",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "NotFound",
-    405: "MethodNotAllowed",
-    409: "Conflict",
-    410: "Gone",
-    415: "UnsupportedMediaType",
-    422: "Invalid",
-    429: "TooManyRequests",
-    500: "InternalError",
-    503: "ServiceUnavailable",
-    504: "Timeout",
-  };
-  return reasons[code] ?? "Unknown";
-}
-
-function apiError(err: unknown): KubeApiError | undefined {
-  return err instanceof KubeApiError ? err : undefined;
-}
-
-export function isNotFound(err: unknown): boolean {
-  return apiError(err)?.status === 404;
-}
-
-/** A write with a stale resourceVersion (not an AlreadyExists, which is also a 409). */
-export function isConflict(err: unknown): boolean {
-  const e = apiError(err);
-  return e?.status === 409 && e.reason !== "AlreadyExists";
-}
-
-export function isAlreadyExists(err: unknown): boolean {
-  const e = apiError(err);
-  return e?.status === 409 && e.reason === "AlreadyExists";
-}
-
-/** 410: a resourceVersion (of a watch, or a list's continue token) too old to be served. */
-export function isGone(err: unknown): boolean {
-  return apiError(err)?.status === 410;
-}
+export { KubeApiError, isAlreadyExists, isConflict, isGone, isNotFound } from "./api-error.js";
+export * from "./resources.js";
+export * from "./watch-decoder.js";
 
 /**
  * A time as the apiserver's MicroTime wants it (RFC 3339 with exactly six fractional digits;
@@ -103,75 +30,6 @@ export function isGone(err: unknown): boolean {
  */
 export function microTime(ms: number): string {
   return new Date(ms).toISOString().replace(/\.(\d{3})Z$/, ".$1000Z");
-}
-
-export interface ResourceRef {
-  /** "" for the core group. */
-  readonly group: string;
-  readonly version: string;
-  /** The plural, lower case, as in the URL. */
-  readonly resource: string;
-  readonly namespaced: boolean;
-}
-
-export const EIPBINDINGS: ResourceRef = {
-  group: "extension.lucheng0127",
-  version: "v1",
-  resource: "eipbindings",
-  namespaced: true,
-};
-export const VMIS: ResourceRef = {
-  group: "kubevirt.io",
-  version: "v1",
-  resource: "virtualmachineinstances",
-  namespaced: true,
-};
-export const NODES: ResourceRef = {
-  group: "",
-  version: "v1",
-  resource: "nodes",
-  namespaced: false,
-};
-export const LEASES: ResourceRef = {
-  group: "coordination.k8s.io",
-  version: "v1",
-  resource: "leases",
-  namespaced: true,
-};
-export const EVENTS: ResourceRef = {
-  group: "events.k8s.io",
-  version: "v1",
-  resource: "events",
-  namespaced: true,
-};
-
-export interface ResourceLocation {
-  /** Omitted (or "") for cluster-scoped resources, and for a namespaced list across all namespaces. */
-  readonly namespace?: string;
-  readonly name?: string;
-  readonly subresource?: string;
-}
-
-/** The URL path of a resource, a collection or a subresource, each segment escaped. */
-export function resourcePath(ref: ResourceRef, loc: ResourceLocation = {}): string {
-  const seg = (s: string, what: string) => {
-    if (s === "" || s === "." || s === ".." || s.includes("/")) {
-      throw new Error(`bad ${what} ${JSON.stringify(s)}`);
-    }
-    return encodeURIComponent(s);
-  };
-  let path = ref.group === "" ? `/api/${ref.version}` : `/apis/${ref.group}/${ref.version}`;
-  if (loc.namespace) {
-    if (!ref.namespaced) throw new Error(`${ref.resource} are not namespaced`);
-    path += `/namespaces/${seg(loc.namespace, "namespace")}`;
-  }
-  path += `/${ref.resource}`;
-  if (loc.name !== undefined) path += `/${seg(loc.name, "name")}`;
-  if (loc.subresource !== undefined) {
-    if (loc.name === undefined) throw new Error("a subresource needs a name");
-    path += `/${seg(loc.subresource, "subresource")}`;
-  }
-  return path;
 }
 
 /** Per-call options of every verb. */
@@ -220,8 +78,6 @@ export interface DeleteOptions {
   readonly gracePeriodSeconds?: number;
 }
 
-export type WatchEventType = "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK";
-
 export interface WatchOptions {
   readonly namespace?: string;
   /** Where the watch starts (a list's, or the last event's). */
@@ -242,63 +98,6 @@ export interface KubeClientOptions {
    * when none came (client-go's rest_client_requests_total).
    */
   readonly onRequest?: (method: string, code: string) => void;
-}
-
-/** A decoded watch event; ERROR events are raised, not passed on. */
-export interface WatchEvent {
-  readonly type: WatchEventType;
-  readonly object: Record<string, unknown>;
-}
-
-const WATCH_TYPES = new Set(["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]);
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/**
- * The watch stream's decoder: one JSON object per line, arriving in chunks cut anywhere (in a
- * line, in a UTF-8 sequence). push() returns the lines the chunk completed, for the caller to
- * parse one by one (parseWatchLine): an ERROR line then still comes after the events before
- * it in the same chunk.
- */
-export class WatchDecoder {
-  private readonly text = new StringDecoder("utf8");
-  private buffer = "";
-
-  push(chunk: Buffer | string): string[] {
-    this.buffer += typeof chunk === "string" ? chunk : this.text.write(chunk);
-    const lines = this.buffer.split("\n");
-    this.buffer = lines.pop() ?? "";
-    return lines.filter((line) => line.trim() !== "");
-  }
-
-  /** At the end of the stream: the last line if it lacked its newline. */
-  end(): string[] {
-    const rest = this.buffer + this.text.end();
-    this.buffer = "";
-    return rest.trim() === "" ? [] : [rest];
-  }
-}
-
-/** One line of a watch stream; an ERROR event is thrown as its KubeApiError. */
-export function parseWatchLine(line: string): WatchEvent {
-  let ev: unknown;
-  try {
-    ev = JSON.parse(line);
-  } catch {
-    throw new Error(`watch: not JSON: ${line.slice(0, 200)}`);
-  }
-  if (!isRecord(ev) || typeof ev["type"] !== "string" || !WATCH_TYPES.has(ev["type"])) {
-    throw new Error(`watch: not an event: ${line.slice(0, 200)}`);
-  }
-  const object = ev["object"];
-  if (!isRecord(object)) throw new Error(`watch: event without an object: ${line.slice(0, 200)}`);
-  if (ev["type"] === "ERROR") {
-    const code = typeof object["code"] === "number" ? object["code"] : 500;
-    throw KubeApiError.fromResponse(code, object, "watch");
-  }
-  return { type: ev["type"] as WatchEventType, object };
 }
 
 interface RawRequest {
