@@ -2,7 +2,7 @@
 // (iproute.test.ts, iproute-parse.test.ts, arp-answers.test.ts).
 import { type Binding } from "../model/desired.js";
 import { plan, type PlanConfig } from "../model/plan.js";
-import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
+import { TEST_BINDINGS, TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
 import { FakeRunner, commandLine } from "./fake-runner.js";
 import { routeDesired, type RouteDesired } from "./iproute.js";
 
@@ -37,12 +37,9 @@ export const CONFIG: PlanConfig = {
 
 export const OPTIONS = TEST_ROUTE_OPTIONS;
 
-export const TWO: Binding[] = [
-  { eip: "192.168.18.100", vmi: "10.0.0.1" },
-  { eip: "192.168.18.101", vmi: "10.0.0.11" },
-];
+export const TWO = TEST_BINDINGS;
 
-export function desired(bindings: Binding[], config: PlanConfig = CONFIG): RouteDesired {
+export function desired(bindings: readonly Binding[], config: PlanConfig = CONFIG): RouteDesired {
   return routeDesired(plan(config, bindings));
 }
 

@@ -11,7 +11,7 @@ import { ensureRouteTableName } from "./rt-tables.js";
 import { KernelError, Phase } from "./manager.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
-import { TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
+import { TEST_BINDINGS, TEST_PLAN_CONFIG, TEST_ROUTE_OPTIONS } from "../model/test-plan-config.js";
 
 const notRoot = process.getuid?.() !== 0;
 
@@ -22,12 +22,9 @@ const CONFIG: PlanConfig = {
 
 const OPTIONS = TEST_ROUTE_OPTIONS;
 
-const PAIR: Binding[] = [
-  { eip: "192.168.18.100", vmi: "10.0.0.1" },
-  { eip: "192.168.18.101", vmi: "10.0.0.11" },
-];
+const PAIR = TEST_BINDINGS;
 
-function desired(bindings: Binding[], config: PlanConfig = CONFIG): RouteDesired {
+function desired(bindings: readonly Binding[], config: PlanConfig = CONFIG): RouteDesired {
   return routeDesired(plan(config, bindings));
 }
 
@@ -72,7 +69,10 @@ describe("RouteManager in a network namespace", { skip: notRoot ? "needs root" :
     "192.168.18.0/24 dev eth1 scope link",
   ];
 
-  async function assertExactly(bindings: Binding[], foreignAddresses: string[]): Promise<void> {
+  async function assertExactly(
+    bindings: readonly Binding[],
+    foreignAddresses: string[],
+  ): Promise<void> {
     assert.deepEqual(await lines(ns, ["route", "show", "table", "1001"]), ROUTES_PAIR);
     const rules = await lines(ns, ["rule", "show"]);
     assert.deepEqual(
@@ -106,7 +106,7 @@ describe("RouteManager in a network namespace", { skip: notRoot ? "needs root" :
     if (ns !== undefined) await deleteNetns(host, ns.netns);
   });
 
-  async function apply(bindings: Binding[], reread = false): Promise<number> {
+  async function apply(bindings: readonly Binding[], reread = false): Promise<number> {
     m.setDesired(desired(bindings));
     runner.clear();
     return m.apply({ reread });

@@ -1,8 +1,9 @@
 // IpsetManager against the real ipset, inside a throwaway network namespace (needs root).
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { SET_EIP, SET_INTERNAL, SET_VMI, type Binding } from "../model/desired.js";
+import { SET_EIP, SET_INTERNAL, SET_VMI } from "../model/desired.js";
 import { plan, type PlanConfig } from "../model/plan.js";
+import { TEST_BINDINGS, TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { RecordingRunner } from "./fake-runner.js";
 import { IpsetManager } from "./ipset.js";
 import { createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
@@ -11,18 +12,11 @@ import { ExecRunner } from "./runner.js";
 const notRoot = process.getuid?.() !== 0;
 
 const CONFIG: PlanConfig = {
+  ...TEST_PLAN_CONFIG,
   internalNets: ["10.244.0.0/16", "10.96.0.0/12", "10.1.2.3/32"],
-  gatewayIp: "192.168.18.1",
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-  arpPoisoning: false,
-  cniDev: "cni0",
 };
 
-const PAIR: Binding[] = [
-  { eip: "192.168.18.100", vmi: "10.0.0.1" },
-  { eip: "192.168.18.101", vmi: "10.0.0.11" },
-];
+const PAIR = TEST_BINDINGS;
 
 describe("IpsetManager in a network namespace", { skip: notRoot ? "needs root" : false }, () => {
   const host = new ExecRunner();

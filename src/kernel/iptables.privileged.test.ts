@@ -9,6 +9,7 @@ import {
   type Binding,
 } from "../model/desired.js";
 import { JUMPS, RETIRED_JUMPS, plan, type PlanConfig } from "../model/plan.js";
+import { TEST_BINDINGS, TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { RecordingRunner } from "./fake-runner.js";
 import { IpsetManager } from "./ipset.js";
 import { IptablesManager, type IptablesMode } from "./iptables.js";
@@ -18,19 +19,9 @@ import { ExecRunner } from "./runner.js";
 
 const notRoot = process.getuid?.() !== 0;
 
-const CONFIG: PlanConfig = {
-  internalNets: ["10.244.0.0/16", "10.96.0.0/12"],
-  gatewayIp: "192.168.18.1",
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-  arpPoisoning: false,
-  cniDev: "cni0",
-};
+const CONFIG: PlanConfig = { ...TEST_PLAN_CONFIG, internalNets: ["10.244.0.0/16", "10.96.0.0/12"] };
 
-const PAIR: Binding[] = [
-  { eip: "192.168.18.100", vmi: "10.0.0.1" },
-  { eip: "192.168.18.101", vmi: "10.0.0.11" },
-];
+const PAIR = TEST_BINDINGS;
 
 /** kube-proxy-like rules that are not ours and must survive everything. */
 const FOREIGN = `*nat
@@ -80,7 +71,7 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
       }
 
       /** Asserts the kernel holds exactly `bindings`' rules in our chains and one of each jump. */
-      async function assertExactly(bindings: Binding[]): Promise<void> {
+      async function assertExactly(bindings: readonly Binding[]): Promise<void> {
         const desired = plan(CONFIG, bindings);
         const lines = [...(await save("nat")), ...(await save("filter"))];
         for (const spec of desired.chains) {
@@ -112,7 +103,7 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
         if (ns !== undefined) await deleteNetns(host, ns.netns);
       });
 
-      async function apply(bindings: Binding[], reread = false): Promise<number> {
+      async function apply(bindings: readonly Binding[], reread = false): Promise<number> {
         const desired = plan(CONFIG, bindings);
         ipsets.setDesired(desired.ipsets);
         await ipsets.apply({ reread: false });

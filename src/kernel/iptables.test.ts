@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type Binding } from "../model/desired.js";
 import { plan, type PlanConfig } from "../model/plan.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { IptablesManager, parseIptablesSave, type IptablesDesired } from "./iptables.js";
 import { KernelError, Phase } from "./manager.js";
@@ -91,14 +92,7 @@ const CLEAN_FILTER = SAVE_FILTER.replace(
     "-A FORWARD -m set --match-set kube-eip-vmi dst -m set ! --match-set k8s_internal_net src -j KUBE-EIP-FORWARD\n",
 );
 
-const CONFIG: PlanConfig = {
-  internalNets: ["10.244.0.0/16", "10.96.0.0/12"],
-  gatewayIp: "192.168.18.1",
-  gatewayDev: "eth1",
-  eipCidr: "192.168.18.0/24",
-  arpPoisoning: false,
-  cniDev: "cni0",
-};
+const CONFIG: PlanConfig = { ...TEST_PLAN_CONFIG, internalNets: ["10.244.0.0/16", "10.96.0.0/12"] };
 
 function desired(bindings: Binding[]): IptablesDesired {
   const state = plan(CONFIG, bindings);

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { gatewaySysctls, type PlanConfig } from "../model/plan.js";
+import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { addStandInDevice, createNetns, deleteNetns, type NetnsRunner } from "./netns-runner.js";
 import { ExecRunner } from "./runner.js";
 import { SysctlManager, SysctlWriter } from "./sysctl.js";
@@ -10,12 +11,10 @@ import { SysctlManager, SysctlWriter } from "./sysctl.js";
 const notRoot = process.getuid?.() !== 0;
 
 const CONFIG: PlanConfig = {
+  ...TEST_PLAN_CONFIG,
   internalNets: ["10.244.0.0/16"],
-  gatewayIp: "192.168.18.1",
   gatewayDev: "eth1.5",
-  eipCidr: "192.168.18.0/24",
   arpPoisoning: true,
-  cniDev: "cni0",
 };
 
 describe("SysctlManager in a network namespace", { skip: notRoot ? "needs root" : false }, () => {

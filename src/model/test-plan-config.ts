@@ -1,4 +1,6 @@
-// The PlanConfig the apply-loop unit tests share: the seed's public network, no internal nets.
+// The PlanConfig the apply-loop and kernel tests share: the seed's public network, no
+// internal nets (each test adds its own), and the bindings they usually hold.
+import type { Binding } from "./desired.js";
 import type { PlanConfig } from "./plan.js";
 
 export const TEST_PLAN_CONFIG: PlanConfig = {
@@ -18,3 +20,9 @@ export const TEST_ROUTE_OPTIONS = {
   gatewayDev: "eth1",
   eipCidr: "192.168.18.0/24",
 };
+
+/** The tests' usual two bindings on that network. */
+export const TEST_BINDINGS: readonly Binding[] = [
+  { eip: "192.168.18.100", vmi: "10.0.0.1" },
+  { eip: "192.168.18.101", vmi: "10.0.0.11" },
+];
