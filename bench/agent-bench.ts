@@ -786,6 +786,7 @@ async function profileChild(argv: readonly string[]): Promise<void> {
   // The agent's own subsystems, built by the agent's builder.
   const subsystems = kernelSubsystems({
     runner,
+    dataplane: "iptables",
     iptablesMode: mode,
     gatewayDev: GATEWAY_DEV,
     eipCidr: EIP_CIDR,

@@ -60,6 +60,8 @@ export interface AgentConfig {
   readonly seedStateDir: string;
   readonly cniDev: string;
   readonly iptablesMode: IptablesModeFlag;
+  /** --dataplane: what writes the NAT and forward accepts (docs/dataplanes.md). */
+  readonly dataplane: "iptables" | "nftables";
   readonly resyncIntervalSec: number;
   /** Time limit of every command the agent runs (ip, iptables, ipset, sysctl, conntrack...). */
   readonly commandTimeoutSec: number;
@@ -257,6 +259,14 @@ export function agentCommand(): Command {
         .choices(["auto", "legacy", "nft"])
         .default("auto"),
     )
+    .addOption(
+      new Option(
+        "--dataplane <dataplane>",
+        "what writes the NAT and forward accepts: iptables chains and ipsets, or one nftables table (restart with the other to switch)",
+      )
+        .choices(["iptables", "nftables"])
+        .default("iptables"),
+    )
     .option(
       "--resync-interval <seconds>",
       "re-read the kernel and repair drift this often",
@@ -326,6 +336,7 @@ interface RawOptions extends TlsFlags {
   seedStateDir: string;
   cniDev: string;
   iptablesMode: IptablesModeFlag;
+  dataplane: "iptables" | "nftables";
   resyncInterval: number;
   commandTimeout: number;
   stallTimeout: number;
@@ -400,6 +411,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     seedStateDir: o.seedStateDir,
     cniDev: o.cniDev,
     iptablesMode: o.iptablesMode,
+    dataplane: o.dataplane,
     resyncIntervalSec: o.resyncInterval,
     commandTimeoutSec: o.commandTimeout,
     stallTimeoutSec: o.stallTimeout,
