@@ -44,6 +44,7 @@ import { profileChild } from "./agent-bench/profile.js";
 import { profileText, rows, table } from "./agent-bench/report.js";
 import { parseSettings } from "./agent-bench/settings.js";
 import { EIP_CIDR, GATEWAY_DEV, GATEWAY_IP, INTERNAL_NET } from "./agent-bench/shared.js";
+import { variantName } from "./agent-bench/settings.js";
 
 async function main(): Promise<number> {
   const s = parseSettings(process.argv.slice(2));
@@ -67,17 +68,19 @@ async function main(): Promise<number> {
       `  held ${s.agentHeld.join("/")} (baseline ${s.baseHeld.join("/")}); ${s.seqSamples} sequential binds+unbinds (baseline ${s.baseSeqSamples}); ${s.concBinds} binds from ${s.concurrency} clients (baseline ${s.baseConcBinds})\n\n`,
   );
   const results: BackendResult[] = [];
-  for (const [i, mode] of s.backends.entries()) {
-    results.push(await benchBackend(mode, s, `${base}${i}`));
+  for (const [i, variant] of s.backends.entries()) {
+    results.push(await benchBackend(variant, s, `${base}${i}`));
   }
   const wallSec = round((now() - started) / 1000);
   for (const r of results) {
-    process.stdout.write(`\n== iptables-${r.mode} (lab ${r.labPrefix}, ${r.wallSec} s) ==\n`);
+    process.stdout.write(
+      `\n== ${variantName(r.variant)} (lab ${r.labPrefix}, ${r.wallSec} s) ==\n`,
+    );
     if (r.error) process.stdout.write(`FAILED: ${r.error}\n`);
     process.stdout.write(table(rows(r, s)) + "\n");
     const profiled = r.agent.filter((a) => a.profile !== undefined);
     const last = profiled[profiled.length - 1]?.profile;
-    if (last) process.stdout.write("\n" + profileText(last, r.mode) + "\n");
+    if (last) process.stdout.write("\n" + profileText(last, r.variant) + "\n");
   }
   const left = listNamespaces().filter((ns) => ns.startsWith(base));
   process.stdout.write(

@@ -1,7 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AgentClient, type EipOpRsp } from "../../src/common/agent-api.js";
-import type { IptablesMode } from "../../src/kernel/iptables.js";
 import { Lab, type LabProcess } from "../../src/lab/lab.js";
 import {
   type LatencyStats,
@@ -38,6 +37,7 @@ import {
   nextProbe,
   runLoops,
 } from "./shared.js";
+import { type Variant, variantName } from "./settings.js";
 
 export interface RestoreResult {
   readonly bindings: number;
@@ -155,7 +155,7 @@ export class AgentUnderTest {
 
   constructor(
     private readonly lab: Lab,
-    private readonly mode: IptablesMode,
+    private readonly variant: Variant,
     private readonly settings: Settings,
   ) {
     this.stateDir = lab.stateDir("bench-agent");
@@ -166,7 +166,9 @@ export class AgentUnderTest {
   args(): string[] {
     return [
       "--iptables-mode",
-      this.mode,
+      this.variant.mode,
+      "--dataplane",
+      this.variant.dataplane,
       "--eip-cidr",
       EIP_CIDR,
       "--gateway-ip",
@@ -202,7 +204,7 @@ export class AgentUnderTest {
   async start(n: number, flushed: boolean): Promise<RestoreResult> {
     const t0 = Date.now();
     const proc = await this.lab.spawnIn(this.ns, [process.execPath, AGENT_BIN, ...this.args()], {
-      name: `agent-${this.mode}-${++this.serial}`,
+      name: `agent-${variantName(this.variant)}-${++this.serial}`,
       waitFor: '"msg":"serving gRPC"',
       timeoutMs: 300_000,
     });
@@ -217,7 +219,7 @@ export class AgentUnderTest {
         `agent did not restore its kernel state; output:\n${proc.output().slice(-2000)}`,
       );
     }
-    const counts = await countKernel(this.lab, AGENT_NODE, this.mode);
+    const counts = await countKernel(this.lab, AGENT_NODE, this.variant);
     return {
       bindings: n,
       flushed,
@@ -255,7 +257,7 @@ export async function operate(
 export async function agentLevel(
   lab: Lab,
   agent: AgentUnderTest,
-  mode: IptablesMode,
+  mode: Variant,
   n: number,
   s: Settings,
   log: (line: string) => void,

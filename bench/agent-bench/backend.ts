@@ -1,14 +1,14 @@
 // One dataplane's run of the agent benchmark: a lab of its own, kube-eip at each level of
 // held bindings, then the baseline.
 import { Lab } from "../../src/lab/lab.js";
-import type { IptablesMode } from "../../src/kernel/iptables.js";
 import { now, round } from "../common.js";
 import { type AgentLevel, AgentUnderTest, agentLevel } from "./agent.js";
 import { type BaselineLevel, baselineLevels } from "./baseline.js";
 import type { Settings } from "./settings.js";
+import { type Variant, variantName } from "./settings.js";
 
 export interface BackendResult {
-  readonly mode: IptablesMode;
+  readonly variant: Variant;
   readonly labPrefix: string;
   readonly agent: readonly AgentLevel[];
   readonly baseline: readonly BaselineLevel[];
@@ -17,23 +17,25 @@ export interface BackendResult {
 }
 
 export async function benchBackend(
-  mode: IptablesMode,
+  variant: Variant,
   s: Settings,
   prefix: string,
 ): Promise<BackendResult> {
   const start = now();
   const log = (line: string) =>
-    process.stdout.write(`[${mode} ${round((now() - start) / 1000)}s] ${line}\n`);
+    process.stdout.write(`[${name} ${round((now() - start) / 1000)}s] ${line}\n`);
+  const { mode } = variant;
+  const name = variantName(variant);
   const lab = await Lab.up({ nodes: 2, iptablesModes: mode, removeOnExit: true, prefix });
   log(`lab ${lab.prefix} up (nodes 1 and 2, iptables-${mode})`);
   const agentLevels: AgentLevel[] = [];
   const baseline: BaselineLevel[] = [];
   let error: string | undefined;
-  const agent = new AgentUnderTest(lab, mode, s);
+  const agent = new AgentUnderTest(lab, variant, s);
   try {
     for (const n of s.agentHeld) {
       log(`kube-eip with ${n} held bindings`);
-      agentLevels.push(await agentLevel(lab, agent, mode, n, s, log));
+      agentLevels.push(await agentLevel(lab, agent, variant, n, s, log));
     }
     await agent.kill();
     if (!s.skipBaseline) {
@@ -48,7 +50,7 @@ export async function benchBackend(
     await lab.down();
   }
   return {
-    mode,
+    variant,
     labPrefix: lab.prefix,
     agent: agentLevels,
     baseline,

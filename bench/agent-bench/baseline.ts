@@ -119,7 +119,7 @@ export async function baselineLevels(
       );
       held = n;
     }
-    const before = await countKernel(lab, BASELINE_NODE, mode);
+    const before = await countKernel(lab, BASELINE_NODE, { mode, dataplane: "iptables" });
     if (!holds(before, n, false))
       throw new Error(`baseline preload wrong: ${describeCounts(before)}`);
 
@@ -155,7 +155,7 @@ export async function baselineLevels(
       await seedBind(exec, node, p.eip, p.vmi);
       return undefined;
     });
-    const counts = await countKernel(lab, BASELINE_NODE, mode);
+    const counts = await countKernel(lab, BASELINE_NODE, { mode, dataplane: "iptables" });
     const verified = holds(counts, n + conc.ok, false);
     log(
       `  baseline ${n} held, ${s.concurrency} loops: ${conc.perSec} binds/s, p50 ${conc.latency.p50} ms p99 ${conc.latency.p99} ms, ${conc.failures} failed, ${lockRetries - retriesBefore} lock retries${conc.cappedByTime ? ` (capped at ${s.baseConcCapMs / 1000} s: ${conc.issued} binds)` : ""}; kernel ${verified ? "verified" : `WRONG: ${describeCounts(counts)}`}`,

@@ -1,6 +1,8 @@
+// The kernel of a lab node: counting and flushing our state, on either dataplane.
 import { ROUTE_TABLE_ID, RULE_PRIORITY } from "../../src/model/desired.js";
-import type { IptablesMode } from "../../src/kernel/iptables.js";
-import { Lab } from "../../src/lab/lab.js";
+import { IPV4, parseTable } from "../../src/kernel/nftables-table.js";
+import type { Lab } from "../../src/lab/lab.js";
+import type { Variant } from "./settings.js";
 import { GATEWAY_DEV } from "./shared.js";
 
 export interface KernelCounts {
@@ -37,26 +39,19 @@ export async function ruleCount(lab: Lab, node: number): Promise<number> {
   return jsonArray(stdout).filter((r) => isRecord(r) && r.priority === RULE_PRIORITY).length;
 }
 
-export async function countKernel(
-  lab: Lab,
-  node: number,
-  mode: IptablesMode,
-): Promise<KernelCounts> {
+export async function countKernel(lab: Lab, node: number, v: Variant): Promise<KernelCounts> {
+  if (v.dataplane === "nftables") return countNftables(lab, node);
+  const mode = v.mode;
   const count = (text: string, prefix: string) =>
     text.split("\n").filter((line) => line.startsWith(prefix)).length;
-  const [nat, filter, ipsetEip, ipsetVmi, rules, addrs] = await Promise.all([
+  const [nat, filter, ipsetEip, ipsetVmi, rules, addresses] = await Promise.all([
     lab.nodeExec(node, [`iptables-${mode}-save`, "-t", "nat"]),
     lab.nodeExec(node, [`iptables-${mode}-save`, "-t", "filter"]),
     ipsetSize(lab, node, "kube-eip-eip"),
     ipsetSize(lab, node, "kube-eip-vmi"),
     ruleCount(lab, node),
-    lab.nodeExec(node, ["ip", "-json", "-4", "addr", "show", "dev", GATEWAY_DEV]),
+    addressCount(lab, node),
   ]);
-  const addresses = jsonArray(addrs.stdout).reduce<number>(
-    (sum, link) =>
-      sum + (isRecord(link) && Array.isArray(link.addr_info) ? link.addr_info.length : 0),
-    0,
-  );
   return {
     dnat: count(nat.stdout, "-A KUBE-EIP-PREROUTING "),
     snat: count(nat.stdout, "-A KUBE-EIP-POSTROUTING "),
@@ -67,6 +62,36 @@ export async function countKernel(
     rules,
     addresses,
   };
+}
+
+/** The counts of the nftables dataplane: its maps' and sets' elements (no table: none). */
+async function countNftables(lab: Lab, node: number): Promise<KernelCounts> {
+  const [table, rules, addresses] = await Promise.all([
+    lab.nodeExec(node, ["nft", "-j", "list", "table", "ip", "kube_eip"]).then(
+      (r) => parseTable(IPV4, r.stdout).elements,
+      () => undefined,
+    ),
+    ruleCount(lab, node),
+    addressCount(lab, node),
+  ]);
+  return {
+    dnat: table?.eip_vmi.length ?? 0,
+    snat: table?.vmi_eip.length ?? 0,
+    forward: table?.eips.length ?? 0,
+    ipsetEip: table?.eips.length ?? 0,
+    ipsetVmi: table?.vmis.length ?? 0,
+    rules,
+    addresses,
+  };
+}
+
+async function addressCount(lab: Lab, node: number): Promise<number> {
+  const addrs = await lab.nodeExec(node, ["ip", "-json", "-4", "addr", "show", "dev", GATEWAY_DEV]);
+  return jsonArray(addrs.stdout).reduce<number>(
+    (sum, link) =>
+      sum + (isRecord(link) && Array.isArray(link.addr_info) ? link.addr_info.length : 0),
+    0,
+  );
 }
 
 /** Whether the node holds exactly `n` bindings' worth of state (forward: agent only). */
@@ -87,13 +112,21 @@ export function describeCounts(c: KernelCounts): string {
 }
 
 /** Removes our state from a node, leaving chains, sets, jumps in place (as after a wipe). */
-export async function flushKernel(lab: Lab, node: number, mode: IptablesMode): Promise<void> {
-  const ipt = `iptables-${mode}`;
-  await lab.nodeExec(node, [ipt, "-w", "5", "-t", "nat", "-F", "KUBE-EIP-PREROUTING"]);
-  await lab.nodeExec(node, [ipt, "-w", "5", "-t", "nat", "-F", "KUBE-EIP-POSTROUTING"]);
-  await lab.nodeExec(node, [ipt, "-w", "5", "-t", "filter", "-F", "KUBE-EIP-FORWARD"]);
-  await lab.nodeExec(node, ["ipset", "flush", "kube-eip-eip"]);
-  await lab.nodeExec(node, ["ipset", "flush", "kube-eip-vmi"]);
+export async function flushKernel(lab: Lab, node: number, v: Variant): Promise<void> {
+  if (v.dataplane === "nftables") {
+    // The table's maps and sets emptied, its chains left (as after a wipe of the elements).
+    const input = ["map eip_vmi", "map vmi_eip", "set eips", "set vmis"]
+      .map((s) => `flush ${s.split(" ")[0]} ip kube_eip ${s.split(" ")[1]}\n`)
+      .join("");
+    await lab.nodeExec(node, ["nft", "-f", "-"], { input }).catch(() => {});
+  } else {
+    const ipt = `iptables-${v.mode}`;
+    await lab.nodeExec(node, [ipt, "-w", "5", "-t", "nat", "-F", "KUBE-EIP-PREROUTING"]);
+    await lab.nodeExec(node, [ipt, "-w", "5", "-t", "nat", "-F", "KUBE-EIP-POSTROUTING"]);
+    await lab.nodeExec(node, [ipt, "-w", "5", "-t", "filter", "-F", "KUBE-EIP-FORWARD"]);
+    await lab.nodeExec(node, ["ipset", "flush", "kube-eip-eip"]);
+    await lab.nodeExec(node, ["ipset", "flush", "kube-eip-vmi"]);
+  }
   const rules = await ruleCount(lab, node);
   if (rules > 0) {
     // One process for all of them: `ip rule del` one by one would take minutes at 10,000.

@@ -3,7 +3,6 @@ import { type DesiredState } from "../../src/model/desired.js";
 import { type PlanConfig, plan } from "../../src/model/plan.js";
 import { BindingStore } from "../../src/agent/store.js";
 import type { Change, HeldBinding } from "../../src/agent/binding-table.js";
-import type { IptablesMode } from "../../src/kernel/iptables.js";
 import { kernelSubsystems } from "../../src/kernel/kernel-subsystems.js";
 import { ExecRunner, type CommandRunner, type RunResult } from "../../src/kernel/runner.js";
 import { Lab } from "../../src/lab/lab.js";
@@ -27,6 +26,7 @@ import {
   PROFILE_VMI_BASE,
   SELF,
 } from "./shared.js";
+import { type Variant, VARIANTS, variantName } from "./settings.js";
 
 export class TimingRunner implements CommandRunner {
   calls: { command: string; ms: number; lines: number }[] = [];
@@ -53,12 +53,12 @@ export class TimingRunner implements CommandRunner {
 }
 
 export async function profileChild(argv: readonly string[]): Promise<void> {
-  const [stateFile, workDir, modeArg, iterationsArg, kind] = argv;
+  const [stateFile, workDir, variantArg, iterationsArg, kind] = argv;
   if (stateFile === undefined || workDir === undefined || iterationsArg === undefined) {
-    throw new Error("--profile-child STATE_FILE WORK_DIR MODE ITERATIONS [warm|cold]");
+    throw new Error("--profile-child STATE_FILE WORK_DIR VARIANT ITERATIONS [warm|cold]");
   }
-  if (modeArg !== "nft" && modeArg !== "legacy") throw new Error(`bad mode ${String(modeArg)}`);
-  const mode: IptablesMode = modeArg;
+  const variant = VARIANTS.find((v) => variantName(v) === variantArg);
+  if (variant === undefined) throw new Error(`bad variant ${String(variantArg)}`);
   const iterations = Number(iterationsArg);
   const runner = new TimingRunner(new ExecRunner());
   const held = (await new BindingStore(dirname(stateFile)).load()) ?? [];
@@ -73,8 +73,8 @@ export async function profileChild(argv: readonly string[]): Promise<void> {
   // The agent's own subsystems, built by the agent's builder.
   const subsystems = kernelSubsystems({
     runner,
-    dataplane: "iptables",
-    iptablesMode: mode,
+    dataplane: variant.dataplane,
+    iptablesMode: variant.mode,
     gatewayDev: GATEWAY_DEV,
     eipCidr: EIP_CIDR,
   });
@@ -180,18 +180,18 @@ export function medianRecord(records: readonly Record<string, number>[]): Record
 export async function profileInNode(
   lab: Lab,
   agent: AgentUnderTest,
-  mode: IptablesMode,
+  v: Variant,
   n: number,
   iterations: number,
 ): Promise<ProfileSummary> {
-  const workDir = lab.stateDir(`bench-profile-${mode}`);
+  const workDir = lab.stateDir(`bench-profile-${variantName(v)}`);
   const { stdout } = await lab.nodeExec(AGENT_NODE, [
     process.execPath,
     SELF,
     "--profile-child",
     join(agent.stateDir, "bindings.json"),
     workDir,
-    mode,
+    variantName(v),
     String(iterations),
   ]);
   const out = JSON.parse(stdout) as ProfileChildOutput;
@@ -218,7 +218,7 @@ export async function profileInNode(
 export async function profileCold(
   lab: Lab,
   agent: AgentUnderTest,
-  mode: IptablesMode,
+  v: Variant,
   n: number,
 ): Promise<Record<string, number>> {
   const { stdout } = await lab.nodeExec(AGENT_NODE, [
@@ -226,13 +226,13 @@ export async function profileCold(
     SELF,
     "--profile-child",
     join(agent.stateDir, "bindings.json"),
-    lab.stateDir(`bench-profile-${mode}`),
-    mode,
+    lab.stateDir(`bench-profile-${variantName(v)}`),
+    variantName(v),
     "0",
     "cold",
   ]);
   const out = JSON.parse(stdout) as ProfileChildOutput;
-  const counts = await countKernel(lab, AGENT_NODE, mode);
+  const counts = await countKernel(lab, AGENT_NODE, v);
   if (!holds(counts, n, true)) {
     throw new Error(`the cold-restore profile left the kernel wrong: ${describeCounts(counts)}`);
   }

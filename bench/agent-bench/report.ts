@@ -1,9 +1,9 @@
 import type { BackendResult } from "./backend.js";
-import type { IptablesMode } from "../../src/kernel/iptables.js";
 import { round } from "../common.js";
 import { ProfileSummary } from "./agent.js";
 import { Settings } from "./settings.js";
 import { AGENT_NODE } from "./shared.js";
+import { type Variant, variantName } from "./settings.js";
 
 export interface Row {
   readonly metric: string;
@@ -178,13 +178,13 @@ export function table(rs: readonly Row[]): string {
   return [line(header), rule, ...rs.map(line)].join("\n");
 }
 
-export function profileText(p: ProfileSummary, mode: IptablesMode): string {
+export function profileText(p: ProfileSummary, v: Variant): string {
   const fmt = (rec: Record<string, number>) =>
     Object.entries(rec)
       .map(([k, v]) => `    ${k.padEnd(58)} ${round(v, 2)} ms`)
       .join("\n");
   return [
-    `where the time goes at ${p.held} held (iptables-${mode}; the agent's own managers in node ${AGENT_NODE},`,
+    `where the time goes at ${p.held} held (${variantName(v)}; the agent's own managers in node ${AGENT_NODE},`,
     `median of ${p.iterations}; starting any process there costs ${p.spawnFloorMs} ms):`,
     "  one bind (save state, plan, then each subsystem's batch, timed one after the other;",
     "  the agent overlaps the three batches once its sets and chains exist):",

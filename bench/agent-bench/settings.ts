@@ -1,6 +1,22 @@
 // The agent benchmark's settings: the presets and the command line.
-// ---- settings ----
 import type { IptablesMode } from "../../src/kernel/iptables.js";
+
+/** A dataplane under test: the nftables one keeps its one FORWARD rule on iptables-nft. */
+export interface Variant {
+  readonly mode: IptablesMode;
+  readonly dataplane: "iptables" | "nftables";
+}
+
+export const VARIANTS: readonly Variant[] = [
+  { mode: "nft", dataplane: "iptables" },
+  { mode: "legacy", dataplane: "iptables" },
+  { mode: "nft", dataplane: "nftables" },
+];
+
+/** "iptables-nft", "iptables-legacy" or "nftables". */
+export function variantName(v: Variant): string {
+  return v.dataplane === "nftables" ? "nftables" : `iptables-${v.mode}`;
+}
 
 export interface Settings {
   readonly quick: boolean;
@@ -19,7 +35,7 @@ export interface Settings {
   readonly agentPhaseCapMs: number;
   readonly profileIterations: number;
   readonly resyncIntervalSec: number;
-  readonly backends: readonly IptablesMode[];
+  readonly backends: readonly Variant[];
   readonly skipBaseline: boolean;
   readonly jsonFile: string | undefined;
 }
@@ -55,7 +71,7 @@ export const QUICK = {
 };
 
 export const USAGE =
-  "usage: node dist/bench/agent-bench.js [--quick] [--json FILE] [--backend nft|legacy|both]\n" +
+  "usage: node dist/bench/agent-bench.js [--quick] [--json FILE] [--backend nft|legacy|nftables|both|all]\n" +
   "           [--resync-interval SECONDS] [--held N,N,...] [--skip-baseline]\n" +
   "  --held: kube-eip's held-binding levels (default 0,1000,10000; --quick 0,100)\n" +
   "  --resync-interval: the agent's periodic re-read (default 10 s, the agent's default)\n";
@@ -63,7 +79,7 @@ export const USAGE =
 export function parseSettings(argv: readonly string[]): Settings {
   let quick = false;
   let jsonFile: string | undefined;
-  let backends: IptablesMode[] = ["nft", "legacy"];
+  let backends: Variant[] = [...VARIANTS];
   let resync = 10; // the agent's default
   let held: number[] | undefined;
   let skipBaseline = false;
@@ -78,9 +94,18 @@ export function parseSettings(argv: readonly string[]): Settings {
     else if (arg === "--json") jsonFile = value();
     else if (arg === "--backend") {
       const v = value();
-      if (v === "both") backends = ["nft", "legacy"];
-      else if (v === "nft" || v === "legacy") backends = [v];
-      else throw new Error(`--backend must be nft, legacy or both\n${USAGE}`);
+      const chosen: Record<string, readonly Variant[]> = {
+        all: VARIANTS,
+        both: VARIANTS.filter((x) => x.dataplane === "iptables"),
+        nft: VARIANTS.slice(0, 1),
+        legacy: VARIANTS.slice(1, 2),
+        nftables: VARIANTS.slice(2),
+      };
+      const picked = chosen[v];
+      if (picked === undefined) {
+        throw new Error(`--backend must be nft, legacy, nftables, both or all\n${USAGE}`);
+      }
+      backends = [...picked];
     } else if (arg === "--resync-interval") {
       resync = Number(value());
       if (!Number.isInteger(resync) || resync < 1) throw new Error("--resync-interval: seconds");
