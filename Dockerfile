@@ -6,7 +6,7 @@
 #
 # Node.js 24 (the LTS line the tests run on, the release scripts/node24.sh installs) on
 # Debian bookworm, the release whose tools the tests run (iptables 1.8.9 with both
-# backends, ipset 7.17, iproute2 6.1, gobgpd 3, arp-scan 1.10). The base is pinned by its
+# backends, ipset 7.17, nftables 1.0.6, iproute2 6.1, gobgpd 3, arp-scan 1.10). The base is pinned by its
 # full tag; NODE_IMAGE can point at a mirror.
 ARG NODE_IMAGE=node:24.22.3-bookworm-slim
 
@@ -42,12 +42,12 @@ COPY --from=build /src/dist/src ./dist/src
 
 FROM app AS agent
 # iptables (both backends: --iptables-mode auto uses the one holding the host's rules),
-# ipset, iproute2 (ip), procps (sysctl, for a privileged container without --proc-sys),
+# ipset, nftables (nft, --dataplane nftables), iproute2 (ip), procps (sysctl, for a privileged container without --proc-sys),
 # gobgpd (--bgp-type gobgp), arp-scan (gratuitous ARP), iputils-arping (troubleshooting).
 RUN export DEBIAN_FRONTEND=noninteractive \
     && apt-get update \
     && apt-get install -y --no-install-recommends \
-        iptables ipset iproute2 conntrack procps gobgpd arp-scan iputils-arping \
+        iptables ipset nftables iproute2 conntrack procps gobgpd arp-scan iputils-arping \
     && rm -rf /var/lib/apt/lists/* \
     && ln -s /app/dist/src/bin/eip_agent.js /usr/local/bin/eip_agent \
     && ln -s /app/dist/src/bin/eipctl.js /usr/local/bin/eipctl \

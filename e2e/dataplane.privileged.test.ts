@@ -1,13 +1,20 @@
 // The agent's dataplane on a real kernel: a lab site (router, outside host, two nodes with
 // FORWARD policy DROP, a pod, VMIs), a real eip_agent per test suite, real traffic. The
-// whole suite runs once per iptables backend.
+// whole suite runs once per iptables backend with the iptables dataplane, and once with the
+// nftables dataplane (whose one iptables rule goes to the nft backend).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Lab } from "../src/lab/lab.js";
-import { type NodeAgent, eipctl, kernelSnapshot, startAgent } from "../src/lab/agents.js";
-import { JUMPS } from "../src/model/plan.js";
+import {
+  type Dataplane,
+  type NodeAgent,
+  eipctl,
+  kernelSnapshot,
+  startAgent,
+} from "../src/lab/agents.js";
+import { JUMPS, NFT_FORWARD_JUMP } from "../src/model/plan.js";
 import { NEEDS_ROOT, eventually, whoami as whoamiIn } from "./harness.js";
 
 const EIP_A = "192.168.18.100";
@@ -17,8 +24,90 @@ const PORT_B = 8081;
 const OUTSIDE_PORT = 9090;
 const POD_PORT = 7070;
 
-for (const mode of ["nft", "legacy"] as const) {
-  describe(`dataplane on iptables-${mode}`, { skip: NEEDS_ROOT }, () => {
+/** What the tests break and plant in each dataplane's own kernel state. */
+interface Breaker {
+  /** Loses the NAT of `eip` and a forward accept of `vmi`. */
+  drift(lab: Lab, eip: string, vmi: string): Promise<void>;
+  /** Flushes all of our NAT and forward state. */
+  flush(lab: Lab): Promise<void>;
+  /** Plants a binding nobody wants: EIP 192.168.18.200 to 10.244.1.200. */
+  plantStray(lab: Lab): Promise<void>;
+  /** The snapshot field holding the NAT. */
+  readonly natField: "iptables" | "nftables";
+}
+
+function breaker(dataplane: Dataplane, mode: "nft" | "legacy"): Breaker {
+  const ipt = `iptables-${mode}`;
+  const node = (lab: Lab, argv: string[]) => lab.nodeExec(1, argv);
+  if (dataplane === "nftables") {
+    const nft = (lab: Lab, ...argv: string[]) => node(lab, ["nft", ...argv]);
+    return {
+      natField: "nftables",
+      async drift(lab, eip, vmi) {
+        await nft(lab, "delete", "element", "ip", "kube_eip", "eip_vmi", `{ ${eip} }`);
+        await nft(lab, "delete", "element", "ip", "kube_eip", "vmis", `{ ${vmi} }`);
+      },
+      async flush(lab) {
+        for (const map of ["eip_vmi", "vmi_eip"])
+          await nft(lab, "flush", "map", "ip", "kube_eip", map);
+        for (const set of ["eips", "vmis"]) await nft(lab, "flush", "set", "ip", "kube_eip", set);
+        await nft(lab, "flush", "chain", "ip", "kube_eip", "forward");
+        await node(lab, [ipt, "-D", "FORWARD", ...splitRule(NFT_FORWARD_JUMP.rule)]);
+      },
+      async plantStray(lab) {
+        const elem = "{ 192.168.18.200 : 10.244.1.200 }";
+        await nft(lab, "add", "element", "ip", "kube_eip", "eip_vmi", elem);
+      },
+    };
+  }
+  return {
+    natField: "iptables",
+    async drift(lab, _eip, vmi) {
+      await node(lab, [ipt, "-t", "nat", "-F", "KUBE-EIP-PREROUTING"]);
+      await node(lab, ["ipset", "del", "kube-eip-vmi", vmi]);
+    },
+    async flush(lab) {
+      await node(lab, [ipt, "-t", "nat", "-F", "KUBE-EIP-PREROUTING"]);
+      await node(lab, [ipt, "-t", "nat", "-F", "KUBE-EIP-POSTROUTING"]);
+      await node(lab, [ipt, "-t", "filter", "-F", "KUBE-EIP-FORWARD"]);
+      const vmiAccept = JUMPS.find((j) => j.chain === "FORWARD" && j.rule.endsWith("-j ACCEPT"));
+      await node(lab, [ipt, "-D", "FORWARD", ...(vmiAccept?.rule.split(" ") ?? [])]);
+      await node(lab, ["ipset", "flush", "kube-eip-eip"]);
+      await node(lab, ["ipset", "flush", "kube-eip-vmi"]);
+    },
+    async plantStray(lab) {
+      await node(lab, ["ipset", "add", "kube-eip-eip", "192.168.18.200"]);
+      await node(lab, [
+        ipt,
+        "-t",
+        "nat",
+        "-A",
+        "KUBE-EIP-PREROUTING",
+        "-d",
+        "192.168.18.200/32",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.244.1.200",
+      ]);
+    },
+  };
+}
+
+/** An iptables-save rule as arguments (its one quoted comment kept whole). */
+function splitRule(rule: string): string[] {
+  return (rule.match(/"[^"]*"|\S+/g) ?? []).map((a) => a.replace(/^"(.*)"$/, "$1"));
+}
+
+const RUNS = [
+  { mode: "nft", dataplane: "iptables" },
+  { mode: "legacy", dataplane: "iptables" },
+  { mode: "nft", dataplane: "nftables" },
+] as const;
+
+for (const { mode, dataplane } of RUNS) {
+  const breaks = breaker(dataplane, mode);
+  describe(`dataplane ${dataplane} on iptables-${mode}`, { skip: NEEDS_ROOT }, () => {
     let lab: Lab;
     let agent: NodeAgent;
     let vmiA: string;
@@ -42,7 +131,7 @@ for (const mode of ["nft", "legacy"] as const) {
       await lab.startTcpServer(lab.vmiNamespace("b"), PORT_B);
       await lab.startTcpServer(outside(), OUTSIDE_PORT);
       await lab.startTcpServer(lab.pod().namespace, POD_PORT);
-      agent = await startAgent(lab, 1);
+      agent = await startAgent(lab, 1, { dataplane });
       idle = await kernelSnapshot(lab, 1);
     });
 
@@ -65,6 +154,16 @@ for (const mode of ["nft", "legacy"] as const) {
       assert.equal(r.code, 0, r.stderr);
       assert.equal((await lab.ping(outside(), EIP_A, { count: 3 })).received, 3);
       assert.equal(await whoami(outside(), EIP_A, PORT_A), lab.topology.outside);
+      // Only this run's dataplane holds the NAT.
+      const snap = await kernelSnapshot(lab, 1);
+      if (dataplane === "nftables") {
+        assert.match(snap.nftables ?? "", new RegExp(`${EIP_A} : ${vmiA}`));
+        assert.doesNotMatch(snap.iptables ?? "", /KUBE-EIP|kube-eip-|k8s_internal_net/);
+        assert.doesNotMatch(snap.ipset ?? "", /kube-eip-|k8s_internal_net/);
+      } else {
+        assert.equal(snap.nftables, "");
+        assert.match(snap.iptables ?? "", new RegExp(`-d ${EIP_A}/32 -j DNAT`));
+      }
     });
 
     test("from the VMI, the outside sees the EIP; a pod on another node and a service see the VMI", async () => {
@@ -146,8 +245,7 @@ for (const mode of ["nft", "legacy"] as const) {
 
     test("drift under a running agent is repaired within the resync interval", async () => {
       const bound = await kernelSnapshot(lab, 1);
-      await lab.nodeExec(1, [`iptables-${mode}`, "-t", "nat", "-F", "KUBE-EIP-PREROUTING"]);
-      await lab.nodeExec(1, ["ipset", "del", "kube-eip-vmi", vmiA]);
+      await breaks.drift(lab, EIP_A, vmiA);
       await lab.nodeExec(1, ["ip", "rule", "del", "from", vmiA, "priority", "1001"]);
       await lab.nodeExec(1, ["ip", "addr", "del", `${EIP_A}/32`, "dev", "eth1"]);
       assert.notDeepEqual(await kernelSnapshot(lab, 1), bound);
@@ -167,21 +265,14 @@ for (const mode of ["nft", "legacy"] as const) {
       assert.equal((await bind(EIP_B, vmiB)).code, 0);
       const bound = await kernelSnapshot(lab, 1);
       await agent.kill();
-      const ipt = `iptables-${mode}`;
-      await lab.nodeExec(1, [ipt, "-t", "nat", "-F", "KUBE-EIP-PREROUTING"]);
-      await lab.nodeExec(1, [ipt, "-t", "nat", "-F", "KUBE-EIP-POSTROUTING"]);
-      await lab.nodeExec(1, [ipt, "-t", "filter", "-F", "KUBE-EIP-FORWARD"]);
-      const vmiAccept = JUMPS.find((j) => j.chain === "FORWARD" && j.rule.endsWith("-j ACCEPT"));
-      await lab.nodeExec(1, [ipt, "-D", "FORWARD", ...(vmiAccept?.rule.split(" ") ?? [])]);
-      await lab.nodeExec(1, ["ipset", "flush", "kube-eip-eip"]);
-      await lab.nodeExec(1, ["ipset", "flush", "kube-eip-vmi"]);
+      await breaks.flush(lab);
       for (const vmi of [vmiA, vmiB])
         await lab.nodeExec(1, ["ip", "rule", "del", "from", vmi, "priority", "1001"]);
       await lab.nodeExec(1, ["ip", "route", "flush", "table", "1001"]);
       await lab.nodeExec(1, ["ip", "addr", "flush", "dev", "eth1"]);
       assert.equal(await whoami(outside(), EIP_A, PORT_A), undefined, "the flush broke the EIPs");
 
-      agent = await startAgent(lab, 1, { name: "agent-node1-restarted" });
+      agent = await startAgent(lab, 1, { dataplane, name: "agent-node1-restarted" });
       assert.deepEqual(await kernelSnapshot(lab, 1), bound);
       assert.equal(await whoami(outside(), EIP_A, PORT_A), lab.topology.outside);
       assert.equal(await whoami(outside(), EIP_B, PORT_B), lab.topology.outside);
@@ -199,20 +290,7 @@ for (const mode of ["nft", "legacy"] as const) {
     test("a restarted agent removes kernel state of ours that no binding wants, and only that", async () => {
       await agent.kill();
       // Left behind by something else that was ours (an agent that crashed mid-way, say).
-      await lab.nodeExec(1, ["ipset", "add", "kube-eip-eip", "192.168.18.200"]);
-      await lab.nodeExec(1, [
-        `iptables-${mode}`,
-        "-t",
-        "nat",
-        "-A",
-        "KUBE-EIP-PREROUTING",
-        "-d",
-        "192.168.18.200/32",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        "10.244.1.200",
-      ]);
+      await breaks.plantStray(lab);
       await lab.nodeExec(1, [
         "ip",
         "rule",
@@ -248,9 +326,9 @@ for (const mode of ["nft", "legacy"] as const) {
         "priority",
         "1002",
       ]);
-      agent = await startAgent(lab, 1, { name: "agent-node1-cleanup" });
+      agent = await startAgent(lab, 1, { dataplane, name: "agent-node1-cleanup" });
       const snap = await kernelSnapshot(lab, 1);
-      assert.doesNotMatch(snap.iptables ?? "", /192\.168\.18\.200/);
+      assert.doesNotMatch(snap[breaks.natField] ?? "", /192\.168\.18\.200/);
       assert.doesNotMatch(snap.ipset ?? "", /192\.168\.18\.200/);
       assert.doesNotMatch(snap.rules ?? "", /10\.244\.1\.200/);
       assert.doesNotMatch(snap.addresses ?? "", /192\.168\.18\.200/);

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(curl ca-certificates openssl iptables ipset iproute2 iputils-ping iputils-arping arp-scan netcat-openbsd conntrack tcpdump procps make gobgpd bird2)
+packages=(curl ca-certificates openssl iptables ipset nftables iperf3 iproute2 iputils-ping iputils-arping arp-scan netcat-openbsd conntrack tcpdump procps make gobgpd bird2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -30,7 +30,7 @@ import { ReloadingServerCredentials, readServerTls, watchServerTls } from "./ser
 import { NodeAddresses } from "./node-addresses.js";
 import { ARP_ROUTE_PROTOCOL, ROUTE_TABLE_ID, ROUTE_TABLE_NAME } from "../model/desired.js";
 import { type PlanConfig } from "../model/plan.js";
-import { loadBindings, readNatBindings } from "./recovery.js";
+import { loadBindings, readKernelBindings } from "./recovery.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
 
@@ -65,6 +65,7 @@ function kernelParts(
     ...kernelSubsystems({
       runner,
       iptablesMode: mode,
+      dataplane: config.dataplane,
       gatewayDev: config.gatewayDev,
       eipCidr: formatIpv4Net(config.eipCidr),
       procSysDir: config.procSysDir,
@@ -192,7 +193,9 @@ export async function startAgent(
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const mode = await chooseIptablesBackend(config, runner, logger, metrics);
-  const table = await loadBindings(config, store, logger, () => readNatBindings(runner, mode));
+  const table = await loadBindings(config, store, logger, () =>
+    readKernelBindings(runner, config.dataplane, mode),
+  );
   const garp = new GratuitousArp(runner, logger, {
     device: config.gatewayDev,
     count: config.garpCount,

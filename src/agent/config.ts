@@ -48,6 +48,8 @@ export interface AgentConfig {
   readonly seedStateDir: string;
   readonly cniDev: string;
   readonly iptablesMode: IptablesModeFlag;
+  /** --dataplane: what writes the NAT and forward accepts (docs/dataplanes.md). */
+  readonly dataplane: "iptables" | "nftables";
   readonly resyncIntervalSec: number;
   /** Time limit of every command the agent runs (ip, iptables, ipset, sysctl, conntrack...). */
   readonly commandTimeoutSec: number;
@@ -236,6 +238,14 @@ export function agentCommand(): Command {
         .choices(["auto", "legacy", "nft"])
         .default("auto"),
     )
+    .addOption(
+      new Option(
+        "--dataplane <dataplane>",
+        "what writes the NAT and forward accepts: iptables chains and ipsets, or one nftables table (restart with the other to switch)",
+      )
+        .choices(["iptables", "nftables"])
+        .default("iptables"),
+    )
     .option(
       "--resync-interval <seconds>",
       "re-read the kernel and repair drift this often",
@@ -290,6 +300,7 @@ interface RawOptions extends TlsFlags, BgpFlags {
   seedStateDir: string;
   cniDev: string;
   iptablesMode: IptablesModeFlag;
+  dataplane: "iptables" | "nftables";
   resyncInterval: number;
   commandTimeout: number;
   stallTimeout: number;
@@ -364,6 +375,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     seedStateDir: o.seedStateDir,
     cniDev: o.cniDev,
     iptablesMode: o.iptablesMode,
+    dataplane: o.dataplane,
     resyncIntervalSec: o.resyncInterval,
     commandTimeoutSec: o.commandTimeout,
     stallTimeoutSec: o.stallTimeout,

@@ -60,6 +60,7 @@ export const ENV_SETTINGS: readonly EnvSetting[] = [
   setting("AGENT_SEED_STATE_DIR", "--seed-state-dir"),
   setting("AGENT_CNI_DEV", "--cni-dev"),
   setting("AGENT_IPTABLES_MODE", "--iptables-mode"),
+  setting("AGENT_DATAPLANE", "--dataplane"),
   setting("AGENT_RESYNC_INTERVAL", "--resync-interval"),
   setting("AGENT_COMMAND_TIMEOUT", "--command-timeout"),
   setting("AGENT_STALL_TIMEOUT", "--stall-timeout"),

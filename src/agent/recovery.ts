@@ -17,13 +17,20 @@
 // a binding; a rule without its partner (an apply cut short) or an EIP or VMI in two pairs
 // is skipped and logged, since it cannot be told which binding was acknowledged.
 //
-// Reads `iptables-<mode>-save -t nat`; writes nothing (the caller saves the table).
+// With --dataplane nftables the record is our table's maps instead: an entry EIP : VMI of
+// eip_vmi with its partner VMI : EIP in vmi_eip is a binding, with the same rules for the
+// others. The agent reads its own dataplane, and the other one when its own holds nothing
+// (a node switched dataplanes and lost --state-dir).
+//
+// Reads `iptables-<mode>-save -t nat` or `nft -j list table ip kube_eip`; writes nothing
+// (the caller saves the table).
 import type { Logger } from "pino";
 import { canonicalIpv4 } from "../common/ipv4.js";
 import { parseIptablesSave, type IptablesMode } from "../kernel/iptables.js";
+import { IPV4, parseTable } from "../kernel/nftables-table.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { BindingTable, type HeldBinding } from "./binding-table.js";
-import { CHAIN_POSTROUTING, CHAIN_PREROUTING, type Binding } from "../model/desired.js";
+import { CHAIN_POSTROUTING, CHAIN_PREROUTING, type Binding, NFT_TABLE } from "../model/desired.js";
 import { snatRule } from "../model/plan.js";
 import { scanSeedState } from "./seed-state.js";
 import { type BindingStore, StateError } from "./store.js";
@@ -67,6 +74,11 @@ export function bindingsFromNat(saveText: string): NatBindings {
   for (const rule of snat.keys()) {
     skipped.push({ rule: `-A ${CHAIN_POSTROUTING} ${rule}`, reason: "no DNAT rule to match" });
   }
+  return { bindings: unique(pairs, skipped), skipped, rules };
+}
+
+/** The pairs whose EIP and VMI are in no other pair; the others are skipped. */
+function unique(pairs: readonly Binding[], skipped: { rule: string; reason: string }[]): Binding[] {
   const count = (key: (b: Binding) => string) => {
     const n = new Map<string, number>();
     for (const b of pairs) n.set(key(b), (n.get(key(b)) ?? 0) + 1);
@@ -82,7 +94,7 @@ export function bindingsFromNat(saveText: string): NatBindings {
       bindings.push(b);
     }
   }
-  return { bindings, skipped, rules };
+  return bindings;
 }
 
 /** Reads our NAT chains from the kernel. */
@@ -92,6 +104,45 @@ export async function readNatBindings(
 ): Promise<NatBindings> {
   const { stdout } = await runner.run(`iptables-${mode}-save`, ["-t", "nat"]);
   return bindingsFromNat(stdout);
+}
+
+/** The bindings our nftables maps hold, from `nft -j list table ip kube_eip` output. */
+export function bindingsFromNft(json: string): NatBindings {
+  const { elements } = parseTable(IPV4, json);
+  const reverse = new Set(elements.vmi_eip);
+  const skipped: { rule: string; reason: string }[] = [];
+  const pairs: Binding[] = [];
+  for (const element of elements.eip_vmi) {
+    const [eip = "", vmi = ""] = element.split(" : ");
+    if (!reverse.delete(`${vmi} : ${eip}`)) {
+      skipped.push({ rule: `eip_vmi ${element}`, reason: "no vmi_eip element to match" });
+    } else {
+      pairs.push({ eip, vmi });
+    }
+  }
+  for (const element of reverse) {
+    skipped.push({ rule: `vmi_eip ${element}`, reason: "no eip_vmi element to match" });
+  }
+  const rules = elements.eip_vmi.length + elements.vmi_eip.length;
+  return { bindings: unique(pairs, skipped), skipped, rules };
+}
+
+/** Reads the bindings of a dataplane; the other one's when it holds none. */
+export async function readKernelBindings(
+  runner: CommandRunner,
+  dataplane: "iptables" | "nftables",
+  mode: IptablesMode,
+): Promise<NatBindings> {
+  const nft = () =>
+    runner.run("nft", ["-j", "list", "table", "ip", NFT_TABLE]).then(
+      (r) => bindingsFromNft(r.stdout),
+      () => ({ bindings: [], skipped: [], rules: 0 }),
+    );
+  const readers = [() => readNatBindings(runner, mode), nft];
+  if (dataplane === "nftables") readers.reverse();
+  const [first, second] = readers as [() => Promise<NatBindings>, () => Promise<NatBindings>];
+  const own = await first();
+  return own.rules > 0 ? own : second();
 }
 
 const RECOVER_HINT =

@@ -167,9 +167,10 @@ const CHECKS: Record<string, (r: Rendered) => void> = {
     assert.equal(r.config["arp_poisoning"], "true");
     assert.equal(r.config["garp_count"], "0", "0 (no gratuitous ARP) is not lost as empty");
   },
-  "--set agent.config.iptablesMode=nft --set agent.config.commandTimeout=10 --set agent.config.stallTimeout=120 --set agent.config.resyncInterval=60":
+  "--set agent.config.iptablesMode=nft --set agent.config.dataplane=nftables --set agent.config.commandTimeout=10 --set agent.config.stallTimeout=120 --set agent.config.resyncInterval=60":
     (r) => {
       assert.equal(r.config["iptables_mode"], "nft");
+      assert.equal(r.config["dataplane"], "nftables");
       assert.equal(r.config["command_timeout"], "10");
       assert.equal(r.config["stall_timeout"], "120");
       assert.equal(r.config["resync_interval"], "60");

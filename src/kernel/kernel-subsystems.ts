@@ -1,6 +1,17 @@
 // The one builder of the kernel's subsystems, in their order: the agent (agent.ts) runs them
 // in its apply loop, the benchmark (bench/agent-bench.ts) times them one by one, so both
-// write the kernel the same way. Sets come first: the rules of iptables name them.
+// write the kernel the same way.
+//
+// The NAT and forward accepts come from one of two dataplanes (--dataplane, see
+// docs/dataplanes.md), and the other one's state goes, so a restart with the other flag
+// switches a live node. The new dataplane is written first and the old one removed after,
+// in the same apply: every packet meets one of them, or both (a connection keeps the NAT
+// its first packet got), never neither.
+// - iptables: ipsets first (the rules name them), our chains and jumps, routes, settings,
+//   then our nftables table is deleted if there is one.
+// - nftables: our table first, then the iptables side: only the one FORWARD rule that
+//   accepts what our table marked (plan.ts NFT_FORWARD_JUMP), every jump of the iptables
+//   dataplane deleted, then its chains and ipsets; routes and settings as with iptables.
 import {
   ARP_ROUTE_PROTOCOL,
   type DesiredState,
@@ -11,12 +22,19 @@ import type { ArpArrivals } from "./arp-arrivals.js";
 import { RouteManager, routeDesired } from "./iproute.js";
 import { IpsetManager } from "./ipset.js";
 import { IptablesManager, type IptablesDesired, type IptablesMode } from "./iptables.js";
+import { IptablesLeftovers, leftoversSubsystem } from "./iptables-leftovers.js";
+import { NftablesManager } from "./nftables.js";
+import { JUMPS, NFT_FORWARD_JUMP, RETIRED_JUMPS } from "../model/plan.js";
 import type { CommandRunner } from "./runner.js";
 import { type Subsystem, managed } from "./subsystem.js";
 import { SysctlManager, SysctlWriter } from "./sysctl.js";
 
+export type DataplaneMode = "iptables" | "nftables";
+
 export interface KernelSubsystemsOptions {
   readonly runner: CommandRunner;
+  /** --dataplane: which one writes the NAT and forward accepts. */
+  readonly dataplane: DataplaneMode;
   readonly iptablesMode: IptablesMode;
   readonly gatewayDev: string;
   /** Canonical CIDR of the EIP network. */
@@ -40,14 +58,33 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
     ...(options.arrivals === undefined ? {} : { arrivals: options.arrivals }),
     sysctl,
   });
+  const iptables = new IptablesManager(runner, { mode: options.iptablesMode });
+  const nftables = new NftablesManager(runner);
+  const nftOwns = "table ip kube_eip";
+  const nat =
+    options.dataplane === "nftables"
+      ? [
+          managed("nftables", nftOwns, nftables, (d) => ({
+            bindings: d.bound,
+            internalNets: d.internalNets,
+          })),
+          managed("iptables", "one FORWARD rule accepting what our table marked", iptables, () => ({
+            chains: [],
+            jumps: [NFT_FORWARD_JUMP],
+            retiredJumps: [...JUMPS, ...RETIRED_JUMPS],
+          })),
+          leftoversSubsystem(new IptablesLeftovers(runner, options.iptablesMode)),
+        ]
+      : [
+          managed("ipset", "the members of our sets", new IpsetManager(runner), (d) => d.ipsets),
+          managed("iptables", "our chains and the jumps into them", iptables, iptablesDesired),
+        ];
+  const last =
+    options.dataplane === "nftables"
+      ? []
+      : [managed("nftables", `nothing: deletes ${nftOwns}`, nftables, () => NO_NAT)];
   return [
-    managed("ipset", "the members of our sets", new IpsetManager(runner), (d) => d.ipsets),
-    managed(
-      "iptables",
-      "our chains and the jumps into them",
-      new IptablesManager(runner, { mode: options.iptablesMode }),
-      iptablesDesired,
-    ),
+    ...nat,
     managed(
       "iproute",
       "table 1001, our rules, EIP addresses, proxy ARP entries",
@@ -60,9 +97,16 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
       new SysctlManager(sysctl),
       (d) => d.sysctls,
     ),
+    ...last,
   ];
 }
 
+const NO_NAT = { bindings: [], internalNets: [] };
+
 function iptablesDesired(d: DesiredState): IptablesDesired {
-  return { chains: d.chains, jumps: d.jumps, retiredJumps: d.retiredJumps };
+  return {
+    chains: d.chains,
+    jumps: d.jumps,
+    retiredJumps: [...d.retiredJumps, NFT_FORWARD_JUMP],
+  };
 }

@@ -115,6 +115,10 @@ export class SimKernel implements CommandRunner, SimWatcher {
       }
     }
     if (command === "sysctl") return this.sysctl(args);
+    // The iptables dataplane looks for our nftables table (to delete it): there is none.
+    if (command === "nft" && args.join(" ") === "-j list table ip kube_eip") {
+      throw new SimError("Error: No such file or directory\nlist table ip kube_eip\n");
+    }
     if (command === "conntrack" && args.length === 3 && args[0] === "-D") return "";
     if (command === "arp-scan") return "";
     throw new GrammarError(`unexpected command`);

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AgentClient } from "../common/agent-api.js";
+import { NFT_TABLE } from "../model/desired.js";
 import type { Lab, LabProcess } from "./lab.js";
 import { agentTlsArgs, eipctlTlsArgs, labPki } from "./lab-tls.js";
 import { type SeedNode, seedBind, seedMetadata, seedSetup } from "./seed-agent.js";
@@ -36,6 +37,24 @@ export interface AgentStartOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** Serve gRPC without TLS (--insecure), for a test about plaintext; default mutual TLS. */
   readonly plaintext?: boolean;
+  /** --dataplane; default labDataplane(). */
+  readonly dataplane?: Dataplane;
+}
+
+export type Dataplane = "iptables" | "nftables";
+
+/**
+ * The dataplane the lab's agents use unless a test names one: $KUBE_EIP_E2E_DATAPLANE
+ * (iptables or nftables), so the whole e2e suite runs on either (docs/tests.md).
+ */
+export function labDataplane(): Dataplane {
+  const value = process.env["KUBE_EIP_E2E_DATAPLANE"] ?? "iptables";
+  if (value !== "iptables" && value !== "nftables") {
+    throw new Error(
+      `KUBE_EIP_E2E_DATAPLANE must be iptables or nftables, not ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
 }
 
 export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}): string[] {
@@ -68,6 +87,8 @@ export function agentArgs(lab: Lab, node: number, opts: AgentStartOptions = {}):
     "--log-level",
     "debug",
     ...(opts.plaintext ? ["--insecure"] : agentTlsArgs(lab, node)),
+    "--dataplane",
+    opts.dataplane ?? labDataplane(),
     ...(opts.extraArgs ?? []),
   ];
 }
@@ -169,6 +190,8 @@ export async function kernelSnapshot(lab: Lab, node: number): Promise<Record<str
     rules: await run(["ip", "rule", "show"]),
     routes: await run(["ip", "route", "show", "table", "all"]),
     addresses: await run(["ip", "-4", "-o", "addr", "show"]),
+    // Our nftables table ("" when there is none).
+    nftables: await run(["nft", "list", "table", "ip", NFT_TABLE]).catch(() => ""),
   };
 }
 

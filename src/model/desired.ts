@@ -12,6 +12,13 @@ export const CHAIN_FORWARD = "KUBE-EIP-FORWARD";
 export const ROUTE_TABLE_ID = 1001;
 export const ROUTE_TABLE_NAME = "eip_route";
 export const RULE_PRIORITY = 1001;
+/** --dataplane nftables: the one table we own, in each address family we write. */
+export const NFT_TABLE = "kube_eip";
+/**
+ * The packet mark bit our nftables forward chain sets on the EIP traffic it accepts, for the
+ * one iptables rule that accepts it past a FORWARD policy DROP (see nftables-table.ts).
+ */
+export const FORWARD_MARK = 0x100000;
 /** Route protocol (`proto 225`) that marks the main table's EIP host routes of --arp-poisoning. */
 export const ARP_ROUTE_PROTOCOL = 225;
 
@@ -76,6 +83,8 @@ export interface DesiredState {
   readonly jumps: readonly JumpSpec[];
   /** Rules of ours from earlier versions, deleted from the chains we do not own. */
   readonly retiredJumps: readonly JumpSpec[];
+  /** The canonical CIDRs never NATed (the members of SET_INTERNAL). */
+  readonly internalNets: readonly string[];
   /** Routes of table ROUTE_TABLE_ID; dst "default" or a canonical CIDR. */
   readonly routes: readonly RouteSpec[];
   /** VMI addresses that get `from <vmi> lookup eip_route priority 1001`. */

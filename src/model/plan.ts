@@ -28,6 +28,7 @@ import {
   CHAIN_POSTROUTING,
   CHAIN_PREROUTING,
   type DesiredState,
+  FORWARD_MARK,
   type JumpSpec,
   type RouteSpec,
   SET_EIP,
@@ -98,6 +99,18 @@ export const RETIRED_JUMPS: readonly JumpSpec[] = [
   },
 ];
 
+/**
+ * --dataplane nftables: the one rule of ours in iptables. An accept in our nftables forward
+ * chain ends only that chain; a DROP policy of iptables' FORWARD (a base chain of its own, or
+ * the legacy hook) still drops the packet. This rule accepts, at the top of FORWARD, exactly
+ * the packets our chain marked as EIP traffic (the marking rules mirror JUMPS' accepts).
+ */
+export const NFT_FORWARD_JUMP: JumpSpec = {
+  table: "filter",
+  chain: "FORWARD",
+  rule: `-m mark --mark 0x${FORWARD_MARK.toString(16)}/0x${FORWARD_MARK.toString(16)} -m comment --comment "kube-eip: EIP traffic our nftables table accepted" -j ACCEPT`,
+};
+
 /** Replies to connections a bound VMI opened to the outside (they passed the src ACCEPT). */
 export const FORWARD_REPLY_RULE = "-m conntrack --ctdir REPLY -j ACCEPT";
 
@@ -160,9 +173,11 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
   const eips = sorted.map((b) => b.eip);
   const vmis = sorted.map((b) => b.vmi);
   const rules = sorted.map(rulesOf);
+  const internalNets = [...config.internalNets].sort();
   return {
+    internalNets,
     ipsets: [
-      { name: SET_INTERNAL, type: "hash:net", members: [...config.internalNets].sort() },
+      { name: SET_INTERNAL, type: "hash:net", members: internalNets },
       { name: SET_EIP, type: "hash:ip", members: eips },
       { name: SET_VMI, type: "hash:ip", members: [...vmis].sort() },
     ],
@@ -180,7 +195,7 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     routes: [
       { kind: "link", dst: config.eipCidr, dev: config.gatewayDev },
       { kind: "via", dst: "default", gateway: config.gatewayIp, dev: config.gatewayDev },
-      ...[...config.internalNets].sort().map((dst): RouteSpec => ({ kind: "throw", dst })),
+      ...internalNets.map((dst): RouteSpec => ({ kind: "throw", dst })),
     ],
     ruleSources: [...vmis].sort(),
     gatewayAddresses: config.arpPoisoning ? [] : eips,
