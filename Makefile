@@ -115,6 +115,13 @@ docker-buildx: ## Build and push IMG, AGENT_IMG and EIPCTL_IMG for PLATFORMS (do
 	    --target "$${target%%:*}" -t "$${target#*:}" . || exit 1; \
 	done
 
+.PHONY: image-test
+image-test: build ## Build the agent's and operator's images with buildah (no Docker daemon) and run them in a lab with runc (root).
+	@[ "$$(id -u)" = 0 ] || { echo "image-test: needs root (network namespaces, runc)" >&2; exit 1; }
+	@for tool in buildah runc debootstrap; do command -v $$tool >/dev/null || \
+	  { echo "image-test: needs $$tool (scripts/setup.sh installs it)" >&2; exit 1; }; done
+	node --test --test-concurrency=1 --test-reporter=spec dist/e2e/images.privileged.test.js
+
 .PHONY: docker-push
 docker-push: ## Push the image IMG (the agent's too, as in the seed: make docker-push IMG=<agent image>).
 	$(CONTAINER_TOOL) push $(IMG)

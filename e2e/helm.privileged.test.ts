@@ -88,6 +88,9 @@ describe("the Helm chart on a real kube-apiserver", { skip: NEEDS_ROOT }, () => 
     await cp.applyManifests([fixture("cert-manager-crds.yaml")]);
     await cp.waitForCrdEstablished("certificates.cert-manager.io");
     await cp.waitForCrdEstablished("issuers.cert-manager.io");
+    // monitoring.enabled=true: the Prometheus Operator's kinds.
+    await cp.applyManifests([fixture("prometheus-operator-crds.yaml")]);
+    await cp.waitForCrdEstablished("prometheusrules.monitoring.coreos.com");
     for (const args of [[], ...combinations]) {
       const { stderr } = await dryRun(await template(args));
       // kube-eip-system warns on anything short of the restricted Pod Security Standard.

@@ -84,6 +84,24 @@ const CHECKS: Record<string, (r: Rendered) => void> = {
     assert.equal(r.config["tls_allowed_readers"], "prometheus,audit");
     assert.equal(r.config["insecure"], "false");
   },
+  "--set monitoring.enabled=true": (r) => {
+    const where = (kind: string, name: string) => r.get(kind, name).metadata.namespace;
+    assert.equal(where("ServiceMonitor", "kube-eip-operator"), "kube-eip-system");
+    assert.equal(where("PodMonitor", "kube-eip-agent"), "kube-eip-agent");
+    assert.equal(where("PrometheusRule", "kube-eip"), "kube-eip-system");
+    const dashboard = r.get("ConfigMap", "kube-eip-dashboard") as unknown as {
+      metadata: { namespace: string; labels: Record<string, string> };
+      data: Record<string, string>;
+    };
+    assert.equal(dashboard.metadata.namespace, "kube-eip-system");
+    assert.equal(dashboard.metadata.labels["grafana_dashboard"], "1", "for Grafana's sidecar");
+    assert.equal(
+      (JSON.parse(dashboard.data["kube-eip.json"] ?? "") as { uid: string }).uid,
+      "kube-eip",
+    );
+    // The alerts keep Prometheus' templates: helm does not expand them.
+    assert.match(JSON.stringify(r.get("PrometheusRule", "kube-eip")), /\{\{ \$labels\.node \}\}/);
+  },
   "--set tls.certManager.enabled=true": (r) => {
     assert.deepEqual(r.kinds("Secret"), []);
     assert.deepEqual(r.kinds("ClusterIssuer"), [], "namespaced Issuers only");

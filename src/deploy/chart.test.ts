@@ -164,6 +164,32 @@ test("tls.certManager.enabled=true renders config/certmanager instead of Secrets
   );
 });
 
+test("monitoring.enabled=true renders config/prometheus, in the chart's namespaces", async () => {
+  const monitoring = (o: KubeObject) =>
+    o.apiVersion.startsWith("monitoring.coreos.com/") || o.metadata.name === "kube-eip-dashboard";
+  const chart = await renderChart(runner, helm, ["--set", "monitoring.enabled=true"]);
+  assertSameObjects(
+    chart.filter(monitoring),
+    await kustomizeTree("prometheus"),
+    "config/prometheus",
+  );
+  const moved = await renderChart(runner, helm, [
+    "--set",
+    "monitoring.enabled=true",
+    "--set",
+    "namespaces.operator=ops",
+    "--set",
+    "namespaces.agent=nodes",
+  ]);
+  assert.deepEqual(
+    moved
+      .filter(monitoring)
+      .map((o) => `${o.kind} ${o.metadata.namespace ?? ""}`)
+      .sort(),
+    ["ConfigMap ops", "PodMonitor nodes", "PrometheusRule ops", "ServiceMonitor ops"],
+  );
+});
+
 test("agent.gobgpSidecar.enabled=true renders config/gobgp-sidecar's DaemonSet", async () => {
   const chart = await renderChart(runner, helm, ["--set", "agent.gobgpSidecar.enabled=true"]);
   const ds = (objects: KubeObject[]) =>

@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { access } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
@@ -104,4 +105,11 @@ test("docker-buildx builds and pushes the three images for PLATFORMS", async () 
     out,
     /docker buildx build --push --platform=linux\/amd64,linux\/arm64,linux\/s390x --build-arg KUBE_EIP_COMMIT=0123abc/,
   );
+});
+
+test("image-test builds, then runs the images' test, which exists", async () => {
+  const out = await dryRun("image-test");
+  assert.match(out, /^npx tsc -p tsconfig\.json$/m, "built first");
+  const m = /^node --test .* (dist\/e2e\/\S+\.test\.js)$/m.exec(out) ?? assert.fail(out);
+  await access(fileURLToPath(new URL(`../../../${m[1]}`, import.meta.url)));
 });
