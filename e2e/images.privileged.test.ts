@@ -17,6 +17,7 @@ import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
 import { ImageStore, missingImageTools } from "../src/lab/images.js";
 import { labPki, labPkiPaths } from "../src/lab/lab-tls.js";
 import { Lab } from "../src/lab/lab.js";
+import { NETNS_ETC_DIR } from "../src/lab/netns.js";
 import {
   type Mount,
   OCI_RUNTIME,
@@ -64,7 +65,10 @@ function mountsOf(
   });
 }
 
+const HOST_RT_TABLES = "/etc/iproute2/rt_tables";
+
 describe("the images, built with buildah and run with runc in the lab", { skip: SKIP }, () => {
+  let hostRtTables: string | undefined;
   let store: ImageStore;
   let lab: Lab;
   let cluster: LabCluster;
@@ -73,6 +77,7 @@ describe("the images, built with buildah and run with runc in the lab", { skip: 
   let images: { agent: string; operator: string };
 
   before(async () => {
+    hostRtTables = await readFile(HOST_RT_TABLES, "utf8").catch(() => undefined);
     const commit = (
       await new ExecRunner().run("git", ["-C", config(".."), "rev-parse", "HEAD"]).catch(() => ({
         stdout: "unknown",
@@ -130,6 +135,8 @@ describe("the images, built with buildah and run with runc in the lab", { skip: 
           "/var/lib/kube-eip": stateDir,
           "/var/run/eip_agent": lab.stateDir("image-agent-no-seed"),
           "/etc/kube-eip/pki": nodePki,
+          // The node's own rt_tables (where the agent names table 1001), never the host's.
+          "/etc/iproute2": join(NETNS_ETC_DIR, lab.nodeNamespace(1), "iproute2"),
         },
         {},
       ),
@@ -211,6 +218,12 @@ describe("the images, built with buildah and run with runc in the lab", { skip: 
     const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? assert.fail(status);
     assert.equal(BigInt(`0x${eff}`), CAP_NET_ADMIN_RAW);
     assert.match(status, /^NoNewPrivs:\s*1$/m);
+    // The agent named its routing table in the lab node's rt_tables, not in the host's.
+    assert.match(
+      await readFile(join(NETNS_ETC_DIR, lab.nodeNamespace(1), "iproute2", "rt_tables"), "utf8"),
+      /^1001\teip_route$/m,
+    );
+    assert.equal(await readFile(HOST_RT_TABLES, "utf8").catch(() => undefined), hostRtTables);
     assert.match(agent.proc.output(), /"msg":"settings from the environment"/);
     // The image's own tools, run in the container's namespaces: iptables of Debian bookworm.
     const r = await new ExecRunner().run(OCI_RUNTIME, [
