@@ -23,6 +23,9 @@ import type { EipPool, Namespace } from "./pools/types.js";
 import type { BindingWriter } from "./reconciler.js";
 import { statusPatch } from "./status.js";
 import type { EipBinding, KubeNode, Vmi } from "./types.js";
+import { VmBindings } from "./vms/controller.js";
+import { VIRTUALMACHINES, vmBindingWriter } from "./vms/kube.js";
+import type { VirtualMachine } from "./vms/types.js";
 
 export const CONTROLLER_NAME = "kube-eip.lucheng0127/eip-operator";
 
@@ -81,7 +84,7 @@ export async function startOperator(
   let controller: Controller | undefined;
   let informers: {
     name: string;
-    informer: Informer<EipBinding | Vmi | KubeNode | EipPool | Namespace>;
+    informer: Informer<EipBinding | Vmi | KubeNode | EipPool | Namespace | VirtualMachine>;
   }[] = [];
   let standby = config.leaderElect;
   const act = async (signal: AbortSignal) => {
@@ -92,6 +95,10 @@ export async function startOperator(
     const nodes = new Informer<KubeNode>(client, NODES, { logger, name: "nodes" });
     const pools = new Informer<EipPool>(client, EIPPOOLS, { logger, name: "eippools" });
     const namespaces = new Informer<Namespace>(client, NAMESPACES, { logger, name: "namespaces" });
+    const vms = new Informer<VirtualMachine>(client, VIRTUALMACHINES, {
+      logger,
+      name: "virtualmachines",
+    });
     agents.setNodes((address) =>
       nodes
         .list()
@@ -104,6 +111,7 @@ export async function startOperator(
       { name: "nodes", informer: nodes },
       { name: "eippools", informer: pools },
       { name: "namespaces", informer: namespaces },
+      { name: "virtualmachines", informer: vms },
     ] as typeof informers;
     const queue = new WorkQueue({ metrics: metrics.workQueue() });
     const gate = new PoolGate({
@@ -132,21 +140,38 @@ export async function startOperator(
       nodeNotReadyGraceMs: config.nodeNotReadyGraceMs,
       pools: gate,
     });
+    // The EipBindings the annotations on VMs and VMIs ask for: its own queue, and it waits
+    // for its own caches (the bindings' reconciliation never waits for the VMs).
+    const vmQueue = new WorkQueue();
+    const vmBindings = new VmBindings({
+      vms,
+      vmis,
+      bindings,
+      queue: vmQueue,
+      writer: vmBindingWriter(client),
+      events,
+      logger,
+    });
     for (const i of informers) {
       i.informer.onRestart(() => metrics.informerRestarts.inc({ resource: i.name }));
       i.informer.start();
     }
     signal.addEventListener("abort", () => {
       controller?.stop();
+      vmBindings.stop();
       gate.stop();
       queue.shutdown();
+      vmQueue.shutdown();
     });
-    await Promise.all(informers.map((i) => i.informer.waitForSync(signal)));
+    const vmsRun = vmBindings.run();
+    await Promise.all(
+      informers.filter((i) => i.informer !== vms).map((i) => i.informer.waitForSync(signal)),
+    );
     logger.info(
       { bindings: bindings.list().length, vmis: vmis.list().length, nodes: nodes.list().length },
       "caches synced; reconciling",
     );
-    await controller.run();
+    await Promise.all([controller.run(), vmsRun]);
   };
 
   const readiness = () => {
