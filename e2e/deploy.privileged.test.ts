@@ -129,8 +129,9 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), "kube-eip-deploy-"));
     cp = await startControlPlane();
-    await cp.applyManifests([fixture("kubevirt-vmi-crd.yaml")]);
+    await cp.applyManifests([fixture("kubevirt-vmi-crd.yaml"), fixture("kubevirt-vm-crd.yaml")]);
     await cp.waitForCrdEstablished("virtualmachineinstances.kubevirt.io");
+    await cp.waitForCrdEstablished("virtualmachines.kubevirt.io");
     // The seed's installation, applied client-side as its Makefile did: what `make deploy`
     // must update in place. Read back, so the tests start from what they think they do.
     await kubectl(
@@ -338,6 +339,8 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
     };
     const EB = "eipbindings.extension.lucheng0127";
     const VMI = "virtualmachineinstances.kubevirt.io";
+    const VM = "virtualmachines.kubevirt.io";
+    const POOL = "eippools.extension.lucheng0127";
     const LEASE = "leases.coordination.k8s.io";
     const EVENT = "events.events.k8s.io";
     const allowed: string[][] = [
@@ -345,28 +348,43 @@ describe("deploying to a real kube-apiserver", { skip: NEEDS_ROOT }, () => {
         [v, EB, "-A"],
         [v, EB, "-n", "tenant"],
       ]),
+      // The bindings the annotation on a VM or VMI asks for (docs/pools.md).
+      ...["create", "delete"].map((v) => [v, EB, "-n", "tenant"]),
       ...["get", "update", "patch"].map((v) => [v, EB, "--subresource=status", "-n", "tenant"]),
       ["update", EB, "--subresource=finalizers", "-n", "tenant"],
       ...["get", "list", "watch"].flatMap((v) => [
         [v, VMI, "-A"],
         [v, VMI, "-n", "tenant"],
+        [v, VM, "-A"],
+        [v, VM, "-n", "tenant"],
       ]),
       ...["get", "list", "watch"].map((v) => [v, "nodes"]),
+      ...["get", "list", "watch"].flatMap((v) => [
+        [v, POOL],
+        [v, "namespaces"],
+      ]),
+      ...["get", "update", "patch"].map((v) => [v, POOL, "--subresource=status"]),
       ...["get", "create", "update"].map((v) => [v, LEASE, "-n", "kube-eip-system"]),
       ...["create", "patch"].map((v) => [v, EVENT, "-n", "tenant"]),
     ];
     const denied: string[][] = [
-      ["create", EB, "-n", "tenant"],
-      ["delete", EB, "-n", "tenant"],
       ["deletecollection", EB, "-n", "tenant"],
       ["patch", EB, "--subresource=finalizers", "-n", "tenant"],
       ["create", VMI, "-n", "tenant"],
       ["update", VMI, "-n", "tenant"],
       ["patch", VMI, "--subresource=status", "-n", "tenant"],
+      ["create", VM, "-n", "tenant"],
+      ["update", VM, "-n", "tenant"],
+      ["delete", VM, "-n", "tenant"],
+      ["patch", VM, "--subresource=status", "-n", "tenant"],
       ["list", "secrets", "-A"],
       ["get", "secrets", "-n", "kube-eip-system"],
       ["get", "configmaps", "-n", "kube-eip-agent"],
       ["update", "nodes"],
+      ["create", POOL],
+      ["update", POOL],
+      ["delete", POOL],
+      ["update", "namespaces"],
       ["patch", "nodes", "--subresource=status"],
       ["delete", "nodes"],
       ["list", LEASE, "-n", "kube-eip-system"],

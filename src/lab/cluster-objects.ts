@@ -42,6 +42,7 @@ export interface VmiRecord {
   migration: Record<string, unknown> | undefined;
   /** The node the kubevirt.io/nodeName label names, as last written. */
   labelNode: number | undefined;
+  ownerReferences?: readonly Record<string, unknown>[] | undefined;
 }
 
 /** metav1.Time: RFC 3339 in whole seconds. */
@@ -138,6 +139,7 @@ export function vmiObject(rec: VmiRecord, nodeName: string): Record<string, unkn
         "kubevirt.io/domain": rec.name,
         ...(placed ? { [NODE_NAME_LABEL]: nodeName } : {}),
       },
+      ...(rec.ownerReferences ? { ownerReferences: rec.ownerReferences } : {}),
       annotations: {
         "kubevirt.io/latest-observed-api-version": "v1",
         "kubevirt.io/storage-observed-api-version": "v1",

@@ -14,9 +14,11 @@ export const EIPPOOL_CRD = fileURLToPath(
   new URL("config/crd/bases/extension.lucheng0127_eippools.yaml", REPO),
 );
 export const VMI_CRD = fileURLToPath(new URL("e2e/fixtures/kubevirt-vmi-crd.yaml", REPO));
+export const VM_CRD = fileURLToPath(new URL("e2e/fixtures/kubevirt-vm-crd.yaml", REPO));
 export const EIPBINDING_CRD_NAME = "eipbindings.extension.lucheng0127";
 export const EIPPOOL_CRD_NAME = "eippools.extension.lucheng0127";
 export const VMI_CRD_NAME = "virtualmachineinstances.kubevirt.io";
+export const VM_CRD_NAME = "virtualmachines.kubevirt.io";
 /** The relay from a Unix socket to the apiserver (compiled next to this file). */
 export const RELAY_SCRIPT = fileURLToPath(new URL("./unix-relay.js", import.meta.url));
 /** What the cluster's description file is called in its run dir. */
@@ -57,12 +59,15 @@ export interface CreateVmiOptions {
   readonly phase?: VmiPhase;
   /** Address in the node's pod /24, default the next free one from .10. */
   readonly address?: string;
+  /** The object's metadata.ownerReferences (a VM's VMI: src/lab/vms.ts). */
+  readonly ownerReferences?: readonly Record<string, unknown>[];
 }
 
 export interface BulkVmiSpec {
   readonly name: string;
   readonly node: number;
   readonly address?: string;
+  readonly ownerReferences?: readonly Record<string, unknown>[];
 }
 
 /**

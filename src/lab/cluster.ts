@@ -1,7 +1,7 @@
 // The lab as a Kubernetes cluster: a real etcd and kube-apiserver (src/kube-lab) inside the
 // router namespace, listening on the router's management address, which every node (and an
-// operator started in the router namespace) reaches; our EipBinding CRD and KubeVirt's VMI
-// CRD; one Node object per lab node, named and addressed as the lab names it. The tests and
+// operator started in the router namespace) reaches; our CRDs and KubeVirt's VMI and VM
+// CRDs; one Node object per lab node, named and addressed as the lab names it. The tests and
 // the demo play kubelet and virt-handler: they write Node and VMI status as a cluster would.
 //
 // A VMI here is both a lab VMI (a namespace plugged into its node's cni0) and a
@@ -33,6 +33,8 @@ import {
   RELAY_SCRIPT,
   VMI_CRD,
   VMI_CRD_NAME,
+  VM_CRD,
+  VM_CRD_NAME,
 } from "./cluster-types.js";
 import { LabCluster } from "./lab-cluster.js";
 
@@ -96,9 +98,9 @@ export async function startLabCluster(
       socketPath,
       maxSockets: options.concurrency ?? 32,
     });
-    await controlPlane.applyManifests([EIPBINDING_CRD, EIPPOOL_CRD, VMI_CRD]);
+    await controlPlane.applyManifests([EIPBINDING_CRD, EIPPOOL_CRD, VMI_CRD, VM_CRD]);
     await Promise.all(
-      [EIPBINDING_CRD_NAME, EIPPOOL_CRD_NAME, VMI_CRD_NAME].map((crd) =>
+      [EIPBINDING_CRD_NAME, EIPPOOL_CRD_NAME, VMI_CRD_NAME, VM_CRD_NAME].map((crd) =>
         controlPlane.waitForCrdEstablished(crd),
       ),
     );

@@ -274,6 +274,7 @@ export class LabCluster {
       mac: this.inventedMac(),
       migration: undefined,
       labelNode: undefined,
+      ownerReferences: spec.ownerReferences,
     };
     this.vmis.set(rec.name, rec);
     return rec;
@@ -321,7 +322,8 @@ export class LabCluster {
    * its status (phase, nodeName, interfaces[0].ipAddress) through the status subresource.
    */
   async createVmi(name: string, node: number, options: CreateVmiOptions = {}): Promise<ClusterVmi> {
-    const [vmi] = await this.createVmis([{ name, node, address: options.address }], {
+    const { address, ownerReferences } = options;
+    const [vmi] = await this.createVmis([{ name, node, address, ownerReferences }], {
       namespace: options.namespace,
       phase: options.phase,
       plug: true,
