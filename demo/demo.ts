@@ -3,14 +3,19 @@
 // eip_agent announcing by BGP, a real kube-apiserver (with etcd) and the eip-operator. A VMI
 // runs on node 1; an EipBinding is applied with kubectl; the demo shows it Ready, the EIP's
 // route at the router, traffic both ways, then moves the VMI to node 2 (as a live migration
-// would) and shows the EIP following. Then it keeps the site up for the reader to use
+// would) and shows the EIP following. Then an EipPool, and a VirtualMachine annotated
+// `kube-eip.lucheng0127/eip: auto`: the operator makes its EipBinding and allocates it an
+// address nobody typed, which carries traffic and stays the same across the VM's restart
+// (the demo plays virt-controller). Then it keeps the site up for the reader to use
 // kubectl against it until Ctrl-C (or tears it down at once with --exit).
 import { performance } from "node:perf_hooks";
 import { Lab } from "../src/lab/lab.js";
 import { SERVICE_NET, eipctl, startAgent } from "../src/lab/agents.js";
 import { startBgpRouter } from "../src/lab/bgp-router.js";
-import { startLabCluster } from "../src/lab/cluster.js";
+import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
 import { startOperator } from "../src/lab/operator.js";
+import { LabVms } from "../src/lab/vms.js";
+import { EIP_ANNOTATION } from "../src/operator/vms/types.js";
 
 const EIP = "192.168.18.100";
 const exitAtEnd = process.argv.includes("--exit");
@@ -50,7 +55,11 @@ async function main(): Promise<void> {
     });
     say(`    node ${node}: agent pid ${agent.proc.pid}, log ${agent.proc.logFile}`);
   }
-  const operator = await startOperator(cluster, { name: "eip-operator" });
+  // The agents' gateway address is never handed out from a pool.
+  const operator = await startOperator(cluster, {
+    name: "eip-operator",
+    extraArgs: ["--pool-reserved", lab.topology.routerPublic],
+  });
   say(`    operator pid ${operator.proc.pid}, log ${operator.proc.logFile}`);
 
   step('A VirtualMachineInstance "web" runs on node 1 (the demo plays virt-handler)');
@@ -127,9 +136,12 @@ async function main(): Promise<void> {
     ),
   );
 
+  await vmStep(lab, cluster, outside);
+
   step("Use it");
   say(`    ${cluster.kubectlCommand(["get", "eipbinding", "-o", "wide"]).join(" ")}`);
   say(`    ${cluster.kubectlCommand(["describe", "eipbinding", "web"]).join(" ")}`);
+  say(`    ${cluster.kubectlCommand(["get", "eippool", "-o", "wide"]).join(" ")}`);
   say(`    sudo ip netns exec ${outside} ping ${EIP}`);
   say(
     `    sudo ip netns exec ${d.router.namespace} birdc -s ${lab.stateDir("bird")}/bird.ctl show route`,
@@ -148,6 +160,71 @@ async function main(): Promise<void> {
   await new Promise<never>(() => {
     // Runs until the lab's SIGINT/SIGTERM handler tears everything down and exits.
   });
+}
+
+/** An EipPool, and a VM that asks for an EIP by its annotation: no address typed. */
+async function vmStep(lab: Lab, cluster: LabCluster, outside: string): Promise<void> {
+  step("kubectl apply: an EipPool public (192.168.18.0/25), the default pool");
+  await cluster.kubectl(
+    ["apply", "-f", "-"],
+    JSON.stringify({
+      apiVersion: "extension.lucheng0127/v1",
+      kind: "EipPool",
+      metadata: { name: "public" },
+      spec: { addresses: ["192.168.18.0/25"], default: true },
+    }),
+  );
+  step(`A VirtualMachine "db" annotated ${EIP_ANNOTATION}: auto, started on node 1`);
+  const vms = new LabVms(cluster);
+  const started = performance.now();
+  await vms.create("db", { annotations: { [EIP_ANNOTATION]: "auto" }, node: 1 });
+  await lab.startTcpServer(lab.vmiNamespace("db"), 80);
+  const eip = await boundEip(cluster, "db");
+  say(
+    `    EipBinding db Ready ${(performance.now() - started).toFixed(0)} ms after the VM was created`,
+  );
+  say(indent(await cluster.kubectl(["get", "vm,vmi"])));
+  say(indent(await cluster.kubectl(["get", "eipbinding", "-o", "wide"])));
+  say(indent(await cluster.kubectl(["get", "eippool"])));
+  const owner = await cluster.kubectl([
+    "get",
+    "eipbinding",
+    "db",
+    "-o",
+    "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+  ]);
+  say(`    the operator made EipBinding db, owned by ${owner}, and allocated ${eip} from the pool`);
+  say(
+    `    TCP to ${eip}:80 -> the VM saw the connection come from ${(await lab.tcpRequest(outside, eip, 80)).trim()}`,
+  );
+  step("The VM restarts on node 2 (its VMI deleted and made again): the same EIP");
+  await vms.stop("db");
+  await vms.start("db", 2);
+  await lab.startTcpServer(lab.vmiNamespace("db"), 80);
+  const again = await boundEip(cluster, "db", "node2");
+  say(indent(await cluster.kubectl(["get", "eipbinding", "db", "-o", "wide"])));
+  say(
+    `    ${again === eip ? "the same" : "ANOTHER"} EIP ${again}; TCP to it -> the VM saw ${(await lab.tcpRequest(outside, again, 80)).trim()}`,
+  );
+}
+
+/** Waits until the binding exists and is Ready (on `node`, if given); its EIP. */
+async function boundEip(cluster: LabCluster, name: string, node?: string): Promise<string> {
+  let eip = "";
+  await waitFor(async () => {
+    const out = await cluster.kubectl([
+      "get",
+      "eipbinding",
+      name,
+      "--ignore-not-found",
+      "-o",
+      'jsonpath={.status.eipAddr} {.status.nodeName} {.status.conditions[?(@.type=="Ready")].status}',
+    ]);
+    const [addr, on, ready] = out.trim().split(" ");
+    eip = addr ?? "";
+    return ready === "True" && (node === undefined || on === node);
+  });
+  return eip;
 }
 
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {

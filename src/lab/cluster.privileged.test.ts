@@ -120,6 +120,7 @@ describe("lab cluster (3 nodes): control plane in the router namespace", { skip 
     assert.match(crds, /eipbindings\.extension\.lucheng0127/);
     assert.match(crds, /eippools\.extension\.lucheng0127/);
     assert.match(crds, /virtualmachineinstances\.kubevirt\.io/);
+    assert.match(crds, /virtualmachines\.kubevirt\.io/);
   });
 
   test("createVmi: the object's status matches the lab VMI, which answers ping from its node", async () => {
