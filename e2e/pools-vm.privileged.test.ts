@@ -9,6 +9,7 @@
 // checked); a bare VMI's annotation works the same with the VMI as owner.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { Lab } from "../src/lab/lab.js";
 import { type NodeAgent, listedBindings, startAgent } from "../src/lab/agents.js";
@@ -43,6 +44,7 @@ describe(
     let operator: LabOperator;
     let vms: LabVms;
     let ns = "";
+    let kubeconfig = "";
     const agents: NodeAgent[] = [];
     const kubectl = (...args: string[]) => cluster.kubectl(args);
     const apply = (doc: object) => cluster.kubectl(["apply", "-f", "-"], JSON.stringify(doc));
@@ -120,7 +122,7 @@ describe(
       const token = (
         await kubectl("create", "token", "-n", "kube-eip-system", "kube-eip-controller-manager")
       ).trim();
-      const kubeconfig = await cluster.controlPlane.writeTokenKubeconfig("eip-operator", token);
+      kubeconfig = await cluster.controlPlane.writeTokenKubeconfig("eip-operator", token);
       for (const [name, spec] of [
         ["public", { addresses: ["192.168.18.0/25"], default: true }],
         ["tiny", { addresses: ["192.168.18.200-192.168.18.201"] }],
@@ -287,6 +289,34 @@ describe(
       await kubectl("delete", "eipbinding", "-n", ns, "mine-by-hand", "--wait=true");
       await becomes("mine", "Bound");
       assert.equal((await get("mine")).spec.eipAddr, "192.168.18.2");
+    });
+
+    test("only the leader acts: a standby makes nothing; the next leader serves the annotations", async () => {
+      await operator.stop();
+      const elect = ["--leader-elect", "--leader-election-namespace", "kube-eip-system"];
+      const replica = (name: string, waitFor: string) =>
+        startOperator(cluster, {
+          kubeconfig,
+          name,
+          waitFor,
+          extraArgs: ["--pool-reserved", lab.topology.routerPublic, ...elect],
+        });
+      const leader = await replica("operator-a", '"msg":"caches synced; reconciling"');
+      operator = leader;
+      const standby = await replica("operator-b", '"msg":"standing by; another replica leads"');
+      const made = (name: string) => `"msg":"vm-bindings: EipBinding ${name} created`;
+      await vms.create("late", { annotations: { [EIP]: "auto" } });
+      await leader.proc.waitFor(made("late"), 20_000);
+      const late = await get("late");
+      assert.doesNotMatch(await readFile(standby.proc.logFile, "utf8"), /vm-bindings/);
+      await leader.stop();
+      operator = standby;
+      await standby.proc.waitFor('"msg":"leading"', 30_000);
+      await vms.create("later", { annotations: { [EIP]: "tiny" } });
+      await standby.proc.waitFor(made("later"), 20_000);
+      assert.equal((await get("later")).spec.poolName, "tiny");
+      // The new leader keeps what the old one made.
+      assert.equal((await get("late")).metadata.uid, late.metadata.uid);
     });
   },
 );
