@@ -185,6 +185,26 @@ describe("vm-bindings controller", () => {
     assert.deepEqual(events, ["kubevirt.io/v1 VirtualMachine web Warning InvalidEipAnnotation"]);
   });
 
+  test("a failed create is a Warning on the VM, and the reconcile fails (to be retried)", async () => {
+    const failing = new VmBindings({
+      vms,
+      vmis,
+      bindings,
+      queue,
+      writer: {
+        create: () => Promise.reject(new Error("403 Forbidden")),
+        delete: () => Promise.resolve(),
+      },
+      events: {
+        record: (obj, type, reason) => events.push(`${obj.metadata.name} ${type} ${reason}`),
+      },
+      logger: pino({ level: "silent" }),
+    });
+    vms.set("ns/web", vm("web", "auto"));
+    await assert.rejects(failing.reconcile("ns/web"), /403 Forbidden/);
+    assert.deepEqual(events, ["web Warning EipBindingFailed"]);
+  });
+
   test("run waits for all three caches before acting, then plans every name", async () => {
     vms.synced = false;
     vms.set("ns/web", vm("web", "auto"));

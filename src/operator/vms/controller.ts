@@ -140,7 +140,7 @@ export class VmBindings {
       case "none":
         return;
       case "create": {
-        await writer.create(action.binding);
+        await this.reported(action.requester, "create", () => writer.create(action.binding));
         const pool = action.binding.spec.poolName;
         const note = `EipBinding ${name} created for an EIP from ${pool ? `EipPool ${pool}` : "the default pool"}`;
         logger.info({ key, owner: action.requester.kind }, `vm-bindings: ${note}`);
@@ -148,7 +148,7 @@ export class VmBindings {
         return;
       }
       case "delete": {
-        await writer.delete(action.binding);
+        await this.reported(action.requester, "delete", () => writer.delete(action.binding));
         const note = `EipBinding ${name} deleted: ${action.why}`;
         logger.info({ key }, `vm-bindings: ${note}`);
         if (action.requester) {
@@ -167,6 +167,23 @@ export class VmBindings {
         );
         return;
       }
+    }
+  }
+
+  /** A write that failed is a Warning on the requester too (and retried by the caller). */
+  private async reported(
+    requester: Requester | undefined,
+    what: "create" | "delete",
+    write: () => Promise<void>,
+  ): Promise<void> {
+    try {
+      await write();
+    } catch (err) {
+      if (requester) {
+        const note = `could not ${what} EipBinding ${requester.object.metadata.name}: ${(err as Error).message}; retrying`;
+        this.record(requester, "Warning", VmReason.Failed, "RequestEip", note);
+      }
+      throw err;
     }
   }
 

@@ -26,5 +26,7 @@ export const VmReason = {
   /** An EipBinding not made by the operator has the VM's name. */
   NameTaken: "EipBindingNameTaken",
   InvalidAnnotation: "InvalidEipAnnotation",
+  /** Creating or deleting the binding failed (retried with backoff). */
+  Failed: "EipBindingFailed",
 } as const;
 export type VmReason = (typeof VmReason)[keyof typeof VmReason];
