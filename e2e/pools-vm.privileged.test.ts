@@ -291,6 +291,15 @@ describe(
       assert.equal((await get("mine")).spec.eipAddr, "192.168.18.2");
     });
 
+    test("the annotation on the VM's template counts as the VM's", async () => {
+      await vms.create("tmpl", { templateAnnotations: { [EIP]: "tiny" }, node: 2 });
+      await becomes("tmpl", "Bound");
+      const b = await get("tmpl");
+      assert.equal(b.spec.poolName, "tiny");
+      assert.equal(b.spec.eipAddr, "192.168.18.200");
+      assert.equal(b.metadata.ownerReferences?.[0]?.["kind"], "VirtualMachine");
+    });
+
     test("only the leader acts: a standby makes nothing; the next leader serves the annotations", async () => {
       await operator.stop();
       const elect = ["--leader-elect", "--leader-election-namespace", "kube-eip-system"];
