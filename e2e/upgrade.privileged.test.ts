@@ -4,7 +4,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Lab } from "../src/lab/lab.js";
-import { type NodeAgent, kernelSnapshot, seedNodeHolding, startAgent } from "../src/lab/agents.js";
+import {
+  type NodeAgent,
+  kernelSnapshot,
+  labDataplane,
+  seedNodeHolding,
+  startAgent,
+} from "../src/lab/agents.js";
 import { NEEDS_ROOT } from "./harness.js";
 
 const EIP = "192.168.18.100";
@@ -62,6 +68,13 @@ describe("upgrade from the seed's agent", { skip: NEEDS_ROOT }, () => {
       "internal nets follow the node's routing",
     );
     assert.doesNotMatch(snap.routes ?? "", /via 10\.244\.1\.1 dev cni0 table eip_route/);
+    if (labDataplane() === "nftables") {
+      // The seed's NAT moved to our table; its chains went, its set stayed only emptied,
+      // as the site's FORWARD rule still names it (seedNodeHolding).
+      assert.match(snap.nftables ?? "", new RegExp(`^\\s*element ${EIP} : ${vmi}$`, "m"));
+      assert.doesNotMatch(snap.iptables ?? "", /KUBE-EIP/);
+      assert.doesNotMatch(snap.ipset ?? "", /^add /m, "no member left in the seed's sets");
+    }
     assert.equal((await lab.tcpRequest(outside, EIP, PORT)).trim(), lab.topology.outside);
     const out = await lab.startTcpServer(outside, 9090);
     assert.equal(
