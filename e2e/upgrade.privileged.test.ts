@@ -11,10 +11,12 @@ import {
   seedNodeHolding,
   startAgent,
 } from "../src/lab/agents.js";
-import { NEEDS_ROOT } from "./harness.js";
+import { NEEDS_ROOT, eventually } from "./harness.js";
 
 const EIP = "192.168.18.100";
 const PORT = 8080;
+/** The site's FORWARD rule that names the seed's set (seedNodeHolding). */
+const SITE_ACCEPT = ["-m", "set", "--match-set", "kube-eip-vmi", "dst", "-j", "ACCEPT"];
 
 describe("upgrade from the seed's agent", { skip: NEEDS_ROOT }, () => {
   let lab: Lab;
@@ -74,6 +76,10 @@ describe("upgrade from the seed's agent", { skip: NEEDS_ROOT }, () => {
       assert.match(snap.nftables ?? "", new RegExp(`^\\s*element ${EIP} : ${vmi}$`, "m"));
       assert.doesNotMatch(snap.iptables ?? "", /KUBE-EIP/);
       assert.doesNotMatch(snap.ipset ?? "", /^add /m, "no member left in the seed's sets");
+      // Once the site's rule is gone, so is the set (a re-read, every second here).
+      await lab.nodeExec(1, ["iptables-nft", "-D", "FORWARD", ...SITE_ACCEPT]);
+      const sets = async () => (await lab.nodeExec(1, ["ipset", "list", "-n"])).stdout;
+      assert.ok(await eventually(async () => (await sets()) === "", 5000, 200), await sets());
     }
     assert.equal((await lab.tcpRequest(outside, EIP, PORT)).trim(), lab.topology.outside);
     const out = await lab.startTcpServer(outside, 9090);
