@@ -3,7 +3,7 @@
 // arguments, under the DaemonSet's privileges (root with only NET_ADMIN and NET_RAW, no
 // privilege escalation) and kernel settings written as files (--proc-sys). Checked by what
 // the agent does: TLS on 6127 verified by the node's name, the local
-// socket, the internal nets, the gateway, the BGP peers, the gateway device's arp_ignore,
+// socket, the internal nets (on the dataplane KUBE_EIP_E2E_DATAPLANE names), the gateway, the BGP peers, the gateway device's arp_ignore,
 // and traffic through a bound EIP. Bad values stop it with the variable named.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { makeCerts, type CertFiles } from "../src/deploy/certs.js";
 import { CommandError, ExecRunner } from "../src/kernel/runner.js";
-import { EIPCTL_BIN, SERVICE_NET } from "../src/lab/agents.js";
+import { EIPCTL_BIN, SERVICE_NET, heldInternalNets, labDataplane } from "../src/lab/agents.js";
 import { Lab, type LabProcess } from "../src/lab/lab.js";
 import { NEEDS_ROOT, eventually } from "./harness.js";
 
@@ -40,6 +40,7 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
     AGENT_LOG_LEVEL: "debug",
     AGENT_CNI_DEV: "",
     AGENT_IPTABLES_MODE: "",
+    AGENT_DATAPLANE: labDataplane(),
     AGENT_ARP_POISONING: "false",
     AGENT_GARP_COUNT: "",
     AGENT_BGP_TYPE: "gobgp",
@@ -166,9 +167,7 @@ describe("the agent container's start-up in a lab node", { skip: NEEDS_ROOT }, (
     // AGENT_LOG_LEVEL=debug: the bind's debug lines are there.
     assert.ok(await eventually(async () => /"level":"debug"/.test(agent.output()), 5_000));
 
-    const ipset = (await lab.nodeExec(1, ["ipset", "list", "k8s_internal_net"])).stdout;
-    assert.match(ipset, new RegExp(`^${SERVICE_NET.replace(/\./g, "\\.")}$`, "m"));
-    assert.match(ipset, new RegExp(`^${lab.topology.podNet.replace(/\./g, "\\.")}$`, "m"));
+    assert.deepEqual(await heldInternalNets(lab, 1), [lab.topology.podNet, SERVICE_NET].sort());
     const table = (await lab.nodeExec(1, ["ip", "route", "show", "table", "eip_route"])).stdout;
     assert.match(table, new RegExp(`^default via ${lab.topology.routerPublic} dev eth1`, "m"));
     // Written as a file under --proc-sys, with NET_ADMIN only.

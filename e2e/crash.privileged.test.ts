@@ -6,7 +6,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Lab } from "../src/lab/lab.js";
-import { type NodeAgent, kernelSnapshot, startAgent } from "../src/lab/agents.js";
+import { type NodeAgent, kernelSnapshot, labDataplane, startAgent } from "../src/lab/agents.js";
 import { BindingStore } from "../src/agent/store.js";
 import { NEEDS_ROOT, eventually, sleep } from "./harness.js";
 
@@ -33,10 +33,13 @@ function addressPattern(addr: string): RegExp {
 /**
  * The kernel state of a node holding `held`, derived from two snapshots the agent made:
  * `idle` (nothing bound) and `one` (only `template` bound). Each binding adds the lines
- * `one` adds to `idle`, with its own addresses.
+ * `one` adds to `idle`, with its own addresses; on the nftables dataplane, the first also
+ * adds our table's skeleton (its chains and the internal nets), there while any binding is.
  */
 class KernelModel {
   private readonly added: Record<string, string[]> = {};
+  /** What the first binding adds that names no binding: only our nftables table's lines. */
+  private readonly shared: string[] = [];
 
   constructor(
     private readonly idle: Snapshot,
@@ -53,18 +56,22 @@ class KernelModel {
         else extra.push(l);
       }
       assert.deepEqual(rest, [], `a bind only adds to ${section}`);
-      for (const l of extra) {
+      const names = (l: string) =>
+        addressPattern(template.eip).test(l) || addressPattern(template.vmi).test(l);
+      for (const l of extra.filter((l) => !names(l))) {
         assert.ok(
-          addressPattern(template.eip).test(l) || addressPattern(template.vmi).test(l),
+          section === "nftables",
           `${section}: a binding's line names its EIP or VMI: ${l}`,
         );
+        this.shared.push(l);
       }
-      this.added[section] = extra;
+      this.added[section] = extra.filter(names);
     }
   }
 
   expected(held: ReadonlyMap<string, string>): Record<string, string[]> {
     const want = lines(this.idle);
+    if (held.size > 0 && this.shared.length > 0) (want["nftables"] ??= []).push(...this.shared);
     for (const [eip, vmi] of held) {
       for (const [section, extra] of Object.entries(this.added)) {
         for (const l of extra) {
@@ -231,7 +238,7 @@ describe("crash consistency and graceful stop", { skip: NEEDS_ROOT }, () => {
       let held = new Map<string, string>();
       const random = prng(node * 1000 + 7);
       for (const [round, killAfter] of KILL_AFTER.entries()) {
-        const where: string = `iptables-${mode} round ${round + 1} (kill after ${killAfter})`;
+        const where: string = `${labDataplane()} on iptables-${mode} round ${round + 1} (kill after ${killAfter})`;
         const r = await burst(agent, held, killAfter, random);
         const inFlight = [...r.last.values()].filter((e) => e.inFlight).length;
         t.diagnostic(

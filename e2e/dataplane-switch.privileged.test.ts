@@ -85,7 +85,12 @@ describe("switching dataplanes on a live node", { skip: NEEDS_ROOT }, () => {
     const snap = await kernelSnapshot(lab, 1);
     assert.doesNotMatch(snap.iptables ?? "", /KUBE-EIP|kube-eip-|k8s_internal_net/);
     assert.doesNotMatch(snap.ipset ?? "", /kube-eip-|k8s_internal_net/);
-    assert.match(snap.nftables ?? "", new RegExp(`${EIP_A} : ${vmiA}, ${EIP_B} : ${vmiB}`));
+    for (const [eip, vmi] of [
+      [EIP_A, vmiA],
+      [EIP_B, vmiB],
+    ]) {
+      assert.match(snap.nftables ?? "", new RegExp(`^\\s*element ${eip} : ${vmi}$`, "m"));
+    }
     assert.equal(await whoami(lab, outside(), EIP_A, PORT_A), lab.topology.outside);
     assert.equal((await agent.client.listBindings()).bindings.length, 2);
   });

@@ -225,7 +225,8 @@ describe("the images, built with buildah and run with runc in the lab", { skip: 
     );
     assert.equal(await readFile(HOST_RT_TABLES, "utf8").catch(() => undefined), hostRtTables);
     assert.match(agent.proc.output(), /"msg":"settings from the environment"/);
-    // The image's own tools, run in the container's namespaces: iptables of Debian bookworm.
+    // The image's own tools, run in the container's namespaces: iptables of Debian bookworm,
+    // and the nft of --dataplane nftables.
     const r = await new ExecRunner().run(OCI_RUNTIME, [
       "--root",
       runtimeRoot(store),
@@ -233,9 +234,10 @@ describe("the images, built with buildah and run with runc in the lab", { skip: 
       agent.id,
       "sh",
       "-c",
-      "iptables --version; touch /probe 2>&1 || true",
+      "iptables --version; nft --version; touch /probe 2>&1 || true",
     ]);
     assert.match(r.stdout, /^iptables v1\.8\.9/m);
+    assert.match(r.stdout, /^nftables v1\.0\.6/m);
     assert.match(r.stdout, /Read-only file system/);
   });
 

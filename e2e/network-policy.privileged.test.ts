@@ -81,6 +81,12 @@ for (const mode of ["nft", "legacy"] as const) {
     });
 
     test("the seed's unconditional FORWARD accept, found on the node, is removed", async () => {
+      // The seed's set it names (the iptables dataplane's own; on nftables, as a node the
+      // seed ran would have it).
+      const sets = (await lab.nodeExec(1, ["ipset", "list", "-n"])).stdout.split("\n");
+      if (!sets.includes("kube-eip-vmi")) {
+        await lab.nodeExec(1, ["ipset", "create", "kube-eip-vmi", "hash:ip"]);
+      }
       await ipt(["-I", "FORWARD", "1", ...UNCONDITIONAL_ACCEPT]);
       const has = async () =>
         (await ipt(["-S", "FORWARD"])).stdout.includes(

@@ -18,6 +18,7 @@ import { Lab, type LabProcess } from "../src/lab/lab.js";
 import { type NodeAgent, listedBindings, seedNodeHolding, startAgent } from "../src/lab/agents.js";
 import { type LabCluster, startLabCluster } from "../src/lab/cluster.js";
 import { type LabOperator, startOperator } from "../src/lab/operator.js";
+import { NFT_TABLE } from "../src/model/desired.js";
 import { FINALIZER, SEED_FINALIZER } from "../src/operator/types.js";
 import { NEEDS_ROOT, eventually, sleep } from "./harness.js";
 
@@ -536,14 +537,15 @@ describe(
 
 /**
  * Removes every piece of kernel state of ours from a node, as on a freshly installed one:
- * our chains and the rules that jump to them or match our sets, the ipsets, the policy
- * rules, the eip_route table and the EIP addresses on the gateway device.
+ * our chains and the rules that jump to them or match our sets (or accept what our nftables
+ * table marked), the ipsets, our nftables table, the policy rules, the eip_route table and
+ * the EIP addresses on the gateway device.
  */
 async function wipeKernelState(lab: Lab, node: number): Promise<void> {
   const run = (argv: string[], input?: string) =>
     lab.nodeExec(node, argv, input === undefined ? {} : { input });
   const mode = lab.node(node).iptablesMode;
-  const ours = /KUBE-EIP-|kube-eip-|k8s_internal_net/;
+  const ours = /KUBE-EIP-|kube-eip[-:]|k8s_internal_net/;
   const restore: string[] = [];
   let table = "";
   let deletes: string[] = [];
@@ -570,6 +572,10 @@ async function wipeKernelState(lab: Lab, node: number): Promise<void> {
   for (const set of (await run(["ipset", "list", "-n"])).stdout.split("\n")) {
     if (ours.test(set)) await run(["ipset", "destroy", set]);
   }
+  const tables = async () => (await run(["nft", "list", "tables"])).stdout;
+  if ((await tables()).includes(`table ip ${NFT_TABLE}\n`)) {
+    await run(["nft", "delete", "table", "ip", NFT_TABLE]);
+  }
   const rules = JSON.parse((await run(["ip", "-json", "rule", "show"])).stdout) as {
     priority: number;
     src?: string;
@@ -583,4 +589,5 @@ async function wipeKernelState(lab: Lab, node: number): Promise<void> {
   const left =
     (await run([`iptables-${mode}-save`])).stdout + (await run(["ipset", "list", "-n"])).stdout;
   assert.doesNotMatch(left, ours, "nothing of ours is left in the kernel");
+  assert.doesNotMatch(await tables(), new RegExp(` ${NFT_TABLE}$`, "m"), "nor our nftables table");
 }

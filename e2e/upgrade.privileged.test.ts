@@ -4,11 +4,19 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Lab } from "../src/lab/lab.js";
-import { type NodeAgent, kernelSnapshot, seedNodeHolding, startAgent } from "../src/lab/agents.js";
-import { NEEDS_ROOT } from "./harness.js";
+import {
+  type NodeAgent,
+  kernelSnapshot,
+  labDataplane,
+  seedNodeHolding,
+  startAgent,
+} from "../src/lab/agents.js";
+import { NEEDS_ROOT, eventually } from "./harness.js";
 
 const EIP = "192.168.18.100";
 const PORT = 8080;
+/** The site's FORWARD rule that names the seed's set (seedNodeHolding). */
+const SITE_ACCEPT = ["-m", "set", "--match-set", "kube-eip-vmi", "dst", "-j", "ACCEPT"];
 
 describe("upgrade from the seed's agent", { skip: NEEDS_ROOT }, () => {
   let lab: Lab;
@@ -62,6 +70,17 @@ describe("upgrade from the seed's agent", { skip: NEEDS_ROOT }, () => {
       "internal nets follow the node's routing",
     );
     assert.doesNotMatch(snap.routes ?? "", /via 10\.244\.1\.1 dev cni0 table eip_route/);
+    if (labDataplane() === "nftables") {
+      // The seed's NAT moved to our table; its chains went, its set stayed only emptied,
+      // as the site's FORWARD rule still names it (seedNodeHolding).
+      assert.match(snap.nftables ?? "", new RegExp(`^\\s*element ${EIP} : ${vmi}$`, "m"));
+      assert.doesNotMatch(snap.iptables ?? "", /KUBE-EIP/);
+      assert.doesNotMatch(snap.ipset ?? "", /^add /m, "no member left in the seed's sets");
+      // Once the site's rule is gone, so is the set (a re-read, every second here).
+      await lab.nodeExec(1, ["iptables-nft", "-D", "FORWARD", ...SITE_ACCEPT]);
+      const sets = async () => (await lab.nodeExec(1, ["ipset", "list", "-n"])).stdout;
+      assert.ok(await eventually(async () => (await sets()) === "", 5000, 200), await sets());
+    }
     assert.equal((await lab.tcpRequest(outside, EIP, PORT)).trim(), lab.topology.outside);
     const out = await lab.startTcpServer(outside, 9090);
     assert.equal(

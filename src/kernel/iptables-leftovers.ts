@@ -11,8 +11,9 @@
 // `ipset list -n` (which of our sets exist; no ipset installed means none).
 // How it writes: one `<backend>-restore --noflush` with `-F` and `-X` of each chain of ours
 // that exists, then `ipset destroy` of each set of ours that exists (a set is only free once
-// no rule names it). A chain or set that someone else still uses fails the apply with the
-// kernel's reason, and nothing else is touched.
+// no rule names it). A set that someone else's rule still names is emptied instead (`ipset
+// flush`, unless `ipset list -terse` counts no entries) and left; a re-read tries again. A
+// chain that someone else still uses fails the apply with the kernel's reason.
 import {
   CHAIN_FORWARD,
   CHAIN_POSTROUTING,
@@ -90,17 +91,40 @@ export class IptablesLeftovers {
           .run(`iptables-${this.mode}-restore`, ["--noflush", "-w", "5"], { input })
           .catch((err: unknown) => Promise.reject(asKernelError(err, Phase.Nat)));
       }
+      let written = chains.length;
       for (const set of sets) {
-        await this.runner
-          .run("ipset", ["destroy", set])
-          .catch((err: unknown) => Promise.reject(asKernelError(err, Phase.Ipset)));
+        written += await this.destroy(set);
       }
       this.belief = { chains: [], sets: [] };
-      return chains.length + sets.length;
+      return written;
     } catch (err) {
       this.belief = undefined;
       throw err instanceof KernelError ? err : asKernelError(err, Phase.Nat);
     }
+  }
+
+  /**
+   * Destroys our set; one that a rule of someone else's still names (a site's FORWARD rule
+   * matching kube-eip-vmi, as on the seed's nodes) cannot go: it is emptied instead, so the
+   * rule matches nothing rather than addresses this dataplane no longer binds, and destroyed
+   * at a later re-read once the rule is gone. Resolves to the changes written.
+   */
+  private async destroy(set: string): Promise<number> {
+    try {
+      await this.runner.run("ipset", ["destroy", set]);
+      return 1;
+    } catch (err) {
+      if (!isInUse(err)) throw asKernelError(err, Phase.Ipset);
+    }
+    const members = await this.runner
+      .run("ipset", ["list", set, "-terse", "-output", "plain"])
+      .then((r) => /^Number of entries: (\d+)$/m.exec(r.stdout)?.[1])
+      .catch((err: unknown) => Promise.reject(asKernelError(err, Phase.Ipset)));
+    if (members === "0") return 0;
+    await this.runner
+      .run("ipset", ["flush", set])
+      .catch((err: unknown) => Promise.reject(asKernelError(err, Phase.Ipset)));
+    return 1;
   }
 
   private async save(table: IptablesTable): Promise<Set<string>> {
@@ -132,6 +156,11 @@ function isMissing(err: unknown): boolean {
   }
   const stderr = (err as { stderr?: unknown } | null)?.stderr;
   return typeof stderr === "string" && /exec of "ipset" failed/.test(stderr);
+}
+
+function isInUse(err: unknown): boolean {
+  const stderr = (err as { stderr?: unknown } | null)?.stderr;
+  return typeof stderr === "string" && /in use by a kernel component/.test(stderr);
 }
 
 function asKernelError(err: unknown, phase: Phase): KernelError {

@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { AgentClient } from "../common/agent-api.js";
-import { NFT_TABLE } from "../model/desired.js";
+import { NFT_TABLE, SET_INTERNAL } from "../model/desired.js";
 import type { Lab, LabProcess } from "./lab.js";
 import { agentTlsArgs, eipctlTlsArgs, labPki } from "./lab-tls.js";
 import { type SeedNode, seedBind, seedMetadata, seedSetup } from "./seed-agent.js";
@@ -190,9 +190,61 @@ export async function kernelSnapshot(lab: Lab, node: number): Promise<Record<str
     rules: await run(["ip", "rule", "show"]),
     routes: await run(["ip", "route", "show", "table", "all"]),
     addresses: await run(["ip", "-4", "-o", "addr", "show"]),
-    // Our nftables table ("" when there is none).
-    nftables: await run(["nft", "list", "table", "ip", NFT_TABLE]).catch(() => ""),
+    // Our nftables table ("" when there is none), without counters, one line per element.
+    nftables: nftElementLines(
+      await run(["nft", "--stateless", "list", "table", "ip", NFT_TABLE]).catch(() => ""),
+    ),
   };
+}
+
+/**
+ * The internal nets (--internal-net) as node `node`'s dataplane holds them, sorted: the
+ * members of the ipset k8s_internal_net, or of our nftables table's set internal_nets.
+ */
+export async function heldInternalNets(
+  lab: Lab,
+  node: number,
+  dataplane: Dataplane = labDataplane(),
+): Promise<string[]> {
+  if (dataplane === "iptables") {
+    const { stdout } = await lab.nodeExec(node, ["ipset", "list", SET_INTERNAL]);
+    const members = stdout.split("Members:\n")[1] ?? "";
+    return members.split("\n").filter(Boolean).sort();
+  }
+  const { stdout } = await lab.nodeExec(node, [
+    "nft",
+    "-j",
+    "list",
+    "set",
+    "ip",
+    NFT_TABLE,
+    "internal_nets",
+  ]);
+  const parsed = JSON.parse(stdout) as { nftables: { set?: { elem?: unknown[] } }[] };
+  const elems = parsed.nftables.flatMap((o) => o.set?.elem ?? []);
+  return elems
+    .map((e) => {
+      const p = (e as { prefix?: { addr: string; len: number } }).prefix;
+      return p ? `${p.addr}/${p.len}` : String(e);
+    })
+    .sort();
+}
+
+/**
+ * `nft list` text with each set's or map's `elements = { a, b, ... }` (which nft wraps
+ * over lines and prints in hash order) as one sorted `element a` line per element, so a
+ * binding's elements are lines of their own, as its iptables rules are.
+ */
+export function nftElementLines(text: string): string {
+  return text.replace(/^(\s*)elements = \{([^}]*)\}\n/gm, (_all, indent: string, body: string) =>
+    body
+      .split(",")
+      .map((e) => e.trim())
+      .filter(Boolean)
+      .sort()
+      .map((e) => `${indent}element ${e}\n`)
+      .join(""),
+  );
 }
 
 /**
