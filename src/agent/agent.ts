@@ -31,6 +31,7 @@ import { NodeAddresses } from "./node-addresses.js";
 import { ARP_ROUTE_PROTOCOL, ROUTE_TABLE_ID, ROUTE_TABLE_NAME } from "../model/desired.js";
 import { type PlanConfig } from "../model/plan.js";
 import { loadBindings, readKernelBindings } from "./recovery.js";
+import { ReadBack } from "./readback.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
 
@@ -125,10 +126,13 @@ function bgpParts(
   logger: Logger,
   metrics: AgentMetrics,
   dataplane: () => Dataplane,
+  readBack: () => ReadBack,
 ) {
   const client = new GobgpClient(GobgpSpeaker.target({ ...bgp, stateDir: config.stateDir }));
   /** Applies (kernel included) that succeeded for a fresh speaker. */
   let freshApplies = 0;
+  /** Whether each peer's session was up at its last state change. */
+  const established = new Map<string, boolean>();
   const announcer = new BgpAnnouncer(client, {
     nextHop: bgp.nextHop,
     eipCidr: formatIpv4Net(config.eipCidr),
@@ -152,8 +156,12 @@ function bgpParts(
           logger.warn({ err }, "BGP: announcing to a fresh speaker failed");
         });
     },
-    onPeerState: (peer) =>
-      metrics.bgpSessionUp.set({ peer: peer.address }, peer.state === "ESTABLISHED" ? 1 : 0),
+    onPeerState: (peer) => {
+      const up = peer.state === "ESTABLISHED";
+      metrics.bgpSessionUp.set({ peer: peer.address }, up ? 1 : 0);
+      if (established.get(peer.address) !== up) readBack().peerChanged(up);
+      established.set(peer.address, up);
+    },
   });
   return { client, announcer, speaker, freshApplies: () => freshApplies };
 }
@@ -202,20 +210,41 @@ export async function startAgent(
   });
   const arrivals = new ArpArrivals();
   const bgp = config.bgp
-    ? bgpParts(config.bgp, config, logger, metrics, () => dataplane)
+    ? bgpParts(
+        config.bgp,
+        config,
+        logger,
+        metrics,
+        (): Dataplane => dataplane,
+        (): ReadBack => readBack,
+      )
     : undefined;
   if (!bgp) await stopLeftoverSpeaker(config.stateDir, logger);
   const subsystems: Subsystem[] = [
     ...kernelParts(config, runner, logger, arrivals, mode),
     ...announcers(new ArpAnnouncer(garp, arrivals), bgp?.announcer, metrics),
   ];
-  const dataplane = new Dataplane({
+  const readBack: ReadBack = new ReadBack({
+    subsystems,
+    config: planConfig(config),
+    logger,
+    ...(bgp
+      ? {
+          bgp: {
+            peers: () => bgp.speaker.peers(),
+            adjOut: (peer: string) => bgp.client.listAdjOut(peer),
+          },
+        }
+      : {}),
+  });
+  const dataplane: Dataplane = new Dataplane({
     table,
     store,
     config: planConfig(config),
     subsystems,
     logger,
     metrics,
+    readBack,
   });
   let metricsServer: HttpServer | undefined;
   let metricsPort: number | undefined;
@@ -250,6 +279,7 @@ export async function startAgent(
     },
     logger,
     metrics,
+    readBack,
     ...(config.tls ? { authorizer: new Authorizer(config.tls.allow) } : {}),
     nodeAddresses: new NodeAddresses(runner, {
       gatewayDev: config.gatewayDev,
@@ -314,6 +344,7 @@ export async function startAgent(
       // gobgpd keeps running, and with it the sessions and the routes, for the next agent.
       await bgp?.speaker.stop();
       await dataplane.stop();
+      readBack.stop();
       bgp?.client.close();
       garp.stop();
     },

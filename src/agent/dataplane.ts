@@ -34,6 +34,7 @@ import type { BindingTable } from "./binding-table.js";
 import type { AgentMetrics } from "./metrics.js";
 import { type PlanConfig, plan } from "../model/plan.js";
 import type { BindingStore } from "./store.js";
+import type { ReadBackSink } from "./readback.js";
 
 /** Resync rounds whose background read an apply may spoil before one reads in the loop. */
 const SPOILED_ROUNDS_MAX = 3;
@@ -49,6 +50,8 @@ export interface DataplaneOptions {
   readonly retryMaxMs?: number;
   /** The clock of the retries, the resync and the probes; the real one by default. */
   readonly clock?: Clock;
+  /** Told of every background read no apply spoiled, and of the apply that followed it. */
+  readonly readBack?: ReadBackSink;
 }
 
 interface Waiter {
@@ -79,6 +82,11 @@ export class Dataplane {
   private applyStartedAt: number | undefined;
   /** Set once an apply succeeded: the kernel was restored from the bindings. */
   private restored = false;
+
+  /** The bindings' version the last read handed to `readBack` held; -1 before it. */
+  private readBackVersion = -1;
+  /** An apply changed the bindings while a read ran: read back again after it. */
+  private readBackAgain = false;
 
   /** Kernel snapshots read in the background, one per subsystem, for the loop to adopt. */
   private snapshots: unknown[] | undefined;
@@ -146,10 +154,18 @@ export class Dataplane {
     }, intervalMs);
   }
 
-  /** Re-reads the kernel without holding up requests, then repairs what differs. */
-  async backgroundResync(): Promise<void> {
-    if (this.readingInBackground || this.stopped) return;
-    if (this.spoiledRounds >= SPOILED_ROUNDS_MAX) {
+  /**
+   * Re-reads the kernel without holding up requests, then repairs what differs. `verify`:
+   * the read-back that follows an apply that changed the bindings (never falls back to a
+   * re-read inside the loop).
+   */
+  async backgroundResync(verify = false): Promise<void> {
+    if (this.stopped) return;
+    if (this.readingInBackground) {
+      if (verify) this.readBackAgain = true;
+      return;
+    }
+    if (!verify && this.spoiledRounds >= SPOILED_ROUNDS_MAX) {
       this.spoiledRounds = 0;
       return this.resync();
     }
@@ -157,6 +173,7 @@ export class Dataplane {
     try {
       await this.idle;
       const before = this.applies;
+      const version = this.opts.table.version;
       const snapshots = await Promise.all(this.opts.subsystems.map((s) => s.read()));
       if (this.applies !== before || this.running || this.stopped) {
         // Stale: try again next round rather than read again now (a busy node would read
@@ -165,10 +182,24 @@ export class Dataplane {
         return;
       }
       this.spoiledRounds = 0;
+      this.readBackVersion = version;
+      this.opts.readBack?.found(snapshots, this.opts.table.list());
       this.snapshots = snapshots;
-      return await this.sync();
+      try {
+        await this.sync();
+        this.opts.readBack?.repaired(undefined);
+      } catch (err) {
+        this.opts.readBack?.repaired((err as Error).message);
+        throw err;
+      }
     } finally {
       this.readingInBackground = false;
+      if (this.readBackAgain && !this.stopped) {
+        this.readBackAgain = false;
+        this.backgroundResync(true).catch(() => {
+          // Logged and retried by the loop.
+        });
+      }
     }
   }
 
@@ -240,6 +271,20 @@ export class Dataplane {
       this.running = false;
       this.applyStartedAt = undefined;
       this.opts.metrics.inSync.set(this.inSync ? 1 : 0);
+      // Read back what changed (a fresh bind reads Programmed at once, not at the resync).
+      if (
+        this.opts.readBack !== undefined &&
+        this.lastError === undefined &&
+        this.opts.table.version !== this.readBackVersion
+      ) {
+        this.readBackAgain = true;
+        if (!this.readingInBackground) {
+          this.readBackAgain = false;
+          this.backgroundResync(true).catch(() => {
+            // Logged and retried by the loop.
+          });
+        }
+      }
     }
   }
 

@@ -14,10 +14,12 @@ import type { Logger } from "pino";
 import {
   type EipOpReq,
   type EipOpRsp,
+  type ListBindingsReq,
   type ListBindingsRsp,
   type ListBgpPeersRsp,
   eipAgentService,
 } from "../common/agent-api.js";
+import { canonicalIpv4 } from "../common/ipv4.js";
 import { KernelError } from "../kernel/manager.js";
 import type { PeerStatus } from "../bgp/gobgp-api.js";
 import type { BindingTable } from "./binding-table.js";
@@ -31,6 +33,7 @@ import {
   callerName,
 } from "./authz.js";
 import type { NodeAddresses } from "./node-addresses.js";
+import type { ReadBack } from "./readback.js";
 import { ReloadingServerCredentials, readServerTls } from "./server-tls.js";
 import { type Parsed, type RequestPolicy, parseRequest, shown } from "./request.js";
 
@@ -61,6 +64,8 @@ export interface AgentServerOptions {
   readonly nodeAddresses?: NodeAddresses;
   /** Who may call what over TLS; without it every caller is served. */
   readonly authorizer?: Authorizer;
+  /** What each binding's dataplane really does (ListBindings' conditions). */
+  readonly readBack?: ReadBack;
 }
 
 export class AgentService {
@@ -139,17 +144,32 @@ export class AgentService {
     }
   }
 
-  listBindings(): ListBindingsRsp {
-    const { table, dataplane } = this.opts;
+  /** Every binding, or only the one of `req.eipAddr` (none when it holds no such EIP). */
+  listBindings(req: ListBindingsReq = {}): ListBindingsRsp {
+    const { table, dataplane, readBack } = this.opts;
+    const only = req.eipAddr ? (canonicalIpv4(req.eipAddr) ?? req.eipAddr) : undefined;
+    const lastError = dataplane.error?.message;
     const bindings = table
       .list()
+      .filter((b) => only === undefined || b.eip === only)
       .sort((a, b) => (a.eip < b.eip ? -1 : 1))
-      .map((b) => ({
-        eipAddr: b.eip,
-        vmiAddr: b.vmi,
-        since: b.since,
-        pending: table.isPending(b.eip),
-      }));
+      .map((b) => {
+        const pending = table.isPending(b.eip);
+        const state = readBack?.stateOf(b, { pending, lastError });
+        return {
+          eipAddr: b.eip,
+          vmiAddr: b.vmi,
+          since: b.since,
+          pending,
+          ...(state
+            ? {
+                programmed: state.programmed,
+                announced: state.announced,
+                readBackAt: state.readBackAt,
+              }
+            : {}),
+        };
+      });
     return { bindings, inSync: dataplane.inSync, lastError: dataplane.error?.message ?? "" };
   }
 
@@ -240,12 +260,12 @@ export function buildGrpcServer(service: AgentService): {
       );
     },
     ListBindings: (
-      call: grpc.ServerUnaryCall<object, ListBindingsRsp>,
+      call: grpc.ServerUnaryCall<ListBindingsReq, ListBindingsRsp>,
       callback: grpc.sendUnaryData<ListBindingsRsp>,
     ) => {
       const err = denied(service, call);
       if (err) callback(err);
-      else callback(null, service.listBindings());
+      else callback(null, service.listBindings(call.request));
     },
     ListBgpPeers: (
       call: grpc.ServerUnaryCall<object, ListBgpPeersRsp>,

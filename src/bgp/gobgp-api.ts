@@ -342,6 +342,19 @@ export class GobgpClient {
     return paths;
   }
 
+  /**
+   * The IPv4 unicast prefixes in a peer's Adj-RIB-Out: what the speaker has sent that peer
+   * (gobgpd keeps it for an established session; empty otherwise).
+   */
+  async listAdjOut(peer: string): Promise<string[]> {
+    const rsps = await this.collect<{ destination: { prefix: string } | null }>("ListPath", {
+      tableType: "ADJ_OUT",
+      name: peer,
+      family: IPV4_UNICAST,
+    });
+    return rsps.flatMap((r) => (r.destination ? [r.destination.prefix] : []));
+  }
+
   /** Calls `onPeer` with each peer state change until the returned cancel() or an error. */
   watchPeers(onPeer: (peer: PeerStatus) => void, onEnd: (err?: Error) => void): () => void {
     const fn = (this.client.WatchEvent as ServerStream).bind(this.client);

@@ -28,6 +28,21 @@ export interface BindingInfo {
   since: string;
   /** Saved, but not yet in the kernel: an apply failed and is retried. */
   pending: boolean;
+  /** Absent from an agent that predates them (proto3 leaves an unset message out). */
+  programmed?: BindingConditionInfo | null;
+  announced?: BindingConditionInfo | null;
+  readBackAt?: string;
+}
+
+export interface BindingConditionInfo {
+  status: string;
+  reason: string;
+  message: string;
+}
+
+export interface ListBindingsReq {
+  /** Only this EIP's binding; "" for all. */
+  eipAddr?: string;
 }
 
 export interface ListBindingsRsp {
@@ -114,8 +129,8 @@ export class AgentClient {
     return this.unary<EipOpRsp>("EipOperate", req, deadlineMs);
   }
 
-  listBindings(deadlineMs = 30_000): Promise<ListBindingsRsp> {
-    return this.unary<ListBindingsRsp>("ListBindings", {}, deadlineMs);
+  listBindings(deadlineMs = 30_000, req: ListBindingsReq = {}): Promise<ListBindingsRsp> {
+    return this.unary<ListBindingsRsp>("ListBindings", req, deadlineMs);
   }
 
   listBgpPeers(deadlineMs = 30_000): Promise<ListBgpPeersRsp> {

@@ -28,6 +28,13 @@ import { JUMPS, NFT_FORWARD_JUMP, RETIRED_JUMPS } from "../model/plan.js";
 import type { CommandRunner } from "./runner.js";
 import { type Subsystem, managed } from "./subsystem.js";
 import { SysctlManager, SysctlWriter } from "./sysctl.js";
+import {
+  iptablesMissing,
+  ipsetMissing,
+  nftablesMissing,
+  routeMissing,
+  sysctlMissing,
+} from "./readback-checks.js";
 
 export type DataplaneMode = "iptables" | "nftables";
 
@@ -64,20 +71,41 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
   const nat =
     options.dataplane === "nftables"
       ? [
-          managed("nftables", nftOwns, nftables, (d) => ({
-            bindings: d.bound,
-            internalNets: d.internalNets,
-          })),
-          managed("iptables", "one FORWARD rule accepting what our table marked", iptables, () => ({
-            chains: [],
-            jumps: [NFT_FORWARD_JUMP],
-            retiredJumps: [...JUMPS, ...RETIRED_JUMPS],
-          })),
+          managed(
+            "nftables",
+            nftOwns,
+            nftables,
+            (d) => ({ bindings: d.bound, internalNets: d.internalNets }),
+            nftablesMissing,
+          ),
+          managed(
+            "iptables",
+            "one FORWARD rule accepting what our table marked",
+            iptables,
+            () => ({
+              chains: [],
+              jumps: [NFT_FORWARD_JUMP],
+              retiredJumps: [...JUMPS, ...RETIRED_JUMPS],
+            }),
+            iptablesMissing,
+          ),
           leftoversSubsystem(new IptablesLeftovers(runner, options.iptablesMode)),
         ]
       : [
-          managed("ipset", "the members of our sets", new IpsetManager(runner), (d) => d.ipsets),
-          managed("iptables", "our chains and the jumps into them", iptables, iptablesDesired),
+          managed(
+            "ipset",
+            "the members of our sets",
+            new IpsetManager(runner),
+            (d) => d.ipsets,
+            ipsetMissing,
+          ),
+          managed(
+            "iptables",
+            "our chains and the jumps into them",
+            iptables,
+            iptablesDesired,
+            iptablesMissing,
+          ),
         ];
   const last =
     options.dataplane === "nftables"
@@ -90,12 +118,14 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
       "table 1001, our rules, EIP addresses, proxy ARP entries",
       route,
       routeDesired,
+      (snapshot, desired) => routeMissing(snapshot, desired, options.gatewayDev),
     ),
     managed(
       "sysctl",
       "the gateway device's ARP settings",
       new SysctlManager(sysctl),
       (d) => d.sysctls,
+      sysctlMissing,
     ),
     ...last,
   ];

@@ -136,7 +136,12 @@ export class SimIproute {
       foreign: false,
       ...(o.via !== undefined ? { gateway: o.via } : {}),
       ...(o.dev !== undefined ? { dev: o.dev } : {}),
-      ...(o.scope !== undefined ? { scope: o.scope } : {}),
+      // As the kernel does: a direct unicast route (no gateway) is scope link by default.
+      ...(o.scope !== undefined
+        ? { scope: o.scope }
+        : type === "unicast" && o.via === undefined && o.dev !== undefined
+          ? { scope: "link" }
+          : {}),
       ...(o.proto !== undefined ? { proto: o.proto } : {}),
     };
     if (verb === "replace" || verb === "add") {

@@ -16,6 +16,7 @@
 // (src/agent/arp-announcer.ts). announcing() makes one an "announce" subsystem.
 import type { DesiredState } from "../model/desired.js";
 import type { KernelManager } from "./manager.js";
+import type { Missing } from "./readback-checks.js";
 
 export type Stage = "kernel" | "announce" | "after";
 
@@ -32,6 +33,11 @@ export interface Subsystem {
   read(): Promise<unknown>;
   /** Takes a snapshot from read() as the belief the next sync diffs against. */
   adopt(snapshot: unknown): void;
+  /**
+   * What a snapshot from read() lacks of `desired` (readback-checks.ts); absent for a
+   * subsystem whose read-back proves nothing a binding needs.
+   */
+  missing?(snapshot: unknown, desired: DesiredState): readonly Missing[];
 }
 
 /** A kernel manager as the apply loop sees it: its part of the desired state, its snapshots. */
@@ -40,11 +46,13 @@ export function managed<D, S>(
   owns: string,
   manager: KernelManager<D, S>,
   select: (desired: DesiredState) => D,
+  missing?: (snapshot: S, desired: D) => readonly Missing[],
 ): Subsystem {
   return {
     name,
     owns,
     stage: "kernel",
+    ...(missing ? { missing: (snapshot, desired) => missing(snapshot as S, select(desired)) } : {}),
     sync: (desired, options) => {
       manager.setDesired(select(desired));
       return manager.apply(options);

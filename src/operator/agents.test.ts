@@ -56,7 +56,11 @@ function pool(nodeAt127: string[]): AgentPool {
 test("the agent of the node the operator meant to dial is served", async () => {
   const p = pool(["node-2"]);
   assert.deepEqual(await p.bind("127.0.0.1", "192.168.18.100", "10.244.1.10"), { ok: true });
-  assert.deepEqual(await p.list("127.0.0.1"), [{ eip: "192.168.18.100", vmi: "10.244.1.10" }]);
+  assert.deepEqual(
+    (await p.list("127.0.0.1")).map((b) => [b.eip, b.vmi, b.state.programmed.reason]),
+    // This agent has no read-back: what an older agent answers.
+    [["192.168.18.100", "10.244.1.10", "NotReported"]],
+  );
   p.close();
 });
 

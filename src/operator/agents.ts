@@ -2,7 +2,13 @@
 // on TLS each channel accepts only that node's agent certificate (agent-identity.ts).
 // Answers are mapped to what the reconciler needs to know (done, refused with a reason, or
 // not reachable).
-import { AgentClient, type TlsFiles } from "../common/agent-api.js";
+import {
+  AgentClient,
+  type BindingConditionInfo,
+  type BindingInfo,
+  type TlsFiles,
+} from "../common/agent-api.js";
+import type { DataplaneCondition, DataplaneState } from "./types.js";
 import { agentCheck } from "./agent-identity.js";
 import type { AgentResult } from "./reconciler.js";
 
@@ -18,6 +24,30 @@ export type NodesAt = (address: string) => readonly string[];
 export interface HeldBinding {
   readonly eip: string;
   readonly vmi: string;
+  /** What the agent read back for it. */
+  readonly state: DataplaneState;
+}
+
+const STATUSES = new Set(["True", "False", "Unknown"]);
+
+/** A condition as the agent sent it; Unknown from an agent too old to read back. */
+function conditionOf(c: BindingConditionInfo | null | undefined): DataplaneCondition {
+  if (!c || !STATUSES.has(c.status)) {
+    return {
+      status: "Unknown",
+      reason: "NotReported",
+      message: "the agent does not report what it read back (an older agent)",
+    };
+  }
+  return { status: c.status as DataplaneCondition["status"], reason: c.reason, message: c.message };
+}
+
+function heldOf(b: BindingInfo): HeldBinding {
+  return {
+    eip: b.eipAddr,
+    vmi: b.vmiAddr,
+    state: { programmed: conditionOf(b.programmed), announced: conditionOf(b.announced) },
+  };
 }
 
 export class AgentPool {
@@ -69,7 +99,17 @@ export class AgentPool {
   /** What the agent holds; rejects when it cannot be asked. */
   async list(address: string): Promise<HeldBinding[]> {
     const rsp = await this.client(address).listBindings(this.opts.timeoutMs);
-    return rsp.bindings.map((b) => ({ eip: b.eipAddr, vmi: b.vmiAddr }));
+    return rsp.bindings.map(heldOf);
+  }
+
+  /**
+   * What the agent read back for the binding of `eip`, if it holds it with `vmi`; rejects
+   * when it cannot be asked. (An agent too old for the filter lists all: it is applied here.)
+   */
+  async state(address: string, eip: string, vmi: string): Promise<DataplaneState | undefined> {
+    const rsp = await this.client(address).listBindings(this.opts.timeoutMs, { eipAddr: eip });
+    const b = rsp.bindings.find((x) => x.eipAddr === eip && x.vmiAddr === vmi);
+    return b ? heldOf(b).state : undefined;
   }
 
   /**

@@ -9,15 +9,14 @@
 // A binding an agent lacks is queued either way (a duplicate reconcile is harmless), but
 // counted as lost only when its status says that agent holds it: one being bound, moved or
 // deleted at that moment is in flight, not drift.
-import type { HeldBinding } from "./agents.js";
 import { decide, ownerOf } from "./placement.js";
-import { type EipBinding, type KubeNode, type Vmi, keyOf } from "./types.js";
+import { type DataplaneState, type EipBinding, type KubeNode, type Vmi, keyOf } from "./types.js";
 import { canonicalIpv4 } from "../common/ipv4.js";
 
 export interface AgentView {
   readonly node: string;
   readonly address: string;
-  readonly held: readonly HeldBinding[];
+  readonly held: readonly { eip: string; vmi: string; state?: DataplaneState }[];
 }
 
 export interface Want {

@@ -18,6 +18,7 @@ import {
   planAntiEntropy,
   recordedBindings,
 } from "./anti-entropy.js";
+import { type Unreachable, planDataplaneUpdates } from "./dataplane-status.js";
 import type { OperatorMetrics, ReconcileResult } from "./metrics.js";
 import { nodeAddress } from "./placement.js";
 import type { PoolChecks } from "./pools/gate.js";
@@ -27,6 +28,7 @@ import {
   type Recorder,
   Reconciler,
   RetryLater,
+  writeStatus,
 } from "./reconciler.js";
 import { type EipBinding, FINALIZER, type KubeNode, type Vmi, keyOf } from "./types.js";
 import { objectFields, withLogFields } from "../common/logger.js";
@@ -105,6 +107,7 @@ export class Controller {
         bind: counted("bind"),
         unbind: counted("unbind"),
         list: (address) => deps.agents.list(address),
+        state: (address, eip, vmi) => deps.agents.state(address, eip, vmi),
       },
       writer: deps.writer,
       events: deps.events,
@@ -265,6 +268,7 @@ export class Controller {
     });
     agents.retain(new Set(nodes.map((n) => n.address)));
     const views: AgentView[] = [];
+    const unreachable: Unreachable[] = [];
     let next = 0;
     const lister = async () => {
       while (next < nodes.length) {
@@ -272,6 +276,7 @@ export class Controller {
         try {
           views.push({ ...n, held: await agents.list(n.address) });
         } catch (err) {
+          unreachable.push({ ...n, reason: errorText(err) });
           logger.warn(
             { node: n.node, address: n.address, err },
             "anti-entropy: agent not reachable; its node is checked next time",
@@ -302,7 +307,30 @@ export class Controller {
     }
     metrics.antiEntropyRepairs.inc({ kind: "missing" }, plan.lost.length);
     metrics.antiEntropyRepairs.inc({ kind: "unwanted" }, plan.unbind.length);
+    await this.updateDataplane(planDataplaneUpdates(bindings, desired, views, unreachable));
     return { missing: plan.lost.length, removed: plan.unbind.length };
+  }
+
+  /** Writes what the agents read back into the statuses (dataplane-status.ts). */
+  private async updateDataplane(updates: ReturnType<typeof planDataplaneUpdates>) {
+    const { writer, events, logger } = this.deps;
+    for (const { binding, outcome } of updates) {
+      const was = binding.status?.conditions?.find((c) => c.type === "Ready")?.reason;
+      try {
+        // Conditional: a reconcile that wrote meanwhile knows better; next pass tries again.
+        const wrote = await writeStatus({ writer, events }, binding, outcome, {
+          conditional: true,
+        });
+        if (wrote && outcome.reason === "AgentUnavailable" && was !== "AgentUnavailable") {
+          events.record(binding, "Warning", outcome.reason, "ReadBack", outcome.message);
+        }
+      } catch (err) {
+        logger.info(
+          { ...objectFields(keyOf(binding.metadata)), err: errorText(err) },
+          "anti-entropy: status not updated (changed meanwhile); next pass",
+        );
+      }
+    }
   }
 }
 
@@ -344,6 +372,11 @@ function placementChanged(a: Vmi, b: Vmi): boolean {
     a.status?.nodeName !== b.status?.nodeName ||
     a.status?.interfaces?.[0]?.ipAddress !== b.status?.interfaces?.[0]?.ipAddress
   );
+}
+
+function errorText(err: unknown): string {
+  const e = err as { details?: string; message?: string };
+  return e.details || e.message || String(err);
 }
 
 /** Sleeps `ms`, waking early (every 200 ms at most) once `stop()` says so. */

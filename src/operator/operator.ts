@@ -54,8 +54,12 @@ export async function startOperator(
     logger,
   });
   const writer: BindingWriter = {
-    async patchStatus(b, status) {
-      await client.patch(EIPBINDINGS, b.metadata.namespace, b.metadata.name, statusPatch(status), {
+    async patchStatus(b, status, options) {
+      // With the resourceVersion the patch fails on a conflict: the object changed meanwhile.
+      const patch = options?.conditional
+        ? { ...statusPatch(status), metadata: { resourceVersion: b.metadata.resourceVersion } }
+        : statusPatch(status);
+      await client.patch(EIPBINDINGS, b.metadata.namespace, b.metadata.name, patch, {
         type: "merge",
         subresource: "status",
       });

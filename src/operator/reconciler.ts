@@ -10,8 +10,9 @@ import type { Logger } from "pino";
 import { canonicalIpv4 } from "../common/ipv4.js";
 import { type Placement, decide, ownerOf } from "./placement.js";
 import type { PoolChecks } from "./pools/gate.js";
-import { type Outcome, nextStatus, sameStatus } from "./status.js";
+import { type Outcome, dataplaneEvents, nextStatus, sameStatus } from "./status.js";
 import {
+  type DataplaneState,
   type EipBinding,
   type EipBindingStatus,
   FINALIZER,
@@ -34,6 +35,11 @@ export interface AgentCalls {
   unbind(nodeAddress: string, eip: string, vmi: string): Promise<AgentResult>;
   /** What the agent holds; rejects when it cannot be asked. */
   list(nodeAddress: string): Promise<readonly { eip: string; vmi: string }[]>;
+  /**
+   * What the agent read back for the binding of this EIP, if it holds it with this VMI;
+   * rejects when it cannot be asked.
+   */
+  state(nodeAddress: string, eip: string, vmi: string): Promise<DataplaneState | undefined>;
 }
 
 export interface Caches {
@@ -46,7 +52,12 @@ export interface Caches {
 }
 
 export interface BindingWriter {
-  patchStatus(binding: EipBinding, status: EipBindingStatus): Promise<void>;
+  /** `conditional`: fails on a conflict if the object changed since `binding` was read. */
+  patchStatus(
+    binding: EipBinding,
+    status: EipBindingStatus,
+    options?: { conditional?: boolean },
+  ): Promise<void>;
   /** Sets metadata.finalizers, failing on a conflict (the object changed meanwhile). */
   setFinalizers(binding: EipBinding, finalizers: string[]): Promise<void>;
 }
@@ -72,16 +83,34 @@ export interface ReconcilerDeps {
   readonly nodeNotReadyGraceMs?: number;
   /** The EipPools: fences, limits and allocation (none: every binding names its EIP). */
   readonly pools?: PoolChecks;
+  /** How the wait for an agent's read-back sleeps (tests pass a fake). */
+  readonly sleep?: (ms: number) => Promise<void>;
 }
 
 export const DEFAULT_NODE_NOT_READY_GRACE_MS = 5 * 60_000;
+
+/**
+ * How long a reconcile waits after a bind for the agent's read-back of it (which follows
+ * the apply at once); past it the status says what is known and anti-entropy updates it.
+ */
+const READ_BACK_WAIT_MS = 3000;
+
+/** Both conditions Unknown, for the same reason. */
+export function dataplaneUnknown(reason: string, message: string): DataplaneState {
+  const c = { status: "Unknown" as const, reason, message };
+  return { programmed: c, announced: c };
+}
+
+function awaitingReadBack(d: DataplaneState): boolean {
+  return d.programmed.reason === "NotReadBack" || d.announced.reason === "NotReadBack";
+}
 
 /** Thrown to have the key retried with backoff; the status already says why. */
 export class RetryLater extends Error {
   override name = "RetryLater";
 }
 
-interface Applied {
+export interface Applied {
   readonly eip: string;
   readonly node: string;
   readonly vmiAddress: string;
@@ -225,8 +254,32 @@ export class Reconciler {
       applied: want,
       ready: true,
       reason: Reason.Bound,
-      message: `EIP ${p.eip} is bound to VMI ${binding.spec.vmiName} (${p.vmiAddress}) on ${p.node}`,
+      message: boundMessage(binding, want),
+      dataplane: await this.readBack(p.nodeAddress, want),
     });
+  }
+
+  /** The agent's read-back of a binding it just bound (waits a little for it). */
+  private async readBack(address: string, a: Applied): Promise<DataplaneState> {
+    const sleep = this.deps.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
+    let waited = 0;
+    for (let delay = 20; ; delay = Math.min(delay * 2, 500)) {
+      let state: DataplaneState | undefined;
+      try {
+        state = await this.deps.agents.state(address, a.eip, a.vmiAddress);
+      } catch (err) {
+        return dataplaneUnknown(
+          Reason.AgentUnavailable,
+          `asking the agent on ${a.node} what it read back failed: ${(err as Error).message}`,
+        );
+      }
+      if (state === undefined) {
+        return dataplaneUnknown("NotHeld", `the agent on ${a.node} no longer lists ${describe(a)}`);
+      }
+      if (!awaitingReadBack(state) || waited >= READ_BACK_WAIT_MS) return state;
+      await sleep(delay);
+      waited += delay;
+    }
   }
 
   private async failed(
@@ -238,7 +291,13 @@ export class Reconciler {
   ): Promise<never> {
     const reason = r.unreachable ? Reason.AgentUnavailable : Reason.AgentRefused;
     const message = `${what}: ${r.reason}`;
-    await this.write(binding, { applied, ready: false, reason, message });
+    await this.write(binding, {
+      applied,
+      ready: false,
+      reason,
+      message,
+      ...(r.unreachable ? { dataplane: dataplaneUnknown(reason, message) } : {}),
+    });
     this.deps.events.record(binding, "Warning", reason, action, message);
     throw new RetryLater(message);
   }
@@ -342,10 +401,29 @@ export class Reconciler {
   }
 
   private async write(binding: EipBinding, outcome: Outcome): Promise<void> {
-    const next = nextStatus(binding, outcome, (this.deps.now?.() ?? new Date()).toISOString());
-    if (sameStatus(binding.status, next)) return;
-    await this.deps.writer.patchStatus(binding, next);
+    await writeStatus(this.deps, binding, outcome);
   }
+}
+
+/** The Ready message of a bound binding. */
+export function boundMessage(binding: EipBinding, a: Applied): string {
+  return `EIP ${a.eip} is bound to VMI ${binding.spec.vmiName} (${a.vmiAddress}) on ${a.node}`;
+}
+
+/** Writes the status the outcome makes, if it changes anything, with its dataplane Events. */
+export async function writeStatus(
+  deps: Pick<ReconcilerDeps, "writer" | "events" | "now">,
+  binding: EipBinding,
+  outcome: Outcome,
+  options: { conditional?: boolean } = {},
+): Promise<boolean> {
+  const next = nextStatus(binding, outcome, (deps.now?.() ?? new Date()).toISOString());
+  if (sameStatus(binding.status, next)) return false;
+  await deps.writer.patchStatus(binding, next, options);
+  for (const e of dataplaneEvents(binding.status, next)) {
+    deps.events.record(binding, e.type, e.reason, "ReadBack", e.note);
+  }
+  return true;
 }
 
 /** When the node's Ready condition became not True (ms), or undefined if it is Ready or unknown. */

@@ -2,8 +2,14 @@
 // address) and API writes, each call recorded in order.
 import { pino } from "pino";
 import { type AgentResult, type BindingWriter, type Caches, Reconciler } from "./reconciler.js";
-import type { EipBinding, EipBindingStatus, KubeNode, Vmi } from "./types.js";
+import type { DataplaneState, EipBinding, EipBindingStatus, KubeNode, Vmi } from "./types.js";
 import { keyOf } from "./types.js";
+
+/** What an agent reads back for a binding that is whole. */
+export const PROGRAMMED: DataplaneState = {
+  programmed: { status: "True", reason: "ReadBack", message: "read back" },
+  announced: { status: "True", reason: "Announced", message: "sent to 10.1.0.1" },
+};
 
 export class World implements Caches, BindingWriter {
   readonly bindings = new Map<string, EipBinding>();
@@ -12,6 +18,8 @@ export class World implements Caches, BindingWriter {
   /** What each agent (by node address) holds: eip -> vmi. */
   readonly agents = new Map<string, Map<string, string>>();
   readonly down = new Set<string>();
+  /** What the agents read back, by "address eip"; True and True when not set. */
+  readonly dataplane = new Map<string, DataplaneState>();
   readonly calls: string[] = [];
   readonly events: string[] = [];
 
@@ -51,7 +59,14 @@ export class World implements Caches, BindingWriter {
     return [...(this.agents.get(address) ?? new Map<string, string>())].map(([eip, vmi]) => ({
       eip,
       vmi,
+      state: this.dataplane.get(`${address} ${eip}`) ?? PROGRAMMED,
     }));
+  }
+  /** The agents' ListBindings of one EIP (a read: not among the calls). */
+  async state(address: string, eip: string, vmi: string) {
+    if (this.down.has(address)) throw new Error("unreachable");
+    if (this.agents.get(address)?.get(eip) !== vmi) return undefined;
+    return this.dataplane.get(`${address} ${eip}`) ?? PROGRAMMED;
   }
   agentOp(op: "bind" | "unbind") {
     return async (address: string, eip: string, vmi: string): Promise<AgentResult> => {
@@ -117,15 +132,25 @@ export class World implements Caches, BindingWriter {
 /** A reconciler on the world, its Events recorded as "type reason", at a fixed time. */
 export function reconcilerOn(
   w: World,
-  opts: { now?: () => Date; nodeNotReadyGraceMs?: number } = {},
+  opts: {
+    now?: () => Date;
+    nodeNotReadyGraceMs?: number;
+    sleep?: (ms: number) => Promise<void>;
+  } = {},
 ): Reconciler {
   return new Reconciler({
     caches: w,
-    agents: { bind: w.agentOp("bind"), unbind: w.agentOp("unbind"), list: (a) => w.list(a) },
+    agents: {
+      bind: w.agentOp("bind"),
+      unbind: w.agentOp("unbind"),
+      list: (a) => w.list(a),
+      state: (a, e, v) => w.state(a, e, v),
+    },
     writer: w,
     events: { record: (_b, type, reason) => w.events.push(`${type} ${reason}`) },
     logger: pino({ level: "silent" }),
     now: opts.now ?? (() => new Date("2026-11-26T00:00:00Z")),
+    ...(opts.sleep ? { sleep: opts.sleep } : {}),
     ...(opts.nodeNotReadyGraceMs !== undefined
       ? { nodeNotReadyGraceMs: opts.nodeNotReadyGraceMs }
       : {}),

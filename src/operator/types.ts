@@ -76,6 +76,19 @@ export interface KubeNode {
   };
 }
 
+/** One of a binding's dataplane conditions as its agent read it back (ListBindings). */
+export interface DataplaneCondition {
+  readonly status: "True" | "False" | "Unknown";
+  readonly reason: string;
+  readonly message: string;
+}
+
+/** What the node and the network really do for a binding: the Programmed and Announced conditions. */
+export interface DataplaneState {
+  readonly programmed: DataplaneCondition;
+  readonly announced: DataplaneCondition;
+}
+
 /** Why a binding is (not) Ready: the Ready condition's reasons. */
 export const Reason = {
   Bound: "Bound",
@@ -88,6 +101,8 @@ export const Reason = {
   EipConflict: "EipConflict",
   InvalidEip: "InvalidEip",
   AgentUnavailable: "AgentUnavailable",
+  NotProgrammed: "NotProgrammed",
+  NotAnnounced: "NotAnnounced",
   AgentRefused: "AgentRefused",
   Unbinding: "Unbinding",
 } as const;
