@@ -153,7 +153,10 @@ describe("EipBinding CRD in a real kube-apiserver", { skip }, () => {
     ]);
     assert.match(await wait, /condition met/);
     const table = await cp.kubectl.run(["get", "eipbinding", "web"]);
-    assert.match(table, /^NAME\s+EIP\s+VMI\s+NODE\s+VMI-IP\s+READY\s+PROGRAMMED\s+ANNOUNCED\s+AGE\n/);
+    assert.match(
+      table,
+      /^NAME\s+EIP\s+VMI\s+NODE\s+VMI-IP\s+READY\s+PROGRAMMED\s+ANNOUNCED\s+AGE\n/,
+    );
     assert.match(table, /\nweb\s+192\.168\.18\.100\s+web\s+node1\s+10\.244\.1\.10\s+True\s+\S+\n/);
     const wide = await cp.kubectl.run(["get", "eipbinding", "web", "-o", "wide"]);
     assert.match(wide, /REASON\s+MESSAGE/);
