@@ -40,6 +40,7 @@ import os from "node:os";
 import { defaultPrefix } from "../src/lab/lab.js";
 import { listNamespaces } from "../src/lab/netns.js";
 import { machine, now, round } from "./common.js";
+import { connChild } from "./agent-bench/conn-child.js";
 import { profileChild } from "./agent-bench/profile.js";
 import { profileText, rows, table } from "./agent-bench/report.js";
 import { parseSettings } from "./agent-bench/settings.js";
@@ -101,6 +102,8 @@ async function main(): Promise<number> {
 
 if (process.argv[2] === "--profile-child") {
   await profileChild(process.argv.slice(3));
+} else if (process.argv[2] === "--conn-child") {
+  await connChild(process.argv.slice(3));
 } else {
   process.exitCode = await main();
 }

@@ -35,6 +35,13 @@ export interface Settings {
   readonly agentPhaseCapMs: number;
   readonly profileIterations: number;
   readonly resyncIntervalSec: number;
+  /** Connection-rate rounds per EIP, their length and the client's parallel loops. */
+  readonly connRounds: number;
+  readonly connRoundMs: number;
+  readonly connLoops: number;
+  /** iperf3 rounds per path and their length (plus one omitted second). */
+  readonly iperfRounds: number;
+  readonly iperfSeconds: number;
   readonly backends: readonly Variant[];
   readonly skipBaseline: boolean;
   readonly jsonFile: string | undefined;
@@ -53,6 +60,11 @@ export const FULL = {
   baseConcCapMs: 90_000,
   agentPhaseCapMs: 180_000,
   profileIterations: 7,
+  connRounds: 5,
+  connRoundMs: 2000,
+  connLoops: 4,
+  iperfRounds: 2,
+  iperfSeconds: 4,
 };
 
 export const QUICK = {
@@ -68,6 +80,11 @@ export const QUICK = {
   baseConcCapMs: 10_000,
   agentPhaseCapMs: 30_000,
   profileIterations: 3,
+  connRounds: 2,
+  connRoundMs: 1500,
+  connLoops: 4,
+  iperfRounds: 1,
+  iperfSeconds: 2,
 };
 
 export const USAGE =
