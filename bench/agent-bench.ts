@@ -70,7 +70,14 @@ async function main(): Promise<number> {
   );
   const results: BackendResult[] = [];
   for (const [i, variant] of s.backends.entries()) {
-    results.push(await benchBackend(variant, s, `${base}${i}`));
+    // The seed's sequence depends on the iptables backend only: once per backend.
+    const sibling = results.find((r) => r.variant.mode === variant.mode && r.baseline.length > 0);
+    const r = await benchBackend(variant, s, `${base}${i}`, !s.skipBaseline && !sibling);
+    results.push(
+      sibling && r.baseline.length === 0
+        ? { ...r, baseline: sibling.baseline, baselineOf: variantName(sibling.variant) }
+        : r,
+    );
   }
   const wallSec = round((now() - started) / 1000);
   for (const r of results) {
@@ -78,6 +85,8 @@ async function main(): Promise<number> {
       `\n== ${variantName(r.variant)} (lab ${r.labPrefix}, ${r.wallSec} s) ==\n`,
     );
     if (r.error) process.stdout.write(`FAILED: ${r.error}\n`);
+    if (r.baselineOf)
+      process.stdout.write(`(baseline: ${r.baselineOf}'s, same iptables backend)\n`);
     process.stdout.write(table(rows(r, s)) + "\n");
     const profiled = r.agent.filter((a) => a.profile !== undefined);
     const last = profiled[profiled.length - 1]?.profile;
