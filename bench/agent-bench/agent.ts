@@ -353,9 +353,10 @@ export async function agentLevel(
       operate(clients[w] as AgentClient, "unbind", pairs[k] as Pair),
     );
     // A capped unbind phase leaves some bound: unbind them (untimed), so N are held again.
-    for (let k = concUnbind.issued; k < concBind.issued; k++) {
-      await operate(client, "unbind", pairs[k] as Pair);
-    }
+    const left = pairs.slice(concUnbind.issued, concBind.issued);
+    await runLoops(left.length, s.concurrency, Infinity, (k, w) =>
+      operate(clients[w] as AgentClient, "unbind", left[k] as Pair),
+    );
     log(
       `  concurrent: ${concBind.perSec} binds/s, ${concUnbind.perSec} unbinds/s (${s.concurrency} clients); kernel after binds ${concVerified ? "verified" : `WRONG: ${describeCounts(concCounts)}`}`,
     );
