@@ -1,14 +1,16 @@
-// The control-path benchmark: how fast a real eip_agent binds, restores and how much memory
-// it holds, next to the seed's per-binding command sequence (the BASELINE), on both iptables
-// backends. It prints figures and never asserts on them.
+// The agent benchmark: how fast a real eip_agent binds, restores and how much memory it
+// holds, next to the seed's per-binding command sequence (the BASELINE), on both iptables
+// backends and the nftables dataplane; and, with the most bindings held, what the NAT costs
+// packets (new connections to the first and the last EIP, iperf3 throughput against plain
+// forwarding: see agent-bench/traffic.ts). It prints figures and never asserts on them.
 //
-//   node dist/bench/agent-bench.js [--quick] [--json FILE] [--backend nft|legacy|both]
-//          [--resync-interval SECONDS] [--held N,N,...] [--skip-baseline]
+//   node dist/bench/agent-bench.js [--quick] [--json FILE] [--backend nft|legacy|nftables|both|all[,...]]
+//          [--resync-interval SECONDS] [--held N,N,...] [--phase-cap SECONDS] [--skip-baseline]
 //
 // Needs root. Everything happens inside a lab it builds itself (one per backend, torn down at
 // the end, on failure and on SIGINT/SIGTERM too): kube-eip runs in node 1, the baseline in
 // node 2, one after the other so they never compete for the CPU. Nothing is done in the host's
-// network namespace and no packet is sent: this measures the control path only.
+// network namespace; packets flow only between the lab's outside host and two lab VMIs.
 //
 // kube-eip, for each number of held bindings N:
 // - restore: SIGKILL the agent, flush our kernel state in node 1, write N bindings into
@@ -24,7 +26,11 @@
 //   kernel managers in a child process inside node 1, every command timed (where a bind's
 //   time goes), plus a full re-read (what each restore and each periodic resync costs), then
 //   a cold restore by the same managers into a flushed kernel;
-// - warm restore: start the agent again on a kernel that is already right (the common restart).
+// - warm restore: start the agent again on a kernel that is already right (the common restart);
+// - at the largest N only: before the profile, the connection rate and the throughput
+//   (traffic.ts; the first and the last held binding lead to two real VMIs); after the warm
+//   restore, another restore into a flushed kernel with --arp-poisoning (proxy entries and
+//   host routes instead of addresses on the gateway device).
 //
 // Baseline, for N in 0 and 1,000: seedSetup once, N bindings loaded in bulk (the exact rules,
 // set members, ip rules and addresses seedBind makes), then seedBind run command by command
@@ -40,6 +46,7 @@ import os from "node:os";
 import { defaultPrefix } from "../src/lab/lab.js";
 import { listNamespaces } from "../src/lab/netns.js";
 import { machine, now, round } from "./common.js";
+import { connChild } from "./agent-bench/conn-child.js";
 import { profileChild } from "./agent-bench/profile.js";
 import { profileText, rows, table } from "./agent-bench/report.js";
 import { parseSettings } from "./agent-bench/settings.js";
@@ -69,7 +76,14 @@ async function main(): Promise<number> {
   );
   const results: BackendResult[] = [];
   for (const [i, variant] of s.backends.entries()) {
-    results.push(await benchBackend(variant, s, `${base}${i}`));
+    // The seed's sequence depends on the iptables backend only: once per backend.
+    const sibling = results.find((r) => r.variant.mode === variant.mode && r.baseline.length > 0);
+    const r = await benchBackend(variant, s, `${base}${i}`, !s.skipBaseline && !sibling);
+    results.push(
+      sibling && r.baseline.length === 0
+        ? { ...r, baseline: sibling.baseline, baselineOf: variantName(sibling.variant) }
+        : r,
+    );
   }
   const wallSec = round((now() - started) / 1000);
   for (const r of results) {
@@ -77,6 +91,8 @@ async function main(): Promise<number> {
       `\n== ${variantName(r.variant)} (lab ${r.labPrefix}, ${r.wallSec} s) ==\n`,
     );
     if (r.error) process.stdout.write(`FAILED: ${r.error}\n`);
+    if (r.baselineOf)
+      process.stdout.write(`(baseline: ${r.baselineOf}'s, same iptables backend)\n`);
     process.stdout.write(table(rows(r, s)) + "\n");
     const profiled = r.agent.filter((a) => a.profile !== undefined);
     const last = profiled[profiled.length - 1]?.profile;
@@ -101,6 +117,8 @@ async function main(): Promise<number> {
 
 if (process.argv[2] === "--profile-child") {
   await profileChild(process.argv.slice(3));
+} else if (process.argv[2] === "--conn-child") {
+  await connChild(process.argv.slice(3));
 } else {
   process.exitCode = await main();
 }

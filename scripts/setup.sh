@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(curl ca-certificates openssl iptables ipset nftables iproute2 iputils-ping iputils-arping arp-scan netcat-openbsd conntrack tcpdump procps make gobgpd bird2 buildah runc debootstrap)
+packages=(curl ca-certificates openssl iptables ipset nftables iproute2 iputils-ping iputils-arping arp-scan netcat-openbsd conntrack iperf3 tcpdump procps make gobgpd bird2 buildah runc debootstrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

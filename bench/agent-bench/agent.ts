@@ -38,9 +38,12 @@ import {
   runLoops,
 } from "./shared.js";
 import { type Variant, variantName } from "./settings.js";
+import { type TrafficResult, type TrafficVmis, measureTraffic, trafficVmis } from "./traffic.js";
 
 export interface RestoreResult {
   readonly bindings: number;
+  /** The EIPs as proxy entries (--arp-poisoning) instead of addresses. */
+  readonly arpPoisoning: boolean;
   /** Whether our kernel state had been flushed first. */
   readonly flushed: boolean;
   /** Spawn until the agent logged "kernel state restored". */
@@ -123,6 +126,10 @@ export interface AgentLevel {
   readonly rss: Rss;
   readonly profile: ProfileSummary | undefined;
   readonly warmRestore: RestoreResult;
+  /** At the largest level: a restore into a flushed kernel with --arp-poisoning. */
+  readonly arpRestore: RestoreResult | undefined;
+  /** At the largest level: connection rate and throughput through the first and last EIP. */
+  readonly traffic: TrafficResult | undefined;
 }
 
 export interface LogLine {
@@ -149,6 +156,8 @@ export function logLines(proc: LabProcess): LogLine[] {
 export class AgentUnderTest {
   proc: LabProcess | undefined;
   private serial = 0;
+  /** Whether the next start() runs with --arp-poisoning. */
+  arpPoisoning = false;
   readonly stateDir: string;
   readonly socket: string;
   readonly ns: string;
@@ -191,17 +200,29 @@ export class AgentUnderTest {
       String(this.settings.resyncIntervalSec),
       "--log-level",
       "info",
+      ...(this.arpPoisoning ? ["--arp-poisoning"] : []),
     ];
   }
 
-  writeState(n: number): void {
+  /** The held bindings: the first and the last lead to the traffic VMIs when given. */
+  heldPairs(n: number, vmis?: TrafficVmis): Pair[] {
+    const pairs = Array.from({ length: n }, (_, i) => heldPair(i));
+    if (vmis && n >= 2) {
+      pairs[0] = { eip: heldPair(0).eip, vmi: vmis.first.address };
+      pairs[n - 1] = { eip: heldPair(n - 1).eip, vmi: vmis.last.address };
+    }
+    return pairs;
+  }
+
+  writeState(pairs: readonly Pair[]): void {
     const since = new Date().toISOString();
-    const bindings = Array.from({ length: n }, (_, i) => ({ ...heldPair(i), since }));
+    const bindings = pairs.map((p) => ({ ...p, since }));
     writeFileSync(join(this.stateDir, "bindings.json"), JSON.stringify({ version: 1, bindings }));
   }
 
   /** Starts the agent and measures its restore of `n` bindings (already in its state file). */
   async start(n: number, flushed: boolean): Promise<RestoreResult> {
+    const arp = this.arpPoisoning;
     const t0 = Date.now();
     const proc = await this.lab.spawnIn(this.ns, [process.execPath, AGENT_BIN, ...this.args()], {
       name: `agent-${variantName(this.variant)}-${++this.serial}`,
@@ -222,11 +243,12 @@ export class AgentUnderTest {
     const counts = await countKernel(this.lab, AGENT_NODE, this.variant);
     return {
       bindings: n,
+      arpPoisoning: arp,
       flushed,
       spawnToRestoredMs: restored - t0,
       restoreProperMs: restoring === undefined ? NaN : restored - restoring,
       spawnToServingMs: serving === undefined ? NaN : serving - t0,
-      verified: holds(counts, n, true),
+      verified: holds(counts, n, true, arp),
       counts,
     };
   }
@@ -269,7 +291,10 @@ export async function agentLevel(
   const flushedCounts = await countKernel(lab, AGENT_NODE, mode);
   if (!holds(flushedCounts, 0, true))
     throw new Error(`flush left state behind: ${describeCounts(flushedCounts)}`);
-  agent.writeState(n);
+  const big = n >= 2 && n === Math.max(...s.agentHeld);
+  const vmis = big ? await trafficVmis(lab) : undefined;
+  const held = agent.heldPairs(n, vmis);
+  agent.writeState(held);
   const restore = await agent.start(n, wasRunning);
   log(
     `  restore of ${n} into a flushed kernel: ${restore.spawnToRestoredMs} ms from spawn` +
@@ -327,6 +352,11 @@ export async function agentLevel(
     const concUnbind = await runLoops(concBind.issued, s.concurrency, s.agentPhaseCapMs, (k, w) =>
       operate(clients[w] as AgentClient, "unbind", pairs[k] as Pair),
     );
+    // A capped unbind phase leaves some bound: unbind them (untimed), so N are held again.
+    const left = pairs.slice(concUnbind.issued, concBind.issued);
+    await runLoops(left.length, s.concurrency, Infinity, (k, w) =>
+      operate(clients[w] as AgentClient, "unbind", left[k] as Pair),
+    );
     log(
       `  concurrent: ${concBind.perSec} binds/s, ${concUnbind.perSec} unbinds/s (${s.concurrency} clients); kernel after binds ${concVerified ? "verified" : `WRONG: ${describeCounts(concCounts)}`}`,
     );
@@ -344,6 +374,10 @@ export async function agentLevel(
     log(
       `  RSS idle ${rss.idleMB} MB (peak so far ${rss.peakAfterRestoreMB} MB), after load ${rss.afterLoadMB} MB, peak ${rss.peakMB} MB; V8 heap used ${heapIdle} MB idle, ${heapAfterLoad} MB after load`,
     );
+
+    const traffic = vmis
+      ? await measureTraffic(lab, mode, vmis, n, held[0] as Pair, held[n - 1] as Pair, s, log)
+      : undefined;
 
     // Profile with the agent stopped (its periodic resync would undo the child's writes).
     await agent.kill();
@@ -368,6 +402,23 @@ export async function agentLevel(
       `  restore of ${n} into an intact kernel: ${warmRestore.spawnToRestoredMs} ms from spawn` +
         ` (${warmRestore.restoreProperMs} ms in the agent), kernel ${warmRestore.verified ? "verified" : `WRONG: ${describeCounts(warmRestore.counts)}`}`,
     );
+    // And with the EIPs as proxy entries (--arp-poisoning), into a flushed kernel again; the
+    // next level's flush removes them.
+    let arpRestore: RestoreResult | undefined;
+    if (big) {
+      await agent.kill();
+      await flushKernel(lab, AGENT_NODE, mode);
+      agent.arpPoisoning = true;
+      try {
+        arpRestore = await agent.start(n, true);
+      } finally {
+        agent.arpPoisoning = false;
+      }
+      log(
+        `  restore of ${n} into a flushed kernel with --arp-poisoning: ${arpRestore.spawnToRestoredMs} ms from spawn` +
+          ` (${arpRestore.restoreProperMs} ms in the agent), kernel ${arpRestore.verified ? "verified" : `WRONG: ${describeCounts(arpRestore.counts)}`}`,
+      );
+    }
     return {
       held: n,
       restore,
@@ -382,6 +433,8 @@ export async function agentLevel(
       rss,
       profile,
       warmRestore,
+      arpRestore,
+      traffic,
     };
   } finally {
     client.close();

@@ -12,6 +12,8 @@ export interface BackendResult {
   readonly labPrefix: string;
   readonly agent: readonly AgentLevel[];
   readonly baseline: readonly BaselineLevel[];
+  /** The variant whose baseline this one shows, when it did not run its own. */
+  readonly baselineOf?: string;
   readonly wallSec: number;
   readonly error?: string;
 }
@@ -20,6 +22,7 @@ export async function benchBackend(
   variant: Variant,
   s: Settings,
   prefix: string,
+  runBaseline: boolean,
 ): Promise<BackendResult> {
   const start = now();
   const log = (line: string) =>
@@ -38,7 +41,7 @@ export async function benchBackend(
       agentLevels.push(await agentLevel(lab, agent, variant, n, s, log));
     }
     await agent.kill();
-    if (!s.skipBaseline) {
+    if (runBaseline) {
       log("baseline (the seed's command sequence)");
       baseline.push(...(await baselineLevels(lab, mode, s, log)));
     }

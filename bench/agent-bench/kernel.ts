@@ -13,6 +13,8 @@ export interface KernelCounts {
   readonly ipsetVmi: number;
   readonly rules: number;
   readonly addresses: number;
+  /** Proxy neighbour entries on the gateway device (--arp-poisoning). */
+  readonly proxies: number;
 }
 
 export function isRecord(value: unknown): value is Record<string, unknown> {
@@ -44,13 +46,14 @@ export async function countKernel(lab: Lab, node: number, v: Variant): Promise<K
   const mode = v.mode;
   const count = (text: string, prefix: string) =>
     text.split("\n").filter((line) => line.startsWith(prefix)).length;
-  const [nat, filter, ipsetEip, ipsetVmi, rules, addresses] = await Promise.all([
+  const [nat, filter, ipsetEip, ipsetVmi, rules, addresses, proxies] = await Promise.all([
     lab.nodeExec(node, [`iptables-${mode}-save`, "-t", "nat"]),
     lab.nodeExec(node, [`iptables-${mode}-save`, "-t", "filter"]),
     ipsetSize(lab, node, "kube-eip-eip"),
     ipsetSize(lab, node, "kube-eip-vmi"),
     ruleCount(lab, node),
     addressCount(lab, node),
+    proxyCount(lab, node),
   ]);
   return {
     dnat: count(nat.stdout, "-A KUBE-EIP-PREROUTING "),
@@ -61,18 +64,20 @@ export async function countKernel(lab: Lab, node: number, v: Variant): Promise<K
     ipsetVmi,
     rules,
     addresses,
+    proxies,
   };
 }
 
 /** The counts of the nftables dataplane: its maps' and sets' elements (no table: none). */
 async function countNftables(lab: Lab, node: number): Promise<KernelCounts> {
-  const [table, rules, addresses] = await Promise.all([
+  const [table, rules, addresses, proxies] = await Promise.all([
     lab.nodeExec(node, ["nft", "-j", "list", "table", "ip", "kube_eip"]).then(
       (r) => parseTable(IPV4, r.stdout).elements,
       () => undefined,
     ),
     ruleCount(lab, node),
     addressCount(lab, node),
+    proxyCount(lab, node),
   ]);
   return {
     dnat: table?.eip_vmi.length ?? 0,
@@ -82,7 +87,22 @@ async function countNftables(lab: Lab, node: number): Promise<KernelCounts> {
     ipsetVmi: table?.vmis.length ?? 0,
     rules,
     addresses,
+    proxies,
   };
+}
+
+async function proxyCount(lab: Lab, node: number): Promise<number> {
+  const { stdout } = await lab.nodeExec(node, [
+    "ip",
+    "-4",
+    "-json",
+    "neigh",
+    "show",
+    "proxy",
+    "dev",
+    GATEWAY_DEV,
+  ]);
+  return jsonArray(stdout).length;
 }
 
 async function addressCount(lab: Lab, node: number): Promise<number> {
@@ -94,21 +114,25 @@ async function addressCount(lab: Lab, node: number): Promise<number> {
   );
 }
 
-/** Whether the node holds exactly `n` bindings' worth of state (forward: agent only). */
-export function holds(c: KernelCounts, n: number, withForward: boolean): boolean {
+/**
+ * Whether the node holds exactly `n` bindings' worth of state (forward: agent only), the
+ * EIPs as addresses or, with `arp`, as proxy entries.
+ */
+export function holds(c: KernelCounts, n: number, withForward: boolean, arp = false): boolean {
   return (
+    c.addresses === (arp ? 0 : n) &&
+    c.proxies === (arp ? n : 0) &&
     c.dnat === n &&
     c.snat === n &&
     (!withForward || c.forward === n) &&
     c.ipsetEip === n &&
     c.ipsetVmi === n &&
-    c.rules === n &&
-    c.addresses === n
+    c.rules === n
   );
 }
 
 export function describeCounts(c: KernelCounts): string {
-  return `dnat ${c.dnat}, snat ${c.snat}, forward ${c.forward}, ipset ${c.ipsetEip}/${c.ipsetVmi}, ip rules ${c.rules}, addresses ${c.addresses}`;
+  return `dnat ${c.dnat}, snat ${c.snat}, forward ${c.forward}, ipset ${c.ipsetEip}/${c.ipsetVmi}, ip rules ${c.rules}, addresses ${c.addresses}, proxy entries ${c.proxies}`;
 }
 
 /** Removes our state from a node, leaving chains, sets, jumps in place (as after a wipe). */
@@ -134,5 +158,8 @@ export async function flushKernel(lab: Lab, node: number, v: Variant): Promise<v
     await lab.nodeExec(node, ["ip", "-batch", "-"], { input });
   }
   await lab.nodeExec(node, ["ip", "addr", "flush", "dev", GATEWAY_DEV]);
+  // --arp-poisoning's proxy entries and their host routes (protocol 225).
+  await lab.nodeExec(node, ["ip", "neigh", "flush", "proxy", "dev", GATEWAY_DEV]);
+  await lab.nodeExec(node, ["ip", "route", "flush", "table", "main", "proto", "225"]);
   await lab.nodeExec(node, ["ip", "route", "flush", "table", String(ROUTE_TABLE_ID)]);
 }

@@ -35,6 +35,13 @@ export interface Settings {
   readonly agentPhaseCapMs: number;
   readonly profileIterations: number;
   readonly resyncIntervalSec: number;
+  /** Connection-rate rounds per EIP, their length and the client's parallel loops. */
+  readonly connRounds: number;
+  readonly connRoundMs: number;
+  readonly connLoops: number;
+  /** iperf3 rounds per path and their length (plus one omitted second). */
+  readonly iperfRounds: number;
+  readonly iperfSeconds: number;
   readonly backends: readonly Variant[];
   readonly skipBaseline: boolean;
   readonly jsonFile: string | undefined;
@@ -53,6 +60,11 @@ export const FULL = {
   baseConcCapMs: 90_000,
   agentPhaseCapMs: 180_000,
   profileIterations: 7,
+  connRounds: 5,
+  connRoundMs: 2000,
+  connLoops: 4,
+  iperfRounds: 2,
+  iperfSeconds: 4,
 };
 
 export const QUICK = {
@@ -68,11 +80,19 @@ export const QUICK = {
   baseConcCapMs: 10_000,
   agentPhaseCapMs: 30_000,
   profileIterations: 3,
+  connRounds: 2,
+  connRoundMs: 1500,
+  connLoops: 4,
+  iperfRounds: 1,
+  iperfSeconds: 2,
 };
 
 export const USAGE =
-  "usage: node dist/bench/agent-bench.js [--quick] [--json FILE] [--backend nft|legacy|nftables|both|all]\n" +
-  "           [--resync-interval SECONDS] [--held N,N,...] [--skip-baseline]\n" +
+  "usage: node dist/bench/agent-bench.js [--quick] [--json FILE] [--backend nft|legacy|nftables|both|all[,...]]\n" +
+  "           [--resync-interval SECONDS] [--held N,N,...] [--phase-cap SECONDS] [--skip-baseline]\n" +
+  "  --backend: the dataplanes, in this order (default all: nft, legacy, nftables); the baseline\n" +
+  "             runs once per iptables backend (nftables shares iptables-nft's)\n" +
+  "  --phase-cap: the time limit of each of kube-eip's load phases (default 180; --quick 30)\n" +
   "  --held: kube-eip's held-binding levels (default 0,1000,10000; --quick 0,100)\n" +
   "  --resync-interval: the agent's periodic re-read (default 10 s, the agent's default)\n";
 
@@ -83,6 +103,7 @@ export function parseSettings(argv: readonly string[]): Settings {
   let resync = 10; // the agent's default
   let held: number[] | undefined;
   let skipBaseline = false;
+  let phaseCap: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = (): string => {
@@ -93,7 +114,7 @@ export function parseSettings(argv: readonly string[]): Settings {
     if (arg === "--quick") quick = true;
     else if (arg === "--json") jsonFile = value();
     else if (arg === "--backend") {
-      const v = value();
+      // One name, or several separated by commas, run in the order given.
       const chosen: Record<string, readonly Variant[]> = {
         all: VARIANTS,
         both: VARIANTS.filter((x) => x.dataplane === "iptables"),
@@ -101,11 +122,16 @@ export function parseSettings(argv: readonly string[]): Settings {
         legacy: VARIANTS.slice(1, 2),
         nftables: VARIANTS.slice(2),
       };
-      const picked = chosen[v];
-      if (picked === undefined) {
+      const picked = value()
+        .split(",")
+        .map((name) => chosen[name]);
+      if (picked.length === 0 || picked.some((p) => p === undefined)) {
         throw new Error(`--backend must be nft, legacy, nftables, both or all\n${USAGE}`);
       }
-      backends = [...picked];
+      backends = [...new Set(picked.flatMap((p) => p ?? []))];
+    } else if (arg === "--phase-cap") {
+      phaseCap = Number(value());
+      if (!Number.isInteger(phaseCap) || phaseCap < 1) throw new Error("--phase-cap: seconds");
     } else if (arg === "--resync-interval") {
       resync = Number(value());
       if (!Number.isInteger(resync) || resync < 1) throw new Error("--resync-interval: seconds");
@@ -128,6 +154,7 @@ export function parseSettings(argv: readonly string[]): Settings {
     quick,
     ...preset,
     agentHeld: held ?? preset.agentHeld,
+    agentPhaseCapMs: phaseCap === undefined ? preset.agentPhaseCapMs : phaseCap * 1000,
     resyncIntervalSec: resync,
     backends,
     skipBaseline,
