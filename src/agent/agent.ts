@@ -33,6 +33,8 @@ import { type PlanConfig } from "../model/plan.js";
 import { loadBindings, readKernelBindings } from "./recovery.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
+import { IpsetTrafficReader, NftTrafficReader } from "../kernel/traffic.js";
+import { TrafficMonitor } from "./traffic.js";
 
 export interface RunningAgent {
   readonly grpcPort: number;
@@ -51,6 +53,7 @@ export function planConfig(config: AgentConfig): PlanConfig {
     eipCidr: formatIpv4Net(config.eipCidr),
     arpPoisoning: config.arpPoisoning,
     cniDev: config.cniDev,
+    trafficCounters: config.trafficIntervalSec > 0,
   };
 }
 
@@ -239,6 +242,19 @@ export async function startAgent(
     // Logged by the loop, which keeps retrying; serve anyway so the operator can see why.
   }
   dataplane.startResync(config.resyncIntervalSec * 1000);
+  const traffic =
+    config.trafficIntervalSec > 0
+      ? new TrafficMonitor({
+          reader:
+            config.dataplane === "nftables"
+              ? new NftTrafficReader(runner)
+              : new IpsetTrafficReader(runner),
+          bindings: () => table.list(),
+          metrics,
+          logger,
+        })
+      : undefined;
+  traffic?.start(config.trafficIntervalSec * 1000);
 
   const service = new AgentService({
     table,
@@ -250,6 +266,7 @@ export async function startAgent(
     },
     logger,
     metrics,
+    ...(traffic ? { traffic } : {}),
     ...(config.tls ? { authorizer: new Authorizer(config.tls.allow) } : {}),
     nodeAddresses: new NodeAddresses(runner, {
       gatewayDev: config.gatewayDev,
@@ -308,6 +325,7 @@ export async function startAgent(
     speaker: bgp?.speaker,
     async stop() {
       tlsWatch?.stop();
+      traffic?.stop();
       health.setStatus("", "NOT_SERVING");
       await shutdown(server);
       metricsServer?.close();

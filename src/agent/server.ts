@@ -33,6 +33,8 @@ import {
 import type { NodeAddresses } from "./node-addresses.js";
 import { ReloadingServerCredentials, readServerTls } from "./server-tls.js";
 import { type Parsed, type RequestPolicy, parseRequest, shown } from "./request.js";
+import type { TrafficMonitor } from "./traffic.js";
+import { ZERO_TRAFFIC } from "../kernel/traffic.js";
 
 export interface ServerTls {
   readonly cert: string;
@@ -61,6 +63,8 @@ export interface AgentServerOptions {
   readonly nodeAddresses?: NodeAddresses;
   /** Who may call what over TLS; without it every caller is served. */
   readonly authorizer?: Authorizer;
+  /** The last read of the traffic counters; without it (counting off) they show as 0. */
+  readonly traffic?: Pick<TrafficMonitor, "counts">;
 }
 
 export class AgentService {
@@ -140,7 +144,7 @@ export class AgentService {
   }
 
   listBindings(): ListBindingsRsp {
-    const { table, dataplane } = this.opts;
+    const { table, dataplane, traffic } = this.opts;
     const bindings = table
       .list()
       .sort((a, b) => (a.eip < b.eip ? -1 : 1))
@@ -149,6 +153,8 @@ export class AgentService {
         vmiAddr: b.vmi,
         since: b.since,
         pending: table.isPending(b.eip),
+        // The last background read: a list never runs a command.
+        ...(traffic?.counts(b.eip, b.vmi) ?? ZERO_TRAFFIC),
       }));
     return { bindings, inSync: dataplane.inSync, lastError: dataplane.error?.message ?? "" };
   }
