@@ -85,14 +85,12 @@ export class IptablesLeftovers {
       if (chains.length === 0 && sets.length === 0) return 0;
       this.belief = undefined;
       if (chains.length > 0) {
-        const input = TABLES
-          .map((table) => {
-            const ours = chains.filter((c) => c.table === table);
-            if (ours.length === 0) return "";
-            const lines = ours.flatMap((c) => [`-F ${c.chain}`, `-X ${c.chain}`]);
-            return `*${table}\n${lines.join("\n")}\nCOMMIT\n`;
-          })
-          .join("");
+        const input = TABLES.map((table) => {
+          const ours = chains.filter((c) => c.table === table);
+          if (ours.length === 0) return "";
+          const lines = ours.flatMap((c) => [`-F ${c.chain}`, `-X ${c.chain}`]);
+          return `*${table}\n${lines.join("\n")}\nCOMMIT\n`;
+        }).join("");
         await this.runner
           .run(`iptables-${this.mode}-restore`, ["--noflush", "-w", "5"], { input })
           .catch((err: unknown) => Promise.reject(asKernelError(err, Phase.Nat)));

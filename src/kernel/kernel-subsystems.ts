@@ -69,12 +69,17 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
             internalNets: d.internalNets,
             counters: d.trafficCounters,
           })),
-          managed("iptables", "one FORWARD rule accepting what our table marked", iptables, (d) => ({
-            chains: [],
-            jumps: [NFT_FORWARD_JUMP],
-            // Every jump of the iptables dataplane (counting and hairpin included) goes.
-            retiredJumps: [...d.jumps, ...d.retiredJumps],
-          })),
+          managed(
+            "iptables",
+            "one FORWARD rule accepting what our table marked",
+            iptables,
+            (d) => ({
+              chains: [],
+              jumps: [NFT_FORWARD_JUMP],
+              // Every jump of the iptables dataplane (counting and hairpin included) goes.
+              retiredJumps: [...d.jumps, ...d.retiredJumps],
+            }),
+          ),
           leftoversSubsystem(new IptablesLeftovers(runner, options.iptablesMode)),
         ]
       : [

@@ -129,15 +129,24 @@ test("with counters: the counting sets and chains are the layout, their counts a
   m.setDesired({ bindings: bindings(1), internalNets: NETS, counters: true });
   await m.apply({ reread: false });
   const first = runner.calls.at(-1)?.input ?? "";
-  assert.match(first, /set eip_rx \{\n\t\ttype ipv4_addr\n\t\tcounter\n\t\telements = \{ 192\.168\.18\.1 \}/);
+  assert.match(
+    first,
+    /set eip_rx \{\n\t\ttype ipv4_addr\n\t\tcounter\n\t\telements = \{ 192\.168\.18\.1 \}/,
+  );
   assert.match(first, /chain count_in \{\n\t\ttype filter hook prerouting priority -150;/);
   assert.match(first, /chain count_out \{\n\t\ttype filter hook postrouting priority 110;/);
   assert.match(first, /ip saddr @eip_tx comment "kube-eip count out"/);
   runner.clear();
   m.setDesired({ bindings: bindings(2), internalNets: NETS, counters: true });
   assert.equal(await m.apply({ reread: false }), 6);
-  assert.match(runner.calls[0]?.input ?? "", /^add element ip kube_eip eip_rx \{ 192\.168\.18\.2 \}$/m);
-  assert.match(runner.calls[0]?.input ?? "", /^add element ip kube_eip eip_tx \{ 192\.168\.18\.2 \}$/m);
+  assert.match(
+    runner.calls[0]?.input ?? "",
+    /^add element ip kube_eip eip_rx \{ 192\.168\.18\.2 \}$/m,
+  );
+  assert.match(
+    runner.calls[0]?.input ?? "",
+    /^add element ip kube_eip eip_tx \{ 192\.168\.18\.2 \}$/m,
+  );
 
   // A read of the table as nft prints it: the counts come with the elements.
   const elem = (val: string, packets: number, bytes: number) => ({

@@ -78,11 +78,7 @@ export class NftablesManager implements KernelManager<NftablesDesired, NftablesS
     const desired = this.desired;
     try {
       const wanted = desiredElements(desired);
-      if (
-        options.reread ||
-        this.belief === undefined ||
-        this.belief.counters !== this.counters
-      ) {
+      if (options.reread || this.belief === undefined || this.belief.counters !== this.counters) {
         this.belief = beliefOf(await this.readTable(wanted === undefined), this.counters);
       }
       const belief = this.belief;

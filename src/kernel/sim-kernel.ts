@@ -100,6 +100,13 @@ export class SimKernel implements CommandRunner, SimWatcher {
     if (command === "ip") return this.runIp(args, input);
     if (command === "ipset") {
       if (args.join(" ") === "save") return this.ipsetSave();
+      // One set: what the traffic counters read (a simulated set counts nothing).
+      if (args.length === 2 && args[0] === "save") {
+        if (!this.sets.has(args[1] as string)) {
+          throw new SimError("ipset v7.17: The set with the given name does not exist");
+        }
+        return this.ipsetSave(args[1]);
+      }
       if (args.join(" ") === "restore") return this.ipsetRestore(input);
     }
     const tool = /^ip(6?)tables-(nft|legacy)-(save|restore)$/.exec(command);
@@ -167,9 +174,10 @@ export class SimKernel implements CommandRunner, SimWatcher {
     return "";
   }
 
-  private ipsetSave(): string {
+  private ipsetSave(only?: string): string {
     const out: string[] = [];
     for (const [name, set] of this.sets) {
+      if (only !== undefined && name !== only) continue;
       out.push(`create ${name} ${set.type} ${set.options}`);
       for (const m of set.members) out.push(`add ${name} ${m}`);
     }
