@@ -12,8 +12,8 @@
 // written whole (delete and re-create, in the same transaction: no packet sees it half
 // made); otherwise the transaction holds only `delete element` lines for elements that must
 // go, then `add element` lines for those missing (a map entry whose value changes is one
-// delete and one add). One bind therefore writes four elements, whatever the size of the
-// maps.
+// delete and one add). One bind therefore writes four elements (six with the traffic
+// counters), whatever the size of the maps.
 //
 // Belief: after a successful write the manager believes the table holds what it wrote and
 // does not read again unless asked (reread). Any failure forgets the belief, so the next
