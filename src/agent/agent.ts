@@ -34,6 +34,8 @@ import { loadBindings, readKernelBindings } from "./recovery.js";
 import { ReadBack } from "./readback.js";
 import { AgentService, bindServer, buildGrpcServer, serverCredentials } from "./server.js";
 import { BindingStore } from "./store.js";
+import { IpsetTrafficReader, NftTrafficReader } from "../kernel/traffic.js";
+import { TrafficMonitor } from "./traffic.js";
 
 export interface RunningAgent {
   readonly grpcPort: number;
@@ -52,6 +54,7 @@ export function planConfig(config: AgentConfig): PlanConfig {
     eipCidr: formatIpv4Net(config.eipCidr),
     arpPoisoning: config.arpPoisoning,
     cniDev: config.cniDev,
+    trafficCounters: config.trafficIntervalSec > 0,
   };
 }
 
@@ -268,6 +271,19 @@ export async function startAgent(
     // Logged by the loop, which keeps retrying; serve anyway so the operator can see why.
   }
   dataplane.startResync(config.resyncIntervalSec * 1000);
+  const traffic =
+    config.trafficIntervalSec > 0
+      ? new TrafficMonitor({
+          reader:
+            config.dataplane === "nftables"
+              ? new NftTrafficReader(runner)
+              : new IpsetTrafficReader(runner),
+          bindings: () => table.list(),
+          metrics,
+          logger,
+        })
+      : undefined;
+  traffic?.start(config.trafficIntervalSec * 1000);
 
   const service = new AgentService({
     table,
@@ -280,6 +296,7 @@ export async function startAgent(
     logger,
     metrics,
     readBack,
+    ...(traffic ? { traffic } : {}),
     ...(config.tls ? { authorizer: new Authorizer(config.tls.allow) } : {}),
     nodeAddresses: new NodeAddresses(runner, {
       gatewayDev: config.gatewayDev,
@@ -338,6 +355,7 @@ export async function startAgent(
     speaker: bgp?.speaker,
     async stop() {
       tlsWatch?.stop();
+      traffic?.stop();
       health.setStatus("", "NOT_SERVING");
       await shutdown(server);
       metricsServer?.close();

@@ -51,6 +51,8 @@ export interface AgentConfig {
   /** --dataplane: what writes the NAT and forward accepts (docs/dataplanes.md). */
   readonly dataplane: "iptables" | "nftables";
   readonly resyncIntervalSec: number;
+  /** Seconds between reads of the per-EIP traffic counters; 0: the kernel counts nothing. */
+  readonly trafficIntervalSec: number;
   /** Time limit of every command the agent runs (ip, iptables, ipset, sysctl, conntrack...). */
   readonly commandTimeoutSec: number;
   /** /healthz fails once one apply has run longer than this. */
@@ -253,6 +255,12 @@ export function agentCommand(): Command {
       10,
     )
     .option(
+      "--traffic-interval <seconds>",
+      "read the per-EIP traffic counters this often; 0 turns counting off (docs/traffic.md)",
+      intIn(0, 3600),
+      10,
+    )
+    .option(
       "--command-timeout <seconds>",
       "time limit of each command the agent runs; one past it is killed and its step retried",
       seconds,
@@ -302,6 +310,7 @@ interface RawOptions extends TlsFlags, BgpFlags {
   iptablesMode: IptablesModeFlag;
   dataplane: "iptables" | "nftables";
   resyncInterval: number;
+  trafficInterval: number;
   commandTimeout: number;
   stallTimeout: number;
   rtTables: string;
@@ -377,6 +386,7 @@ export function toAgentConfig(o: RawOptions): AgentConfig {
     iptablesMode: o.iptablesMode,
     dataplane: o.dataplane,
     resyncIntervalSec: o.resyncInterval,
+    trafficIntervalSec: o.trafficInterval,
     commandTimeoutSec: o.commandTimeout,
     stallTimeoutSec: o.stallTimeout,
     rtTablesPath: o.rtTables,

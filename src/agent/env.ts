@@ -62,6 +62,7 @@ export const ENV_SETTINGS: readonly EnvSetting[] = [
   setting("AGENT_IPTABLES_MODE", "--iptables-mode"),
   setting("AGENT_DATAPLANE", "--dataplane"),
   setting("AGENT_RESYNC_INTERVAL", "--resync-interval"),
+  setting("AGENT_TRAFFIC_INTERVAL", "--traffic-interval"),
   setting("AGENT_COMMAND_TIMEOUT", "--command-timeout"),
   setting("AGENT_STALL_TIMEOUT", "--stall-timeout"),
   setting("AGENT_RT_TABLES", "--rt-tables"),

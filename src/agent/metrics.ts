@@ -44,6 +44,28 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  /** Per-EIP traffic as the kernel counted it (docs/traffic.md), by ListBindings' field. */
+  readonly eipTraffic = {
+    rxBytes: this.eipCounter("rx_bytes", "Bytes that arrived for the EIP (IP headers included)"),
+    txBytes: this.eipCounter("tx_bytes", "Bytes that left as from the EIP (IP headers included)"),
+    rxPackets: this.eipCounter("rx_packets", "Packets that arrived for the EIP"),
+    txPackets: this.eipCounter("tx_packets", "Packets that left as from the EIP"),
+  };
+  readonly trafficReadErrors = new Counter({
+    name: "kube_eip_agent_traffic_read_errors_total",
+    help: "Reads of the kernel's traffic counters that failed (the last read is kept)",
+    registers: [this.registry],
+  });
+
+  private eipCounter(what: string, help: string): Counter<"eip"> {
+    return new Counter({
+      name: `kube_eip_agent_eip_${what}_total`,
+      help: `${help}, counted by the kernel; never goes backwards while the agent runs`,
+      labelNames: ["eip"] as const,
+      registers: [this.registry],
+    });
+  }
+
   readonly bgpSessionUp = new Gauge({
     name: "kube_eip_agent_bgp_session_up",
     help: "1 while the BGP session with the peer is established",

@@ -36,6 +36,8 @@ import type { NodeAddresses } from "./node-addresses.js";
 import type { ReadBack } from "./readback.js";
 import { ReloadingServerCredentials, readServerTls } from "./server-tls.js";
 import { type Parsed, type RequestPolicy, parseRequest, shown } from "./request.js";
+import type { TrafficMonitor } from "./traffic.js";
+import { ZERO_TRAFFIC } from "../kernel/traffic.js";
 
 export interface ServerTls {
   readonly cert: string;
@@ -66,6 +68,8 @@ export interface AgentServerOptions {
   readonly authorizer?: Authorizer;
   /** What each binding's dataplane really does (ListBindings' conditions). */
   readonly readBack?: ReadBack;
+  /** The last read of the traffic counters; without it (counting off) they show as 0. */
+  readonly traffic?: Pick<TrafficMonitor, "counts">;
 }
 
 export class AgentService {
@@ -146,7 +150,7 @@ export class AgentService {
 
   /** Every binding, or only the one of `req.eipAddr` (none when it holds no such EIP). */
   listBindings(req: ListBindingsReq = {}): ListBindingsRsp {
-    const { table, dataplane, readBack } = this.opts;
+    const { table, dataplane, readBack, traffic } = this.opts;
     const only = req.eipAddr ? (canonicalIpv4(req.eipAddr) ?? req.eipAddr) : undefined;
     const lastError = dataplane.error?.message;
     const bindings = table
@@ -161,6 +165,8 @@ export class AgentService {
           vmiAddr: b.vmi,
           since: b.since,
           pending,
+          // The last background read: a list never runs a command.
+          ...(traffic?.counts(b.eip, b.vmi) ?? ZERO_TRAFFIC),
           ...(state
             ? {
                 programmed: state.programmed,

@@ -111,6 +111,13 @@ before(async () => {
     policy: POLICY,
     logger,
     metrics,
+    // The last read of the kernel's counters, as the TrafficMonitor keeps it.
+    traffic: {
+      counts: (eip) =>
+        eip === "192.168.18.100"
+          ? { rxBytes: 1_500_000, txBytes: 700, rxPackets: 1040, txPackets: 2 }
+          : { rxBytes: 0, txBytes: 0, rxPackets: 0, txPackets: 0 },
+    },
   });
   ({ server } = buildGrpcServer(service));
   const port = await bindServer(server, "127.0.0.1:0", serverCredentials(undefined));
@@ -189,16 +196,24 @@ test("eipctl binds, lists as a table and as JSON, and unbinds; exit codes tell",
   assert.equal(r.code, 0);
   assert.match(
     r.out,
-    /^EIP\s+VMI\s+SINCE\s+STATE\n192\.168\.18\.100\s+10\.244\.1\.10\s+\d{4}-\S+\s+applied$/m,
+    /^EIP\s+VMI\s+SINCE\s+STATE\s+RX BYTES\s+TX BYTES\s+RX PACKETS\s+TX PACKETS\n192\.168\.18\.100\s+10\.244\.1\.10\s+\d{4}-\S+\s+applied\s+1500000\s+700\s+1040\s+2$/m,
   );
   r = await ctl("--action", "list", "--output", "json");
   const listed = JSON.parse(r.out) as {
-    bindings: { eipAddr: string; vmiAddr: string }[];
+    bindings: Record<string, unknown>[];
     inSync: boolean;
   };
+  // The field names scripts read (docs/eipctl.md), numbers on the wire as uint64.
   assert.deepEqual(
-    listed.bindings.map((b) => [b.eipAddr, b.vmiAddr]),
-    [["192.168.18.100", "10.244.1.10"]],
+    listed.bindings.map((b) => [
+      b.eipAddr,
+      b.vmiAddr,
+      b.rxBytes,
+      b.txBytes,
+      b.rxPackets,
+      b.txPackets,
+    ]),
+    [["192.168.18.100", "10.244.1.10", 1_500_000, 700, 1040, 2]],
   );
   assert.equal(listed.inSync, true);
   r = await ctl("--action", "bind", "--eip-ip", "192.168.18.100", "--vmi-ip", "10.244.1.11");

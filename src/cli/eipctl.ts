@@ -75,8 +75,17 @@ function columns(rows: readonly (readonly string[])[]): string[] {
 
 function formatTable(rsp: ListBindingsRsp): string {
   const lines = columns([
-    ["EIP", "VMI", "SINCE", "STATE"],
-    ...rsp.bindings.map((b) => [b.eipAddr, b.vmiAddr, b.since, b.pending ? "pending" : "applied"]),
+    ["EIP", "VMI", "SINCE", "STATE", "RX BYTES", "TX BYTES", "RX PACKETS", "TX PACKETS"],
+    ...rsp.bindings.map((b) => [
+      b.eipAddr,
+      b.vmiAddr,
+      b.since,
+      b.pending ? "pending" : "applied",
+      String(b.rxBytes),
+      String(b.txBytes),
+      String(b.rxPackets),
+      String(b.txPackets),
+    ]),
   ]);
   if (!rsp.inSync)
     lines.push(`\nnot in sync with the kernel: ${rsp.lastError || "an apply is pending"}`);

@@ -28,6 +28,11 @@ export interface BindingInfo {
   since: string;
   /** Saved, but not yet in the kernel: an apply failed and is retried. */
   pending: boolean;
+  /** Counted by the kernel since the binding was made, as of the agent's last read. */
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
   /** Absent from an agent that predates them (proto3 leaves an unset message out). */
   programmed?: BindingConditionInfo | null;
   announced?: BindingConditionInfo | null;

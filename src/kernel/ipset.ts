@@ -1,9 +1,11 @@
 // IpsetManager: the members of the ipsets named in the desired state.
 //
 // What it owns: the membership of each named set, nothing else. It creates a named set that
-// is missing (hash:ip / hash:net, family inet, hashsize 4096, maxelem 1048576) but never
-// destroys, renames or re-types a set, and never looks at any other set. A named set that
-// exists with another type or family is an error: we refuse to guess what the operator meant.
+// is missing (hash:ip / hash:net, family inet, hashsize 4096, maxelem 1048576, and
+// `counters` when the spec asks for them) but never destroys, renames or re-types a set, and
+// never looks at any other set. A named set that exists with another type or family, or
+// without the counters its spec asks for, is an error: we refuse to guess what the operator
+// meant. (A member's counters, `packets N bytes M` in `ipset save`, are read by traffic.ts.)
 //
 // How it reads: `ipset save`, keeping only the `create NAME ...` and `add NAME MEMBER ...`
 // lines of the named sets. Members are normalised so the kernel's spelling compares equal to
@@ -41,6 +43,8 @@ export interface SavedSet {
   readonly type: string;
   /** The `family` option of the create line ("inet", "inet6"), or "" when absent. */
   readonly family: string;
+  /** Whether the create line has the `counters` option. */
+  readonly counters: boolean;
   /** Normalised member keys (see normalizeMember); a nomatch entry is "<member> nomatch". */
   readonly members: Set<string>;
 }
@@ -83,7 +87,7 @@ export function parseIpsetSave(text: string, names: ReadonlySet<string>): Map<st
       if (!names.has(name)) continue;
       const familyAt = options.indexOf("family");
       const family = familyAt === -1 ? "" : (options[familyAt + 1] ?? "");
-      sets.set(name, { type, family, members: new Set() });
+      sets.set(name, { type, family, counters: options.includes("counters"), members: new Set() });
     }
   }
   return sets;
@@ -105,6 +109,7 @@ interface Member extends DeltaEntry {
 interface BelievedSet {
   readonly type: string;
   readonly family: string;
+  readonly counters: boolean;
   readonly members: DeltaTracker<Member>;
 }
 
@@ -118,6 +123,7 @@ interface Belief {
 interface SetChange {
   readonly name: string;
   readonly type: string;
+  readonly counters: boolean;
   /** The set as believed before the write; undefined when it is created. */
   readonly current: BelievedSet | undefined;
   /** The members' tracker that made `delta` (a new one for a set that is created). */
@@ -209,21 +215,26 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
         usable: (entry) => entry.wantable,
       });
       if (current === undefined) {
-        creates.push(`create ${spec.name} ${spec.type} ${NEW_SET_OPTIONS} -exist`);
+        const counters = spec.counters === true ? " counters" : "";
+        creates.push(`create ${spec.name} ${spec.type} ${NEW_SET_OPTIONS}${counters} -exist`);
       } else if (
         current.type !== spec.type ||
-        (current.family !== "inet" && current.family !== "")
+        (current.family !== "inet" && current.family !== "") ||
+        (spec.counters === true && !current.counters)
       ) {
+        const wanted = spec.counters === true ? " with counters" : "";
         throw new KernelError(
           Phase.Ipset,
-          `ipset ${spec.name} exists as ${current.type} family ${current.family || "?"}, ` +
-            `expected ${spec.type} family inet; refusing to change it`,
+          `ipset ${spec.name} exists as ${current.type} family ${current.family || "?"}` +
+            `${current.counters ? " with counters" : ""}, ` +
+            `expected ${spec.type} family inet${wanted}; refusing to change it`,
         );
       }
       for (const key of delta.deletes) dels.push(`del ${spec.name} ${memberOfKey(key)} -exist`);
       for (const key of delta.adds) adds.push(`add ${spec.name} ${key} -exist`);
       if (current === undefined || delta.deletes.length > 0 || delta.adds.length > 0) {
-        changes.push({ name: spec.name, type: spec.type, current, members, delta });
+        const counters = spec.counters === true;
+        changes.push({ name: spec.name, type: spec.type, counters, current, members, delta });
       }
     }
     const lines = [...creates, ...dels, ...adds];
@@ -258,7 +269,12 @@ function beliefOf(snapshot: IpsetSnapshot, desired: readonly IpsetSpec[]): Belie
       members.set(same.get(key) ?? key, { wantable, seen: 0, pos: order, order });
       order++;
     }
-    sets.set(name, { type: saved.type, family: saved.family, members: new DeltaTracker(members) });
+    sets.set(name, {
+      type: saved.type,
+      family: saved.family,
+      counters: saved.counters,
+      members: new DeltaTracker(members),
+    });
   }
   return { names: new Set(snapshot.names), sets };
 }
@@ -268,7 +284,12 @@ function commit(belief: Belief, changes: readonly SetChange[]): void {
   for (const change of changes) {
     const { members } = change;
     if (change.current === undefined) {
-      belief.sets.set(change.name, { type: change.type, family: "inet", members });
+      belief.sets.set(change.name, {
+        type: change.type,
+        family: "inet",
+        counters: change.counters,
+        members,
+      });
     }
     members.commit(change.delta, (_key, base) => ({ ...base, wantable: true }));
   }

@@ -1,13 +1,13 @@
 // IptablesLeftovers: with --dataplane nftables, what the iptables dataplane leaves behind
-// goes: our chains (KUBE-EIP-PREROUTING, -POSTROUTING, -FORWARD) and our ipsets
-// (k8s_internal_net, kube-eip-eip, kube-eip-vmi). Provably ours: the seed's names, which
-// nothing else writes (COMPATIBILITY.md).
+// goes: our chains (KUBE-EIP-PREROUTING, -POSTROUTING, -FORWARD, -HAIRPIN, -TX) and our
+// ipsets (k8s_internal_net, kube-eip-eip, kube-eip-vmi, kube-eip-traffic). Provably ours:
+// the seed's names and ours, which nothing else writes (COMPATIBILITY.md).
 //
 // It runs after the IptablesManager, which deletes our jumps into those chains (they are its
 // retired jumps in this mode), and after the nftables table is written, so the EIP traffic
 // is served by one dataplane or both at every moment of a switch, never by none.
 //
-// How it reads: `<backend>-save -t nat` and `-t filter` (which of our chains exist) and
+// How it reads: `<backend>-save -t nat`, `-t filter` and `-t mangle` (which of our chains exist) and
 // `ipset list -n` (which of our sets exist; no ipset installed means none).
 // How it writes: one `<backend>-restore --noflush` with `-F` and `-X` of each chain of ours
 // that exists, then `ipset destroy` of each set of ours that exists (a set is only free once
@@ -16,11 +16,14 @@
 // chain that someone else still uses fails the apply with the kernel's reason.
 import {
   CHAIN_FORWARD,
+  CHAIN_HAIRPIN,
   CHAIN_POSTROUTING,
   CHAIN_PREROUTING,
+  CHAIN_TX,
   type IptablesTable,
   SET_EIP,
   SET_INTERNAL,
+  SET_TRAFFIC,
   SET_VMI,
 } from "../model/desired.js";
 import { type IptablesMode, parseIptablesSave } from "./iptables.js";
@@ -32,8 +35,11 @@ const CHAINS: readonly { table: IptablesTable; chain: string }[] = [
   { table: "nat", chain: CHAIN_PREROUTING },
   { table: "nat", chain: CHAIN_POSTROUTING },
   { table: "filter", chain: CHAIN_FORWARD },
+  { table: "nat", chain: CHAIN_HAIRPIN },
+  { table: "mangle", chain: CHAIN_TX },
 ];
-const SETS = [SET_INTERNAL, SET_EIP, SET_VMI];
+const SETS = [SET_INTERNAL, SET_EIP, SET_VMI, SET_TRAFFIC];
+const TABLES = ["nat", "filter", "mangle"] as const;
 
 export interface Leftovers {
   readonly chains: readonly { table: IptablesTable; chain: string }[];
@@ -50,9 +56,10 @@ export class IptablesLeftovers {
   ) {}
 
   async read(): Promise<Leftovers> {
-    const [nat, filter, sets] = await Promise.all([
+    const [nat, filter, mangle, sets] = await Promise.all([
       this.save("nat"),
       this.save("filter"),
+      this.save("mangle"),
       this.runner.run("ipset", ["list", "-n"]).then(
         (r): string[] => r.stdout.split("\n"),
         (err: unknown): string[] => {
@@ -61,7 +68,7 @@ export class IptablesLeftovers {
         },
       ),
     ]);
-    const declared = { nat, filter };
+    const declared = { nat, filter, mangle };
     return {
       chains: CHAINS.filter((c) => declared[c.table].has(c.chain)),
       sets: SETS.filter((s) => sets.includes(s)),
@@ -79,14 +86,12 @@ export class IptablesLeftovers {
       if (chains.length === 0 && sets.length === 0) return 0;
       this.belief = undefined;
       if (chains.length > 0) {
-        const input = (["nat", "filter"] as const)
-          .map((table) => {
-            const ours = chains.filter((c) => c.table === table);
-            if (ours.length === 0) return "";
-            const lines = ours.flatMap((c) => [`-F ${c.chain}`, `-X ${c.chain}`]);
-            return `*${table}\n${lines.join("\n")}\nCOMMIT\n`;
-          })
-          .join("");
+        const input = TABLES.map((table) => {
+          const ours = chains.filter((c) => c.table === table);
+          if (ours.length === 0) return "";
+          const lines = ours.flatMap((c) => [`-F ${c.chain}`, `-X ${c.chain}`]);
+          return `*${table}\n${lines.join("\n")}\nCOMMIT\n`;
+        }).join("");
         await this.runner
           .run(`iptables-${this.mode}-restore`, ["--noflush", "-w", "5"], { input })
           .catch((err: unknown) => Promise.reject(asKernelError(err, Phase.Nat)));

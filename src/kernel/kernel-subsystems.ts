@@ -24,7 +24,7 @@ import { IpsetManager } from "./ipset.js";
 import { IptablesManager, type IptablesDesired, type IptablesMode } from "./iptables.js";
 import { IptablesLeftovers, leftoversSubsystem } from "./iptables-leftovers.js";
 import { NftablesManager } from "./nftables.js";
-import { JUMPS, NFT_FORWARD_JUMP, RETIRED_JUMPS } from "../model/plan.js";
+import { NFT_FORWARD_JUMP } from "../model/plan.js";
 import type { CommandRunner } from "./runner.js";
 import { type Subsystem, managed } from "./subsystem.js";
 import { SysctlManager, SysctlWriter } from "./sysctl.js";
@@ -75,17 +75,22 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
             "nftables",
             nftOwns,
             nftables,
-            (d) => ({ bindings: d.bound, internalNets: d.internalNets }),
+            (d) => ({
+              bindings: d.bound,
+              internalNets: d.internalNets,
+              counters: d.trafficCounters,
+            }),
             nftablesMissing,
           ),
           managed(
             "iptables",
             "one FORWARD rule accepting what our table marked",
             iptables,
-            () => ({
+            (d) => ({
               chains: [],
               jumps: [NFT_FORWARD_JUMP],
-              retiredJumps: [...JUMPS, ...RETIRED_JUMPS],
+              // Every jump of the iptables dataplane (counting and hairpin included) goes.
+              retiredJumps: [...d.jumps, ...d.retiredJumps],
             }),
             iptablesMissing,
           ),

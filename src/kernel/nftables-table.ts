@@ -11,6 +11,15 @@
 //                       address, as with the iptables dataplane)
 //   chain forward       accepts, and marks with FORWARD_MARK, exactly the traffic the
 //                       iptables dataplane's FORWARD rules accept (plan.ts JUMPS).
+//   postrouting also masquerades hairpin callers: a caller inside the internal nets whose
+//   connection was DNATed from a bound EIP (docs/traffic.md).
+// With traffic counters (docs/traffic.md), two sets with a counter on each element:
+//   set eip_rx          the bound EIPs; chain count_in (prerouting, before dstnat) looks
+//                       every packet's destination up in it: what arrives for the EIP
+//   set eip_tx          the bound EIPs; chain count_out (postrouting, after srcnat) looks
+//                       every packet's source up in it: what leaves as from the EIP
+// A lookup that matches adds the packet to the element's counter; the agent reads them with
+// `nft -j list set`. A whole-table rewrite carries the counts it read over.
 // One rule and one hash lookup per direction, whatever the number of bindings.
 //
 // Why the mark: in netfilter every base chain of a hook sees the packet in priority order,
@@ -38,22 +47,41 @@ export interface Family {
 
 export const IPV4: Family = { name: "ip", addrType: "ipv4_addr", l3: "ip" };
 
-export const SET_NAMES = ["internal_nets", "eips", "vmis", "eip_vmi", "vmi_eip"] as const;
+export const SET_NAMES = [
+  "internal_nets",
+  "eips",
+  "vmis",
+  "eip_vmi",
+  "vmi_eip",
+  "eip_rx",
+  "eip_tx",
+] as const;
 export type SetName = (typeof SET_NAMES)[number];
+/** The sets whose elements count packets. */
+export type CountSet = "eip_rx" | "eip_tx";
 
 interface SetLayout {
   readonly name: SetName;
   readonly map: boolean;
   readonly interval: boolean;
+  /** A counter on each element: only with traffic counters. */
+  readonly counter?: boolean;
 }
 
-const SETS: readonly SetLayout[] = [
+const ALL_SETS: readonly SetLayout[] = [
   { name: "internal_nets", map: false, interval: true },
   { name: "eips", map: false, interval: false },
   { name: "vmis", map: false, interval: false },
   { name: "eip_vmi", map: true, interval: false },
   { name: "vmi_eip", map: true, interval: false },
+  { name: "eip_rx", map: false, interval: false, counter: true },
+  { name: "eip_tx", map: false, interval: false, counter: true },
 ];
+
+/** The table's sets: the counting ones only with traffic counters. */
+function sets(counters: boolean): readonly SetLayout[] {
+  return counters ? ALL_SETS : ALL_SETS.filter((s) => s.counter !== true);
+}
 
 interface ChainLayout {
   readonly name: string;
@@ -64,10 +92,10 @@ interface ChainLayout {
   readonly rules: readonly { readonly comment: string; readonly text: string }[];
 }
 
-function chains(f: Family): ChainLayout[] {
+function chains(f: Family, counters: boolean): ChainLayout[] {
   const mark = `meta mark set meta mark | 0x${FORWARD_MARK.toString(16).padStart(8, "0")} accept`;
   const dnat = { comment: "kube-eip dnat", text: `dnat to ${f.l3} daddr map @eip_vmi` };
-  return [
+  const layout: ChainLayout[] = [
     // dstnat (-100), like iptables' nat PREROUTING and OUTPUT.
     { name: "prerouting", type: "nat", hook: "prerouting", prio: -100, rules: [dnat] },
     { name: "output", type: "nat", hook: "output", prio: -100, rules: [dnat] },
@@ -80,6 +108,10 @@ function chains(f: Family): ChainLayout[] {
         {
           comment: "kube-eip snat",
           text: `${f.l3} daddr != @internal_nets snat to ${f.l3} saddr map @vmi_eip`,
+        },
+        {
+          comment: "kube-eip hairpin",
+          text: `${f.l3} saddr @internal_nets ${f.l3} daddr @vmis ct status dnat ct original ${f.l3} daddr @eips masquerade`,
         },
       ],
     },
@@ -104,10 +136,39 @@ function chains(f: Family): ChainLayout[] {
       ],
     },
   ];
+  if (!counters) return layout;
+  return [
+    ...layout,
+    // Before dstnat (-100): the destination is still the EIP.
+    {
+      name: "count_in",
+      type: "filter",
+      hook: "prerouting",
+      prio: -150,
+      rules: [{ comment: "kube-eip count in", text: `${f.l3} daddr @eip_rx` }],
+    },
+    // After srcnat (100): the source is already the EIP.
+    {
+      name: "count_out",
+      type: "filter",
+      hook: "postrouting",
+      prio: 110,
+      rules: [{ comment: "kube-eip count out", text: `${f.l3} saddr @eip_tx` }],
+    },
+  ];
 }
 
 /** Elements of each set, as keys: "10.0.0.1", "10.0.0.0/8", or "EIP : VMI" for a map. */
 export type Elements = Readonly<Record<SetName, readonly string[]>>;
+
+/** What an element's counter holds. */
+export interface Counts {
+  readonly packets: number;
+  readonly bytes: number;
+}
+
+/** The counters of each counting set's elements, by address. */
+export type CountsRead = Readonly<Record<CountSet, ReadonlyMap<string, Counts>>>;
 
 /** What a read found of our table. */
 export interface TableRead {
@@ -116,6 +177,8 @@ export interface TableRead {
   readonly layoutOk: boolean;
   /** The elements of each set read (empty when the set is missing). */
   readonly elements: Elements;
+  /** The counters of the counting sets' elements (empty without them). */
+  readonly counts: CountsRead;
 }
 
 export function tableName(f: Family): string {
@@ -124,20 +187,33 @@ export function tableName(f: Family): string {
 
 /**
  * The whole table with these elements, replacing whatever table of that name exists, in one
- * transaction (the `add` makes the `delete` valid when there is none).
+ * transaction (the `add` makes the `delete` valid when there is none). A counting set's
+ * element starts from its count in `counts`, when there is one.
  */
-export function renderTable(f: Family, elements: Elements): string {
+export function renderTable(
+  f: Family,
+  elements: Elements,
+  options: { counters: boolean; counts?: CountsRead },
+): string {
   const t = tableName(f);
   const lines = [`add table ${t}`, `delete table ${t}`, `table ${t} {`];
-  for (const set of SETS) {
+  for (const set of sets(options.counters)) {
     const type = set.map ? `${f.addrType} : ${f.addrType}` : f.addrType;
     lines.push(`\t${set.map ? "map" : "set"} ${set.name} {`, `\t\ttype ${type}`);
     if (set.interval) lines.push("\t\tflags interval");
-    const elems = elements[set.name];
+    if (set.counter === true) lines.push("\t\tcounter");
+    let elems = elements[set.name];
+    const counts = set.counter === true ? options.counts?.[set.name as CountSet] : undefined;
+    if (counts !== undefined && counts.size > 0) {
+      elems = elems.map((e) => {
+        const c = counts.get(e);
+        return c === undefined ? e : `${e} counter packets ${c.packets} bytes ${c.bytes}`;
+      });
+    }
     if (elems.length > 0) lines.push(`\t\telements = { ${elems.join(", ")} }`);
     lines.push("\t}");
   }
-  for (const chain of chains(f)) {
+  for (const chain of chains(f, options.counters)) {
     lines.push(
       `\tchain ${chain.name} {`,
       `\t\ttype ${chain.type} hook ${chain.hook} priority ${chain.prio}; policy accept;`,
@@ -174,18 +250,33 @@ export function mapKey(element: string): string {
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
 
-/** Parses `nft -j list table <family> kube_eip` output (see TableRead). */
-export function parseTable(f: Family, text: string): TableRead {
-  const parsed = JSON.parse(text) as Json;
-  const items = isObject(parsed) && Array.isArray(parsed.nftables) ? parsed.nftables : [];
-  const elements: Record<SetName, string[]> = {
+/** No elements in any set. */
+export function noElements(): Record<SetName, string[]> {
+  return {
     internal_nets: [],
     eips: [],
     vmis: [],
     eip_vmi: [],
     vmi_eip: [],
+    eip_rx: [],
+    eip_tx: [],
   };
-  const layout = chains(f);
+}
+
+export const NO_COUNTS: CountsRead = { eip_rx: new Map(), eip_tx: new Map() };
+
+/**
+ * Parses `nft -j list table <family> kube_eip` output (see TableRead); `counters`: whether
+ * the layout has the counting sets and chains.
+ */
+export function parseTable(f: Family, text: string, options?: { counters: boolean }): TableRead {
+  const counters = options?.counters ?? false;
+  const parsed = JSON.parse(text) as Json;
+  const items = isObject(parsed) && Array.isArray(parsed.nftables) ? parsed.nftables : [];
+  const elements = noElements();
+  const counts = { eip_rx: new Map<string, Counts>(), eip_tx: new Map<string, Counts>() };
+  const layout = chains(f, counters);
+  const wantedSets = sets(counters);
   let ok = true;
   const seenSets = new Set<string>();
   const seenChains = new Map<string, string[]>();
@@ -196,13 +287,14 @@ export function parseTable(f: Family, text: string): TableRead {
     if (kind === undefined || !isObject(body)) continue;
     if (kind === "metainfo" || kind === "table") continue;
     if (kind === "set" || kind === "map") {
-      const spec = SETS.find((s) => s.name === body.name);
+      const spec = wantedSets.find((s) => s.name === body.name);
       const good =
         spec !== undefined &&
         spec.map === (kind === "map") &&
         body.type === f.addrType &&
         (!spec.map || body.map === f.addrType) &&
         sameFlags(body.flags, spec.interval ? ["interval"] : []) &&
+        hasCounter(body.stmt) === (spec.counter === true) &&
         !seenSets.has(spec.name);
       if (!good || spec === undefined) {
         ok = false;
@@ -211,9 +303,13 @@ export function parseTable(f: Family, text: string): TableRead {
       seenSets.add(spec.name);
       const elems = Array.isArray(body.elem) ? body.elem : [];
       for (const elem of elems) {
-        const key = elementKey(elem, spec);
+        const counted = spec.counter === true ? countedElement(elem) : undefined;
+        const key = elementKey(counted?.val ?? elem, spec);
         if (key === undefined) ok = false;
         else elements[spec.name].push(key);
+        if (key !== undefined && counted !== undefined) {
+          counts[spec.name as CountSet].set(key, counted.counts);
+        }
       }
     } else if (kind === "chain") {
       const spec = layout.find((c) => c.name === body.name);
@@ -236,13 +332,54 @@ export function parseTable(f: Family, text: string): TableRead {
     }
   }
   const exists = items.some((item) => isObject(item) && isObject(item.table));
-  if (seenSets.size !== SETS.length || seenChains.size !== layout.length) ok = false;
+  if (seenSets.size !== wantedSets.length || seenChains.size !== layout.length) ok = false;
   for (const chain of layout) {
     const comments = seenChains.get(chain.name) ?? [];
     const wanted = chain.rules.map((r) => r.comment);
     if (comments.length !== wanted.length || comments.some((c, i) => c !== wanted[i])) ok = false;
   }
-  return { exists, layoutOk: exists && ok, elements };
+  return { exists, layoutOk: exists && ok, elements, counts };
+}
+
+/** Whether a set's `stmt` list holds a counter (`"stmt": [{"counter": null}]`). */
+function hasCounter(stmt: Json | undefined): boolean {
+  return Array.isArray(stmt) && stmt.some((s) => isObject(s) && "counter" in s);
+}
+
+/**
+ * An element of a counting set: `{"elem": {"val": "1.2.3.4", "counter": {"packets": 1,
+ * "bytes": 84}}}`; undefined for any other form (a plain element counts nothing).
+ */
+function countedElement(elem: Json): { val: Json; counts: Counts } | undefined {
+  if (!isObject(elem) || !isObject(elem.elem)) return undefined;
+  const { val, counter } = elem.elem;
+  if (val === undefined) return undefined;
+  if (!isObject(counter)) return { val, counts: { packets: 0, bytes: 0 } };
+  const { packets, bytes } = counter;
+  if (!isCount(packets) || !isCount(bytes)) return undefined;
+  return { val, counts: { packets, bytes } };
+}
+
+function isCount(value: Json | undefined): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/** Parses `nft -j list set <family> kube_eip <set>` output: each element's counts. */
+export function parseCountSet(text: string): Map<string, Counts> {
+  const parsed = JSON.parse(text) as Json;
+  const items = isObject(parsed) && Array.isArray(parsed.nftables) ? parsed.nftables : [];
+  const result = new Map<string, Counts>();
+  for (const item of items) {
+    if (!isObject(item) || !isObject(item.set)) continue;
+    const elems = Array.isArray(item.set.elem) ? item.set.elem : [];
+    for (const elem of elems) {
+      const counted = countedElement(elem);
+      if (counted !== undefined && typeof counted.val === "string") {
+        result.set(counted.val, counted.counts);
+      }
+    }
+  }
+  return result;
 }
 
 function isObject(value: Json | undefined): value is JsonObject {

@@ -12,8 +12,8 @@
 // written whole (delete and re-create, in the same transaction: no packet sees it half
 // made); otherwise the transaction holds only `delete element` lines for elements that must
 // go, then `add element` lines for those missing (a map entry whose value changes is one
-// delete and one add). One bind therefore writes four elements, whatever the size of the
-// maps.
+// delete and one add). One bind therefore writes four elements (six with the traffic
+// counters), whatever the size of the maps.
 //
 // Belief: after a successful write the manager believes the table holds what it wrote and
 // does not read again unless asked (reread). Any failure forgets the belief, so the next
@@ -24,11 +24,14 @@ import { type Binding, NFT_TABLE } from "../model/desired.js";
 import { type Delta, type DeltaEntry, DeltaTracker } from "./delta.js";
 import { KernelError, Phase, type KernelManager } from "./manager.js";
 import {
+  type CountsRead,
   type Family,
   IPV4,
+  NO_COUNTS,
   SET_NAMES,
   type SetName,
   type TableRead,
+  noElements,
   parseTable,
   renderElements,
   renderTable,
@@ -40,6 +43,8 @@ export interface NftablesDesired {
   readonly bindings: readonly Binding[];
   /** Canonical CIDRs. */
   readonly internalNets: readonly string[];
+  /** The counting sets and chains (docs/traffic.md); off when absent. */
+  readonly counters?: boolean;
 }
 
 export type NftablesSnapshot = TableRead;
@@ -47,11 +52,16 @@ export type NftablesSnapshot = TableRead;
 interface Belief {
   readonly exists: boolean;
   readonly layoutOk: boolean;
+  /** The layout the read was checked against. */
+  readonly counters: boolean;
   readonly sets: Record<SetName, DeltaTracker<DeltaEntry>>;
+  /** The counts read, carried over by a whole-table rewrite (none once written). */
+  readonly counts: CountsRead;
 }
 
 export class NftablesManager implements KernelManager<NftablesDesired, NftablesSnapshot> {
   private desired: NftablesDesired = { bindings: [], internalNets: [] };
+  private counters = false;
   private belief: Belief | undefined;
 
   constructor(
@@ -61,14 +71,15 @@ export class NftablesManager implements KernelManager<NftablesDesired, NftablesS
 
   setDesired(desired: NftablesDesired): void {
     this.desired = desired;
+    this.counters = desired.counters === true;
   }
 
   async apply(options: { reread: boolean }): Promise<number> {
     const desired = this.desired;
     try {
       const wanted = desiredElements(desired);
-      if (options.reread || this.belief === undefined) {
-        this.belief = beliefOf(await this.readTable(wanted === undefined));
+      if (options.reread || this.belief === undefined || this.belief.counters !== this.counters) {
+        this.belief = beliefOf(await this.readTable(wanted === undefined), this.counters);
       }
       const belief = this.belief;
       let script = "";
@@ -79,12 +90,18 @@ export class NftablesManager implements KernelManager<NftablesDesired, NftablesS
         if (!belief.exists) return 0;
         script = `delete table ${tableName(this.family)}\n`;
         count = 1;
-        next = beliefOf(NO_TABLE);
+        next = beliefOf(NO_TABLE, this.counters);
       } else if (!belief.layoutOk) {
         for (const set of SET_NAMES) wanted[set].forEach((e) => CANONICAL[set](e));
-        script = renderTable(this.family, wanted);
+        script = renderTable(this.family, wanted, {
+          counters: this.counters,
+          counts: belief.counts,
+        });
         count = 1;
-        next = beliefOf({ exists: true, layoutOk: true, elements: wanted });
+        next = beliefOf(
+          { exists: true, layoutOk: true, elements: wanted, counts: NO_COUNTS },
+          this.counters,
+        );
       } else {
         let deletes = "";
         let adds = "";
@@ -121,7 +138,7 @@ export class NftablesManager implements KernelManager<NftablesDesired, NftablesS
   }
 
   adopt(snapshot: NftablesSnapshot): void {
-    this.belief = beliefOf(snapshot);
+    this.belief = beliefOf(snapshot, this.counters);
   }
 
   /** The table as it is; `absentOk`: a node without nft holds no table of ours either. */
@@ -134,7 +151,7 @@ export class NftablesManager implements KernelManager<NftablesDesired, NftablesS
         this.family.name,
         NFT_TABLE,
       ]);
-      return parseTable(this.family, stdout);
+      return parseTable(this.family, stdout, { counters: this.counters });
     } catch (err) {
       if (isNoTable(err) || (absentOk && isNoNft(err))) return NO_TABLE;
       throw err;
@@ -145,17 +162,18 @@ export class NftablesManager implements KernelManager<NftablesDesired, NftablesS
 const NO_TABLE: TableRead = {
   exists: false,
   layoutOk: false,
-  elements: { internal_nets: [], eips: [], vmis: [], eip_vmi: [], vmi_eip: [] },
+  elements: noElements(),
+  counts: NO_COUNTS,
 };
 
-function beliefOf(read: TableRead): Belief {
+function beliefOf(read: TableRead, counters: boolean): Belief {
   const sets = {} as Record<SetName, DeltaTracker<DeltaEntry>>;
   for (const set of SET_NAMES) {
     const entries = new Map<string, DeltaEntry>();
     read.elements[set].forEach((key, order) => entries.set(key, { seen: 0, pos: order, order }));
     sets[set] = new DeltaTracker(entries);
   }
-  return { exists: read.exists, layoutOk: read.layoutOk, sets };
+  return { exists: read.exists, layoutOk: read.layoutOk, counters, sets, counts: read.counts };
 }
 
 /** The elements of each set; undefined when no binding is wanted (no table). */
@@ -172,12 +190,15 @@ function desiredElements(desired: NftablesDesired): Record<SetName, string[]> | 
     eipVmi.push(pair.eipVmi);
     vmiEip.push(pair.vmiEip);
   }
+  const counted = desired.counters === true ? eips : [];
   return {
     internal_nets: outermost(desired.internalNets),
     eips,
     vmis,
     eip_vmi: eipVmi,
     vmi_eip: vmiEip,
+    eip_rx: counted,
+    eip_tx: counted,
   };
 }
 
@@ -247,6 +268,8 @@ const CANONICAL: Record<SetName, (item: string) => string> = {
   vmis: address,
   eip_vmi: pair,
   vmi_eip: pair,
+  eip_rx: address,
+  eip_tx: address,
 };
 
 function stderrOf(err: unknown): string {

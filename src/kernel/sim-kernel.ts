@@ -1,5 +1,5 @@
 // SimKernel: a CommandRunner that plays the node's kernel for property tests. It keeps a
-// small model of ipsets, iptables (nat and filter), iproute2 state (sim-iproute.ts) and
+// small model of ipsets, iptables (nat, filter and mangle), iproute2 state (sim-iproute.ts) and
 // sysctls, answers the reads the managers make from that model and applies their writes to
 // it, all-or-nothing per iptables table as the real tools do. It is strict: a command, a
 // line or an argument outside the grammar the managers are meant to write is recorded as a
@@ -34,6 +34,7 @@ export type SimTable = Map<string, SimChain>;
 const BUILTIN: Record<string, readonly string[]> = {
   nat: ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
   filter: ["INPUT", "FORWARD", "OUTPUT"],
+  mangle: ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
 };
 const TARGETS = new Set(["ACCEPT", "DROP", "RETURN", "DNAT", "SNAT", "MASQUERADE", "REJECT"]);
 /** One token of a rule spec: options, names, addresses; a quoted comment of plain words. */
@@ -99,6 +100,13 @@ export class SimKernel implements CommandRunner, SimWatcher {
     if (command === "ip") return this.runIp(args, input);
     if (command === "ipset") {
       if (args.join(" ") === "save") return this.ipsetSave();
+      // One set: what the traffic counters read (a simulated set counts nothing).
+      if (args.length === 2 && args[0] === "save") {
+        if (!this.sets.has(args[1] as string)) {
+          throw new SimError("ipset v7.17: The set with the given name does not exist");
+        }
+        return this.ipsetSave(args[1]);
+      }
       if (args.join(" ") === "restore") return this.ipsetRestore(input);
     }
     const tool = /^ip(6?)tables-(nft|legacy)-(save|restore)$/.exec(command);
@@ -166,9 +174,10 @@ export class SimKernel implements CommandRunner, SimWatcher {
     return "";
   }
 
-  private ipsetSave(): string {
+  private ipsetSave(only?: string): string {
     const out: string[] = [];
     for (const [name, set] of this.sets) {
+      if (only !== undefined && name !== only) continue;
       out.push(`create ${name} ${set.type} ${set.options}`);
       for (const m of set.members) out.push(`add ${name} ${m}`);
     }
@@ -239,13 +248,13 @@ export class SimKernel implements CommandRunner, SimWatcher {
         work = undefined;
         continue;
       }
-      this.restoreLine(work, text, found);
+      this.restoreLine(work, text, found, name);
     }
     if (work) throw new GrammarError("restore input ends without COMMIT");
     for (const v of found) this.violation(v);
   }
 
-  private restoreLine(table: SimTable, text: string, found: string[]): void {
+  private restoreLine(table: SimTable, text: string, found: string[], name: string): void {
     const declare = /^:(\S+) (\S+) \[0:0\]$/.exec(text);
     if (declare) {
       const chain = table.get(declare[1] as string);
@@ -272,8 +281,11 @@ export class SimKernel implements CommandRunner, SimWatcher {
     const tokens = spec.match(/"[^"]*"|\S+/g) ?? [];
     if (!tokens.every((t) => RULE_TOKEN.test(t))) throw new GrammarError(`bad rule ${text}`);
     const target = /(?:^| )-j (\S+)/.exec(spec)?.[1];
-    if (target === undefined) throw new GrammarError(`rule without a target: ${text}`);
-    if (!TARGETS.has(target) && !table.has(target)) {
+    // In mangle, a rule without a target only counts (our traffic counters).
+    if (target === undefined && name !== "mangle") {
+      throw new GrammarError(`rule without a target: ${text}`);
+    }
+    if (target !== undefined && !TARGETS.has(target) && !table.has(target)) {
       throw new SimError(`Couldn't load target \`${target}'`);
     }
     if (op === "D") {

@@ -182,7 +182,13 @@ export async function kernelSnapshot(lab: Lab, node: number): Promise<Record<str
     text
       .split("\n")
       .filter((l) => l && !l.startsWith("#"))
-      .map((l) => l.replace(/\[\d+:\d+\]/g, "").replace(/ initval 0x[0-9a-f]+/, ""))
+      // Counters are traffic, not state (kube-eip-traffic's members count packets).
+      .map((l) =>
+        l
+          .replace(/\[\d+:\d+\]/g, "")
+          .replace(/ initval 0x[0-9a-f]+/, "")
+          .replace(/ packets \d+ bytes \d+/, ""),
+      )
       .join("\n");
   return {
     iptables: strip(await run([`iptables-${mode}-save`])),

@@ -9,6 +9,12 @@ export const SET_VMI = "kube-eip-vmi";
 export const CHAIN_PREROUTING = "KUBE-EIP-PREROUTING";
 export const CHAIN_POSTROUTING = "KUBE-EIP-POSTROUTING";
 export const CHAIN_FORWARD = "KUBE-EIP-FORWARD";
+/** Per-EIP traffic counters (docs/traffic.md): the kernel counts each member's packets. */
+export const SET_TRAFFIC = "kube-eip-traffic";
+/** nat: MASQUERADE of in-cluster callers of an EIP, so the replies come back through us. */
+export const CHAIN_HAIRPIN = "KUBE-EIP-HAIRPIN";
+/** mangle: counts what a VMI sends as from its EIP (on the VMI's member of SET_TRAFFIC). */
+export const CHAIN_TX = "KUBE-EIP-TX";
 export const ROUTE_TABLE_ID = 1001;
 export const ROUTE_TABLE_NAME = "eip_route";
 export const RULE_PRIORITY = 1001;
@@ -31,11 +37,13 @@ export interface Binding {
 export interface IpsetSpec {
   readonly name: string;
   readonly type: "hash:ip" | "hash:net";
+  /** Created with the `counters` option: the kernel counts the packets each member matches. */
+  readonly counters?: boolean;
   /** hash:ip members are addresses ("10.0.0.1"); hash:net members are CIDRs ("10.0.0.0/8"). */
   readonly members: readonly string[];
 }
 
-export type IptablesTable = "nat" | "filter";
+export type IptablesTable = "nat" | "filter" | "mangle";
 
 /** A chain we own entirely: its rules are exactly these, in this order. */
 export interface ChainSpec {
@@ -99,4 +107,6 @@ export interface DesiredState {
   readonly arpProxy: ArpProxySpec | undefined;
   /** Settings of the gateway device that decide what it answers ARP for. */
   readonly sysctls: readonly SysctlSpec[];
+  /** Whether the kernel counts each EIP's traffic (docs/traffic.md). */
+  readonly trafficCounters: boolean;
 }

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { plan, type PlanConfig } from "./plan.js";
+import { COUNT_JUMPS, HAIRPIN_JUMP, plan, type PlanConfig } from "./plan.js";
 
 const config: PlanConfig = {
   internalNets: ["192.168.223.0/24", "10.244.0.0/16"],
@@ -17,6 +17,8 @@ test("plans the seed's kernel state for one binding", () => {
     { name: "k8s_internal_net", type: "hash:net", members: ["10.244.0.0/16", "192.168.223.0/24"] },
     { name: "kube-eip-eip", type: "hash:ip", members: ["192.168.18.100"] },
     { name: "kube-eip-vmi", type: "hash:ip", members: ["10.244.1.10"] },
+    // Counting off: the set stays, empty.
+    { name: "kube-eip-traffic", type: "hash:ip", counters: true, members: [] },
   ]);
   assert.deepEqual(d.chains, [
     {
@@ -39,7 +41,15 @@ test("plans the seed's kernel state for one binding", () => {
         "-d 10.244.1.10/32 -m conntrack --ctstate DNAT --ctorigdst 192.168.18.100 -j ACCEPT",
       ],
     },
+    {
+      table: "nat",
+      name: "KUBE-EIP-HAIRPIN",
+      rules: ["-m conntrack --ctorigdst 192.168.18.0/24 -j MASQUERADE"],
+    },
+    { table: "mangle", name: "KUBE-EIP-TX", rules: [] },
   ]);
+  assert.ok(d.jumps.includes(HAIRPIN_JUMP));
+  assert.ok(COUNT_JUMPS.every((j) => !d.jumps.includes(j) && d.retiredJumps.includes(j)));
   assert.deepEqual(d.routes, [
     { kind: "link", dst: "192.168.18.0/24", dev: "eth1" },
     { kind: "via", dst: "default", gateway: "192.168.18.1", dev: "eth1" },
@@ -73,8 +83,31 @@ test("no bindings: empty chains and sets, the table's routes stay", () => {
   const d = plan(config, []);
   assert.deepEqual(
     d.ipsets.map((s) => s.members.length),
-    [2, 0, 0],
+    [2, 0, 0, 0],
   );
   assert.deepEqual(d.ruleSources, []);
   assert.equal(d.routes.length, 4);
+});
+
+test("with traffic counters: the EIPs and the VMIs are counted, the counting rules are kept", () => {
+  const d = plan({ ...config, trafficCounters: true }, [
+    { eip: "192.168.18.101", vmi: "10.244.1.11" },
+    { eip: "192.168.18.100", vmi: "10.244.1.10" },
+  ]);
+  assert.deepEqual(d.ipsets.at(-1), {
+    name: "kube-eip-traffic",
+    type: "hash:ip",
+    counters: true,
+    members: ["192.168.18.100", "192.168.18.101", "10.244.1.10", "10.244.1.11"],
+  });
+  assert.deepEqual(d.chains.at(-1), {
+    table: "mangle",
+    name: "KUBE-EIP-TX",
+    rules: [
+      "-m set ! --match-set k8s_internal_net dst -m set --match-set kube-eip-traffic src -j RETURN",
+      "-m conntrack --ctstate DNAT --ctorigdst 192.168.18.0/24 --ctdir REPLY -m set --match-set kube-eip-traffic src",
+    ],
+  });
+  assert.ok(COUNT_JUMPS.every((j) => d.jumps.includes(j) && !d.retiredJumps.includes(j)));
+  assert.equal(d.trafficCounters, true);
 });

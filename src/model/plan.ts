@@ -20,11 +20,18 @@
 //   ACCEPT, and our earlier unconditional jump, are RETIRED_JUMPS: removed where found;
 // - with --arp-poisoning the kernel answers ARP for the bound EIPs (proxy neighbour entries,
 //   see ArpProxySpec), so the answers outlive the agent process; the seed answered from
-//   the agent process, and nothing answered while it was down.
+//   the agent process, and nothing answered while it was down;
+// - hairpin (docs/traffic.md): a caller inside the cluster that reaches a VMI through its
+//   EIP is MASQUERADEd to the node (KUBE-EIP-HAIRPIN), so the VMI answers through the node
+//   and the answer comes from the EIP, as it does for a caller outside;
+// - with trafficCounters, the kernel counts each EIP's traffic on its member (in) and its
+//   VMI's member (out) of SET_TRAFFIC (an ipset with counters): one rule at the top of
+//   mangle PREROUTING, and KUBE-EIP-TX from mangle POSTROUTING.
 
 import {
   type Binding,
   CHAIN_FORWARD,
+  CHAIN_HAIRPIN,
   CHAIN_POSTROUTING,
   CHAIN_PREROUTING,
   type DesiredState,
@@ -33,8 +40,11 @@ import {
   type RouteSpec,
   SET_EIP,
   SET_INTERNAL,
+  SET_TRAFFIC,
   SET_VMI,
   type SysctlSpec,
+  CHAIN_TX,
+  type ChainSpec,
 } from "./desired.js";
 
 export interface PlanConfig {
@@ -48,6 +58,8 @@ export interface PlanConfig {
   readonly arpPoisoning: boolean;
   /** The CNI bridge the VMIs are plugged into. */
   readonly cniDev: string;
+  /** Per-EIP traffic counters in the kernel (docs/traffic.md); off when absent. */
+  readonly trafficCounters?: boolean;
 }
 
 export function dnatRule(b: Binding): string {
@@ -84,6 +96,55 @@ export const JUMPS: readonly JumpSpec[] = [
     rule: `-m set --match-set ${SET_VMI} dst -m set ! --match-set ${SET_INTERNAL} src -j ${CHAIN_FORWARD}`,
   },
 ];
+
+/**
+ * Hairpin: a connection DNATed from an EIP whose caller is inside the cluster (a pod, another
+ * VMI, the VMI itself) goes to KUBE-EIP-HAIRPIN, which MASQUERADEs it to the node when the
+ * address it was DNATed from is in the EIP network. Without it the VMI would answer the
+ * caller directly, from its own address, and the caller would drop the answer (or, for the
+ * VMI itself, never see it). Traffic to a VMI's own address is not DNATed and never goes there.
+ */
+export const HAIRPIN_JUMP: JumpSpec = {
+  table: "nat",
+  chain: "POSTROUTING",
+  rule: `-m set --match-set ${SET_VMI} dst -m set --match-set ${SET_INTERNAL} src -m conntrack --ctstate DNAT -j ${CHAIN_HAIRPIN}`,
+};
+
+export function hairpinRule(eipCidr: string): string {
+  return `-m conntrack --ctorigdst ${eipCidr} -j MASQUERADE`;
+}
+
+/**
+ * Counting (trafficCounters): every packet to an EIP counts on the EIP's member of
+ * SET_TRAFFIC (before the DNAT, in mangle PREROUTING); what a VMI sends as from its EIP
+ * counts on the VMI's member, in KUBE-EIP-TX (after the routing decision and the forward
+ * accepts, before the SNAT: see txRules). A rule without a target only counts.
+ */
+export const COUNT_JUMPS: readonly JumpSpec[] = [
+  {
+    table: "mangle",
+    chain: "PREROUTING",
+    rule: `-m set --match-set ${SET_EIP} dst -m set --match-set ${SET_TRAFFIC} dst -m comment --comment "kube-eip: count EIP traffic in"`,
+  },
+  {
+    table: "mangle",
+    chain: "POSTROUTING",
+    rule: `-m set --match-set ${SET_VMI} src -j ${CHAIN_TX}`,
+  },
+];
+
+/**
+ * What a VMI sends that leaves as from its EIP: to the outside (SNAT, or the answers to the
+ * outside's connections to the EIP), and the answers to hairpin callers (a connection
+ * DNATed from the EIP network, reply direction). The counting match comes last: a set
+ * match counts as soon as it matches, whatever the rest of the rule says.
+ */
+export function txRules(eipCidr: string): string[] {
+  return [
+    `-m set ! --match-set ${SET_INTERNAL} dst -m set --match-set ${SET_TRAFFIC} src -j RETURN`,
+    `-m conntrack --ctstate DNAT --ctorigdst ${eipCidr} --ctdir REPLY -m set --match-set ${SET_TRAFFIC} src`,
+  ];
+}
 
 /**
  * Rules that the seed, or an earlier version of ours, kept in FORWARD and that let a bound
@@ -174,12 +235,19 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
   const vmis = sorted.map((b) => b.vmi);
   const rules = sorted.map(rulesOf);
   const internalNets = [...config.internalNets].sort();
+  const counting = config.trafficCounters === true;
+  // Off: the set and KUBE-EIP-TX stay, empty, and the jumps go (nothing counts).
+  const counted = counting ? [...eips, ...vmis] : [];
+  const countChains: ChainSpec[] = counting
+    ? [{ table: "mangle", name: CHAIN_TX, rules: txRules(config.eipCidr) }]
+    : [{ table: "mangle", name: CHAIN_TX, rules: [] }];
   return {
     internalNets,
     ipsets: [
       { name: SET_INTERNAL, type: "hash:net", members: internalNets },
       { name: SET_EIP, type: "hash:ip", members: eips },
       { name: SET_VMI, type: "hash:ip", members: [...vmis].sort() },
+      { name: SET_TRAFFIC, type: "hash:ip", counters: true, members: counted },
     ],
     chains: [
       { table: "nat", name: CHAIN_PREROUTING, rules: rules.map((r) => r.dnat) },
@@ -189,9 +257,11 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
         name: CHAIN_FORWARD,
         rules: [FORWARD_REPLY_RULE, ...rules.map((r) => r.forward)],
       },
+      { table: "nat", name: CHAIN_HAIRPIN, rules: [hairpinRule(config.eipCidr)] },
+      ...countChains,
     ],
-    jumps: JUMPS,
-    retiredJumps: RETIRED_JUMPS,
+    jumps: counting ? [...JUMPS, HAIRPIN_JUMP, ...COUNT_JUMPS] : [...JUMPS, HAIRPIN_JUMP],
+    retiredJumps: counting ? RETIRED_JUMPS : [...RETIRED_JUMPS, ...COUNT_JUMPS],
     routes: [
       { kind: "link", dst: config.eipCidr, dev: config.gatewayDev },
       { kind: "via", dst: "default", gateway: config.gatewayIp, dev: config.gatewayDev },
@@ -203,5 +273,6 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     bound: sorted,
     arpProxy: config.arpPoisoning ? { eips, routeDev: config.cniDev } : undefined,
     sysctls: gatewaySysctls(config),
+    trafficCounters: counting,
   };
 }
