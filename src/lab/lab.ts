@@ -381,6 +381,15 @@ export class Lab {
     return this.vmiTable.move(name, toNode, newAddress);
   }
 
+  /**
+   * A live migration under a CNI that keeps VM addresses: the VMI goes to node `toNode`
+   * with its address, MAC and everything in its namespace as they are (see lab-vmis.ts);
+   * the nodes' routes follow it.
+   */
+  migrateVmi(name: string, toNode: number): Promise<void> {
+    return this.vmiTable.migrate(name, toNode);
+  }
+
   /** Stops the VMI's processes and deletes its namespace. */
   removeVmi(name: string): Promise<void> {
     return this.vmiTable.remove(name);
