@@ -16,7 +16,8 @@ import type { IptablesMode } from "../kernel/iptables.js";
 import { inspectIptablesBackends } from "../kernel/iptables-mode.js";
 import { kernelSubsystems } from "../kernel/kernel-subsystems.js";
 import { ensureRouteTableName } from "../kernel/rt-tables.js";
-import { ConntrackCleaner } from "../kernel/conntrack.js";
+import { ConntrackCleaner, checkTcpLoose } from "../kernel/conntrack.js";
+import { SysctlWriter } from "../kernel/sysctl.js";
 import type { CommandRunner } from "../kernel/runner.js";
 import { ArpArrivals } from "../kernel/arp-arrivals.js";
 import { type Subsystem, announcing } from "../kernel/subsystem.js";
@@ -204,6 +205,7 @@ export async function startAgent(
   const metrics = new AgentMetrics();
   const store = new BindingStore(config.stateDir);
   const mode = await chooseIptablesBackend(config, runner, logger, metrics);
+  await checkTcpLoose(new SysctlWriter(runner, { procSysDir: config.procSysDir }), logger);
   const table = await loadBindings(config, store, logger, () =>
     readKernelBindings(runner, config.dataplane, mode),
   );

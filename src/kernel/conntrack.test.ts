@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { pino } from "pino";
-import { ConntrackCleaner } from "./conntrack.js";
+import { ConntrackCleaner, checkTcpLoose } from "./conntrack.js";
 import { FakeRunner } from "./fake-runner.js";
 import { CommandError } from "./runner.js";
 
@@ -36,4 +36,26 @@ test("forgets the flows of EIPs that left or changed VMI, after they did, and on
     "conntrack -D --reply-dst 192.168.18.100",
     "conntrack -D --reply-dst 192.168.18.101",
   ]);
+});
+
+test("checkTcpLoose warns when nf_conntrack_tcp_loose is 0, and only then", async () => {
+  const said = async (read: () => Promise<string[]>) => {
+    const lines: string[] = [];
+    const logger = pino({ level: "debug" }, { write: (l: string) => lines.push(l) });
+    const keys: (readonly string[])[] = [];
+    await checkTcpLoose({ read: (k) => (keys.push(k), read()) }, logger);
+    assert.deepEqual(keys, [["net/netfilter/nf_conntrack_tcp_loose"]]);
+    return lines.map((l) => JSON.parse(l) as { level: number; msg: string });
+  };
+  const warned = await said(async () => ["0"]);
+  assert.equal(warned.length, 1);
+  assert.equal(warned[0]?.level, 40);
+  assert.match(warned[0]?.msg ?? "", /^nf_conntrack_tcp_loose is 0: /);
+  assert.deepEqual(await said(async () => ["1"]), []);
+  const unread = await said(() => Promise.reject(new Error("ENOENT")));
+  assert.deepEqual(
+    unread.map((l) => l.level),
+    [20],
+    "unreadable: debug only",
+  );
 });

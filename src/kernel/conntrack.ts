@@ -71,3 +71,32 @@ export class ConntrackCleaner {
     }
   }
 }
+
+/** Lets conntrack take up a TCP flow in the middle, after its entry was lost (--proc-sys form). */
+export const TCP_LOOSE_SYSCTL = "net/netfilter/nf_conntrack_tcp_loose";
+
+/**
+ * Warns when nf_conntrack_tcp_loose is 0. Then a packet in the middle of a TCP flow whose
+ * conntrack entry is gone (`conntrack -F`, a full table, an entry that timed out) is
+ * INVALID: it is not NATed, so an inbound one meets the node's own EIP address and the
+ * node answers with a reset (docs/connections.md). Not read (no conntrack in the kernel
+ * yet, say): nothing is said beyond debug.
+ */
+export async function checkTcpLoose(
+  sysctl: { read(keys: readonly string[]): Promise<string[]> },
+  logger: Logger,
+): Promise<void> {
+  let value: string | undefined;
+  try {
+    [value] = await sysctl.read([TCP_LOOSE_SYSCTL]);
+  } catch (err) {
+    logger.debug({ err, sysctl: TCP_LOOSE_SYSCTL }, "cannot read nf_conntrack_tcp_loose");
+    return;
+  }
+  if (value === "0") {
+    logger.warn(
+      { sysctl: TCP_LOOSE_SYSCTL, value },
+      "nf_conntrack_tcp_loose is 0: a TCP flow through an EIP whose conntrack entry is lost (conntrack -F, a full table) is reset instead of taken up again; set it to 1 (the kernel's default)",
+    );
+  }
+}

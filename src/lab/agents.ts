@@ -39,6 +39,8 @@ export interface AgentStartOptions {
   readonly plaintext?: boolean;
   /** --dataplane; default labDataplane(). */
   readonly dataplane?: Dataplane;
+  /** The eip_agent.js to run (another build, for an upgrade); default AGENT_BIN. */
+  readonly binary?: string;
 }
 
 export type Dataplane = "iptables" | "nftables";
@@ -102,12 +104,16 @@ export async function startAgent(
   const args = agentArgs(lab, node, opts);
   const stateDir = lab.stateDir(`agent-node${node}`);
   const socket = join(stateDir, "agent.sock");
-  const proc = await lab.spawnIn(lab.nodeNamespace(node), [process.execPath, AGENT_BIN, ...args], {
-    name: opts.name ?? `agent-node${node}`,
-    env: opts.env,
-    waitFor: /"msg":"serving gRPC"/,
-    timeoutMs: 20_000,
-  });
+  const proc = await lab.spawnIn(
+    lab.nodeNamespace(node),
+    [process.execPath, opts.binary ?? AGENT_BIN, ...args],
+    {
+      name: opts.name ?? `agent-node${node}`,
+      env: opts.env,
+      waitFor: /"msg":"serving gRPC"/,
+      timeoutMs: 20_000,
+    },
+  );
   const client = new AgentClient(`unix:${socket}`);
   return {
     node,

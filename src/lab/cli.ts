@@ -321,6 +321,16 @@ export function labCommand(io: Io): Command {
       io.out(`${name} now ${address} on node${opts.node}\n`);
     });
   vmi
+    .command("migrate <name>")
+    .description("move to another node keeping the address (a CNI that keeps VM addresses)")
+    .requiredOption("--prefix <prefix>", "the lab's prefix")
+    .requiredOption("--node <n>", "target node index (1-based)", positiveInt)
+    .action(async (name: string, opts: { prefix: string; node: number }) => {
+      const lab = await Lab.attach(opts.prefix);
+      await lab.migrateVmi(name, opts.node);
+      io.out(`${name} now ${lab.vmi(name).address} on node${opts.node}\n`);
+    });
+  vmi
     .command("rm <name>")
     .requiredOption("--prefix <prefix>", "the lab's prefix")
     .action(async (name: string, opts: { prefix: string }) => {

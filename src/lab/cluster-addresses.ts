@@ -9,8 +9,11 @@ import type { Lab } from "./lab.js";
 function usedAddresses(lab: Lab, records: Iterable<VmiRecord>, node: number): Set<string> {
   const used = new Set([lab.node(node).bridgeAddress]);
   if (lab.podNode === node) used.add(lab.pod().address);
-  for (const v of lab.listVmis()) if (v.node === node) used.add(v.address);
-  for (const rec of records) if (rec.node === node) used.add(rec.address);
+  // By address, not by where the VMI runs: one migrated keeping its address holds it away.
+  const mine = (address: string) =>
+    lab.addressing.nodeOfPodAddress(address, lab.nodeCount) === node;
+  for (const v of lab.listVmis()) if (mine(v.address)) used.add(v.address);
+  for (const rec of records) if (mine(rec.address)) used.add(rec.address);
   return used;
 }
 

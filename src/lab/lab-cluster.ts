@@ -407,23 +407,30 @@ export class LabCluster {
 
   /**
    * A completed live migration: the lab VMI is re-plugged into node `toNode` with a new
-   * address (`newAddress` or the next free one), then the status says so (nodeName,
-   * interfaces[0].ipAddress, migrationState completed with source and target node), then
-   * the kubevirt.io/nodeName label follows. Resolves to the moment the apiserver answered
-   * the status write (performance.now()); a watcher may see it a moment earlier.
+   * address (`newAddress` or the next free one), or with `keepAddress` migrated keeping its
+   * own (Lab.migrateVmi), then the status says so (nodeName, interfaces[0].ipAddress,
+   * migrationState completed with source and target node), then the kubevirt.io/nodeName
+   * label follows. Resolves to the moment the apiserver answered the status write
+   * (performance.now()); a watcher may see it a moment earlier.
    */
   async moveVmi(
     name: string,
     toNode: number,
-    options: { newAddress?: string } = {},
+    options: { newAddress?: string; keepAddress?: boolean } = {},
   ): Promise<number> {
     this.checkRunning();
     const rec = this.record(name);
     this.lab.node(toNode);
     if (rec.node === toNode) throw new Error(`VMI ${name} is already on node ${toNode}`);
-    const address = pickPodAddress(this.lab, this.vmis.values(), toNode, options.newAddress);
+    if (options.keepAddress && options.newAddress !== undefined) {
+      throw new Error("moveVmi: keepAddress and newAddress exclude each other");
+    }
+    const address = options.keepAddress
+      ? rec.address
+      : pickPodAddress(this.lab, this.vmis.values(), toNode, options.newAddress);
     const startTimestamp = kubeTime();
-    if (rec.plugged) await this.lab.moveVmi(name, toNode, address);
+    if (rec.plugged && options.keepAddress) await this.lab.migrateVmi(name, toNode);
+    else if (rec.plugged) await this.lab.moveVmi(name, toNode, address);
     const from = rec.node;
     rec.node = toNode;
     rec.address = address;

@@ -151,6 +151,8 @@ export const MACS = {
   nodeMgmt: (i: number) => `02:ee:05:00:00:${hex2(i)}`,
   pod: (node: number) => `02:ee:04:00:00:${hex2(node)}`,
   vmi: (serial: number) => `02:ee:03:00:${hex2(serial >> 8)}:${hex2(serial)}`,
+  /** A VMI's host end once it came back to its home node's cni0 (migrateVmi). */
+  vmiHost: (serial: number) => `02:ee:07:00:${hex2(serial >> 8)}:${hex2(serial)}`,
 };
 
 function net(text: string, what: string): Ipv4Net {
