@@ -92,6 +92,17 @@ function isKubeObject(v: unknown): v is KubeObject {
   );
 }
 
+/** A bookmark's resourceVersion, or undefined when it has none. */
+function bookmarkVersion(v: unknown): string | undefined {
+  const meta =
+    typeof v === "object" && v !== null ? (v as { metadata?: unknown }).metadata : undefined;
+  const rv =
+    typeof meta === "object" && meta !== null
+      ? (meta as { resourceVersion?: unknown }).resourceVersion
+      : undefined;
+  return typeof rv === "string" && rv !== "" ? rv : undefined;
+}
+
 interface Index<T> {
   readonly fn: (obj: T) => readonly string[];
   readonly keys: Map<string, Set<string>>;
@@ -360,24 +371,31 @@ export class Informer<T extends KubeObject> {
   }
 
   private apply(type: WatchEventType, obj: unknown): void {
+    if (type === "BOOKMARK") {
+      // A bookmark's object carries only metadata.resourceVersion (and annotations): no name.
+      const rv = bookmarkVersion(obj);
+      if (rv === undefined) {
+        throw new Error(`watch ${this.ref.resource}: a bookmark without a resourceVersion`);
+      }
+      this.resourceVersion = rv;
+      return;
+    }
     if (!isKubeObject(obj)) throw new Error(`watch ${this.ref.resource}: an object without a name`);
     const rv = obj.metadata.resourceVersion;
-    if (type !== "BOOKMARK") {
-      const key = objectKey(obj);
-      const old = this.store.get(key);
-      if (type === "DELETED") {
-        if (old !== undefined) {
-          this.put(key, undefined);
-          this.emit({ type: "deleted", key, obj: obj as T, old });
-        }
-      } else {
-        this.put(key, obj as T);
-        this.emit(
-          old === undefined
-            ? { type: "added", key, obj: obj as T }
-            : { type: "modified", key, obj: obj as T, old },
-        );
+    const key = objectKey(obj);
+    const old = this.store.get(key);
+    if (type === "DELETED") {
+      if (old !== undefined) {
+        this.put(key, undefined);
+        this.emit({ type: "deleted", key, obj: obj as T, old });
       }
+    } else {
+      this.put(key, obj as T);
+      this.emit(
+        old === undefined
+          ? { type: "added", key, obj: obj as T }
+          : { type: "modified", key, obj: obj as T, old },
+      );
     }
     if (rv) this.resourceVersion = rv;
   }
