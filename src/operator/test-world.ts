@@ -1,6 +1,7 @@
 // A fake world for the reconciler's unit tests: caches, agents (by node address: EIP -> VMI
 // address) and API writes, each call recorded in order.
 import { pino } from "pino";
+import type { PoolChecks } from "./pools/gate.js";
 import { type AgentResult, type BindingWriter, type Caches, Reconciler } from "./reconciler.js";
 import type { EipBinding, EipBindingStatus, KubeNode, Vmi } from "./types.js";
 import { keyOf } from "./types.js";
@@ -117,7 +118,7 @@ export class World implements Caches, BindingWriter {
 /** A reconciler on the world, its Events recorded as "type reason", at a fixed time. */
 export function reconcilerOn(
   w: World,
-  opts: { now?: () => Date; nodeNotReadyGraceMs?: number } = {},
+  opts: { now?: () => Date; nodeNotReadyGraceMs?: number; pools?: PoolChecks } = {},
 ): Reconciler {
   return new Reconciler({
     caches: w,
@@ -126,6 +127,7 @@ export function reconcilerOn(
     events: { record: (_b, type, reason) => w.events.push(`${type} ${reason}`) },
     logger: pino({ level: "silent" }),
     now: opts.now ?? (() => new Date("2026-11-26T00:00:00Z")),
+    ...(opts.pools ? { pools: opts.pools } : {}),
     ...(opts.nodeNotReadyGraceMs !== undefined
       ? { nodeNotReadyGraceMs: opts.nodeNotReadyGraceMs }
       : {}),
