@@ -173,7 +173,7 @@ async function main(): Promise<number> {
   const pki = await makeCerts(new ExecRunner({ timeoutMs: 30_000 }), {
     dir: join(work, "pki"),
     nodes,
-    days: 2,
+    days: 30,
   });
   const runs: RunFigures[] = [];
   for (const mode of s.modes) {
