@@ -119,6 +119,13 @@ function table(runs: readonly RunFigures[], n: number): string {
       "",
     ],
     [
+      "CPU s t0 -> idle: others",
+      cell(pools, (r) => r.cpuOthers),
+      cell(named, (r) => r.cpuOthers),
+      "",
+      "",
+    ],
+    [
       "reconcile results",
       cell(pools, (r) => r.reconcileResults),
       cell(named, (r) => r.reconcileResults),

@@ -14,7 +14,7 @@ import { EIPBINDINGS } from "../../src/kube/client.js";
 import { mapLimit } from "../../src/lab/kube-rest.js";
 import { spawnTracked } from "../../src/lab/process.js";
 import { mb, now, readStatusKb, round, sleep } from "../common.js";
-import { cpuSeconds, parseScrape, RECONCILE, type Scrape } from "../metrics-scrape.js";
+import { CpuMeter, cpuSeconds, parseScrape, RECONCILE, type Scrape } from "../metrics-scrape.js";
 import { startSimAgents } from "../sim-agents/spec.js";
 import {
   EIP_CIDR,
@@ -58,6 +58,8 @@ export interface RunFigures {
   readonly duplicatesInKernels: number;
   readonly watchRestarts: number;
   readonly loadavg: { readonly start: string; readonly end: string };
+  /** CPU seconds from t0 to idle of the other processes, and of the whole machine. */
+  readonly cpuOthers: string;
   readonly profile: ProfileSummary | undefined;
 }
 
@@ -150,6 +152,16 @@ export async function runOnce(
     const scrape0 = await scrape(metricsPort);
     const cpu0 = cpuSeconds(pid);
     const start = loadavg();
+    const cp = cluster.cp.pids();
+    const meter = new CpuMeter(
+      new Map([
+        ["apiserver", cp.apiServer ?? NaN],
+        ["etcd", cp.etcd ?? NaN],
+        ["agents", agents[0]?.pid ?? NaN],
+        ["bench", process.pid],
+        ...agents.slice(1).map((a, k) => [`agents${k + 1}`, a.pid] as [string, number]),
+      ]),
+    );
 
     process.stdout.write(`[${mode}] writing ${s.bindings} EipBindings\n`);
     const t0 = now();
@@ -183,6 +195,11 @@ export async function runOnce(
         break;
     }
     const cpu1 = cpuSeconds(pid);
+    const used = meter.used();
+    const agentsCpu = Object.entries(used)
+      .filter(([k]) => k.startsWith("agents"))
+      .reduce((a, [, v]) => a + v, 0);
+    const others = `apiserver ${used["apiserver"]}, etcd ${used["etcd"]}, agents ${round(agentsCpu, 1)}, bench ${used["bench"]}, machine ${used["machine"]} of ${round(meter.elapsed() * os.availableParallelism(), 1)}`;
     const rssPeakMB = mb(readStatusKb(pid, "VmHWM"));
     const rssIdleMB = mb(readStatusKb(pid, "VmRSS"));
     const end = loadavg();
@@ -238,6 +255,7 @@ export async function runOnce(
       duplicatesInKernels: held.length - new Set(held).size,
       watchRestarts: watch.restarts,
       loadavg: { start, end },
+      cpuOthers: others,
     };
     await operator.stop(60_000);
     operatorStopped = true;

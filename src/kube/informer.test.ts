@@ -173,6 +173,28 @@ test("list, then watch from the list's resourceVersion: every change in order, t
   await informer.stop();
 });
 
+test("objects are cached without managedFields, from the list and from the watch", async () => {
+  const { api, informer } = setup();
+  const managed = (b: Binding) => {
+    (b.metadata as { managedFields?: unknown }).managedFields = [
+      { manager: "kubectl", operation: "Apply", fieldsV1: { "f:spec": {} } },
+    ];
+    return b;
+  };
+  api.objects = [managed(binding("a", "5"))];
+  informer.start();
+  await informer.waitForSync();
+  await settle();
+  api.current.send("ADDED", managed(binding("b", "6")));
+  for (const key of ["vms/a", "vms/b"]) {
+    const cached = informer.get(key);
+    assert.ok(cached, key);
+    assert.equal("managedFields" in cached.metadata, false, key);
+    assert.equal(cached.metadata.resourceVersion !== undefined, true);
+  }
+  await informer.stop();
+});
+
 test("a bookmark without a resourceVersion fails the watch: re-listed, never taken as an object", async () => {
   const { api, clock, informer, events } = setup();
   informer.start();
