@@ -35,3 +35,23 @@ test("parses networks and checks membership exactly", () => {
   assert.equal(parseIpv4Net("10.0.0.0/33"), undefined);
   assert.equal(formatIpv4Net(parseIpv4Net("10.0.0.1") ?? { base: 0, prefix: 0 }), "10.0.0.1/32");
 });
+
+test("parseIpv4 agrees with the strict grammar on generated strings (the hand parser against a regular expression)", () => {
+  const octet = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+  const reference = (t: string) => {
+    const parts = t.split(".");
+    if (parts.length !== 4 || !parts.every((p) => octet.test(p))) return undefined;
+    return parts.reduce((v, p) => v * 256 + Number(p), 0);
+  };
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const alphabet = "0123456789..  12500x";
+  for (let k = 0; k < 50_000; k++) {
+    const len = 1 + Math.floor(rand() * 16);
+    let t = "";
+    for (let i = 0; i < len; i++) t += alphabet[Math.floor(rand() * alphabet.length)];
+    assert.equal(parseIpv4(t), reference(t), JSON.stringify(t));
+  }
+  for (const t of ["1.2.3.4", "255.255.255.255", "0.0.0.0", "1.2.3.04", "1.2.3.256", "1.2.3.4\n"])
+    assert.equal(parseIpv4(t), reference(t), JSON.stringify(t));
+});

@@ -9,18 +9,37 @@ export interface Ipv4Net {
   readonly prefix: number;
 }
 
-const OCTET = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
-
-/** Parses a dotted-quad IPv4 address; returns undefined if it is not exactly one. */
+/**
+ * Parses a dotted-quad IPv4 address; returns undefined if it is not exactly one. By hand,
+ * not by regular expression: the operator parses addresses at every reconcile (node
+ * addresses, EIPs), and at 10,000 bindings the regular expression was its top cost.
+ */
 export function parseIpv4(text: string): number | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
   let value = 0;
-  for (const part of parts) {
-    if (!OCTET.test(part)) return undefined;
-    value = value * 256 + Number(part);
+  let octets = 0;
+  let i = 0;
+  const n = text.length;
+  while (octets < 4) {
+    const start = i;
+    let octet = 0;
+    while (i < n && i - start < 4) {
+      const c = text.charCodeAt(i);
+      if (c < 48 || c > 57) break;
+      octet = octet * 10 + (c - 48);
+      i++;
+    }
+    const digits = i - start;
+    // 1 to 3 digits, no leading zero ("0" alone is fine), at most 255.
+    if (digits === 0 || digits > 3 || octet > 255) return undefined;
+    if (digits > 1 && text.charCodeAt(start) === 48) return undefined;
+    value = value * 256 + octet;
+    octets++;
+    if (octets < 4) {
+      if (text.charCodeAt(i) !== 46) return undefined;
+      i++;
+    }
   }
-  return value;
+  return i === n ? value : undefined;
 }
 
 export function isIpv4(text: string): boolean {
@@ -28,7 +47,7 @@ export function isIpv4(text: string): boolean {
 }
 
 export function formatIpv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join(".");
+  return `${value >>> 24}.${(value >>> 16) & 255}.${(value >>> 8) & 255}.${value & 255}`;
 }
 
 function mask(prefix: number): number {

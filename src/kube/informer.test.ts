@@ -28,6 +28,15 @@ function binding(name: string, rv: string, vmiName = name): Binding {
   return { metadata: { name, namespace: "vms", resourceVersion: rv }, spec: { vmiName } };
 }
 
+/** A bookmark as kube-apiserver sends it: no name, only the resourceVersion (and an annotation). */
+function bookmark(rv: string): KubeObject {
+  return {
+    kind: "EipBinding",
+    apiVersion: "extension.lucheng0127/v1",
+    metadata: { resourceVersion: rv, annotations: { "k8s.io/initial-events-end": "true" } },
+  } as unknown as KubeObject;
+}
+
 /** One watch the informer opened: the test sends events, ends or breaks it. */
 interface FakeWatch {
   readonly opts: WatchOptions;
@@ -63,7 +72,14 @@ class FakeApi implements ListWatchClient {
       this.watches.push({
         opts,
         signal,
-        send: (type, obj) => onEvent(type, structuredClone(obj) as T),
+        // As KubeClient.watch: a handler that throws ends the watch with its error.
+        send: (type, obj) => {
+          try {
+            onEvent(type, structuredClone(obj) as T);
+          } catch (err) {
+            reject(err as Error);
+          }
+        },
         end: resolve,
         fail: reject,
       });
@@ -133,7 +149,8 @@ test("list, then watch from the list's resourceVersion: every change in order, t
   api.current.send("MODIFIED", binding("a", "11"));
   api.current.send("ADDED", binding("c", "12"));
   api.current.send("DELETED", binding("b", "13"));
-  api.current.send("BOOKMARK", { metadata: { name: "", resourceVersion: "20" } });
+  // As the apiserver sends it: the kind, a resourceVersion, an annotation, and no name.
+  api.current.send("BOOKMARK", bookmark("20"));
   assert.deepEqual(events.slice(2), [
     "modified vms/a@11 (was 5)",
     "added vms/c@12",
@@ -143,6 +160,7 @@ test("list, then watch from the list's resourceVersion: every change in order, t
   assert.equal(informer.get("vms/c")?.metadata.resourceVersion, "12");
   assert.equal(informer.get("vms/b"), undefined);
 
+  assert.equal(informer.restarts, 0, "a bookmark (no name) is no failure");
   // The server ends the watch: the next one starts at the bookmark, without a list.
   api.current.end();
   await settle();
@@ -152,6 +170,41 @@ test("list, then watch from the list's resourceVersion: every change in order, t
   assert.equal(informer.restarts, 1);
   assert.equal(restarted, 1, "the restart reported (the metric)");
   assert.equal(informer.relists, 0);
+  await informer.stop();
+});
+
+test("objects are cached without managedFields, from the list and from the watch", async () => {
+  const { api, informer } = setup();
+  const managed = (b: Binding) => {
+    (b.metadata as { managedFields?: unknown }).managedFields = [
+      { manager: "kubectl", operation: "Apply", fieldsV1: { "f:spec": {} } },
+    ];
+    return b;
+  };
+  api.objects = [managed(binding("a", "5"))];
+  informer.start();
+  await informer.waitForSync();
+  await settle();
+  api.current.send("ADDED", managed(binding("b", "6")));
+  for (const key of ["vms/a", "vms/b"]) {
+    const cached = informer.get(key);
+    assert.ok(cached, key);
+    assert.equal("managedFields" in cached.metadata, false, key);
+    assert.equal(cached.metadata.resourceVersion !== undefined, true);
+  }
+  await informer.stop();
+});
+
+test("a bookmark without a resourceVersion fails the watch: re-listed, never taken as an object", async () => {
+  const { api, clock, informer, events } = setup();
+  informer.start();
+  await informer.waitForSync();
+  await settle();
+  api.current.send("BOOKMARK", { metadata: {} } as unknown as KubeObject);
+  await settle();
+  await clock.advance(2000);
+  assert.equal(api.lists.length, 2, "re-listed after the broken watch");
+  assert.deepEqual(events, []);
   await informer.stop();
 });
 
@@ -225,7 +278,7 @@ test("a watch silent past silenceTimeoutMs is restarted from the last resourceVe
   await informer.waitForSync();
   await settle();
   await clock.advance(4000);
-  api.current.send("BOOKMARK", { metadata: { name: "", resourceVersion: "8" } });
+  api.current.send("BOOKMARK", bookmark("8"));
   await clock.advance(4000);
   assert.equal(api.watches.length, 1, "a bookmark counts as a sign of life");
   assert.equal(api.current.signal.aborted, false);

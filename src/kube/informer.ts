@@ -15,7 +15,8 @@
 // resourceVersion. Every restart is logged with its reason and counted (restarts, relists,
 // silences) for metrics.
 //
-// Handlers run synchronously in event order, after the cache changed; one that throws is
+// Cached objects lack metadata.managedFields (see slim). Handlers run synchronously in event
+// order, after the cache changed; one that throws is
 // logged and does not disturb the others or the loop.
 import type { Logger } from "pino";
 import { type BackoffOptions, backoffDelay } from "../common/backoff.js";
@@ -90,6 +91,27 @@ function isKubeObject(v: unknown): v is KubeObject {
     meta !== null &&
     typeof (meta as { name?: unknown }).name === "string"
   );
+}
+
+/**
+ * Drops metadata.managedFields (server-side apply's bookkeeping, often the largest part of
+ * an object) before the object is cached: nothing here reads it, and with thousands of
+ * objects cached it is most of the cache's memory.
+ */
+function slim(obj: KubeObject): KubeObject {
+  delete (obj.metadata as { managedFields?: unknown }).managedFields;
+  return obj;
+}
+
+/** A bookmark's resourceVersion, or undefined when it has none. */
+function bookmarkVersion(v: unknown): string | undefined {
+  const meta =
+    typeof v === "object" && v !== null ? (v as { metadata?: unknown }).metadata : undefined;
+  const rv =
+    typeof meta === "object" && meta !== null
+      ? (meta as { resourceVersion?: unknown }).resourceVersion
+      : undefined;
+  return typeof rv === "string" && rv !== "" ? rv : undefined;
 }
 
 interface Index<T> {
@@ -290,7 +312,7 @@ export class Informer<T extends KubeObject> {
     const fresh = new Map<string, T>();
     for (const item of items) {
       if (!isKubeObject(item)) throw new Error(`list ${this.ref.resource}: an item without a name`);
-      fresh.set(objectKey(item), item as T);
+      fresh.set(objectKey(item), slim(item) as T);
     }
     const events: InformerEvent<T>[] = [];
     for (const [key, obj] of fresh) {
@@ -360,24 +382,32 @@ export class Informer<T extends KubeObject> {
   }
 
   private apply(type: WatchEventType, obj: unknown): void {
-    if (!isKubeObject(obj)) throw new Error(`watch ${this.ref.resource}: an object without a name`);
-    const rv = obj.metadata.resourceVersion;
-    if (type !== "BOOKMARK") {
-      const key = objectKey(obj);
-      const old = this.store.get(key);
-      if (type === "DELETED") {
-        if (old !== undefined) {
-          this.put(key, undefined);
-          this.emit({ type: "deleted", key, obj: obj as T, old });
-        }
-      } else {
-        this.put(key, obj as T);
-        this.emit(
-          old === undefined
-            ? { type: "added", key, obj: obj as T }
-            : { type: "modified", key, obj: obj as T, old },
-        );
+    if (type === "BOOKMARK") {
+      // A bookmark's object carries only metadata.resourceVersion (and annotations): no name.
+      const rv = bookmarkVersion(obj);
+      if (rv === undefined) {
+        throw new Error(`watch ${this.ref.resource}: a bookmark without a resourceVersion`);
       }
+      this.resourceVersion = rv;
+      return;
+    }
+    if (!isKubeObject(obj)) throw new Error(`watch ${this.ref.resource}: an object without a name`);
+    slim(obj);
+    const rv = obj.metadata.resourceVersion;
+    const key = objectKey(obj);
+    const old = this.store.get(key);
+    if (type === "DELETED") {
+      if (old !== undefined) {
+        this.put(key, undefined);
+        this.emit({ type: "deleted", key, obj: obj as T, old });
+      }
+    } else {
+      this.put(key, obj as T);
+      this.emit(
+        old === undefined
+          ? { type: "added", key, obj: obj as T }
+          : { type: "modified", key, obj: obj as T, old },
+      );
     }
     if (rv) this.resourceVersion = rv;
   }

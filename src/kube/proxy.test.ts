@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeCerts } from "../deploy/certs.js";
 import { ExecRunner } from "../kernel/runner.js";
+import { syncBuiltinESMExports } from "node:module";
+import tls from "node:tls";
 import { KubeClient, NODES } from "./client.js";
 
 /**
@@ -129,6 +131,35 @@ describe("KubeClient through an http:// proxy-url (CONNECT) to an HTTPS apiserve
     } finally {
       refused.close();
       untrusted.close();
+    }
+  });
+
+  test("connections opened at once share one TLS context, made when the client is", async () => {
+    const made = tls.createSecureContext;
+    let contexts = 0;
+    tls.createSecureContext = (options) => {
+      contexts++;
+      return made(options);
+    };
+    syncBuiltinESMExports();
+    try {
+      const client = new KubeClient(
+        { server: `https://127.0.0.1:${apiPort}`, ca, token: () => "t" },
+        { timeoutMs: 5000 },
+      );
+      try {
+        requests.length = 0;
+        await Promise.all(
+          Array.from({ length: 8 }, (_, i) => client.get(NODES, undefined, `n${i}`)),
+        );
+        assert.equal(requests.length, 8);
+        assert.equal(contexts, 1, "eight connections, one context");
+      } finally {
+        client.close();
+      }
+    } finally {
+      tls.createSecureContext = made;
+      syncBuiltinESMExports();
     }
   });
 });

@@ -6,7 +6,7 @@
 import { Agent as HttpAgent, type ClientRequestArgs, request as httpRequest } from "node:http";
 import { Agent as HttpsAgent, type AgentOptions } from "node:https";
 import type { Duplex } from "node:stream";
-import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
+import { connect as tlsConnect, type ConnectionOptions, createSecureContext } from "node:tls";
 import type { KubeConfig } from "./config.js";
 
 /** How long the proxy has to open the tunnel. */
@@ -28,11 +28,19 @@ export function checkProxyUrl(url: string, where: string): void {
 }
 
 export function kubeAgent(cfg: KubeConfig, secure: boolean): HttpAgent {
+  // One TLS context for every connection: without it each new connection parses the CA,
+  // the certificate and the key again (tls.connect makes a context per call), which a
+  // burst of requests opening connections pays in full.
+  const secureContext = secure
+    ? createSecureContext({
+        ...(cfg.ca !== undefined ? { ca: cfg.ca } : {}),
+        ...(cfg.cert !== undefined ? { cert: cfg.cert } : {}),
+        ...(cfg.key !== undefined ? { key: cfg.key } : {}),
+      })
+    : undefined;
   const tls: AgentOptions = {
     keepAlive: true,
-    ...(cfg.ca !== undefined ? { ca: cfg.ca } : {}),
-    ...(cfg.cert !== undefined ? { cert: cfg.cert } : {}),
-    ...(cfg.key !== undefined ? { key: cfg.key } : {}),
+    ...(secureContext ? { secureContext } : {}),
     ...(cfg.tlsServerName !== undefined ? { servername: cfg.tlsServerName } : {}),
     rejectUnauthorized: cfg.insecureSkipTlsVerify !== true,
   };

@@ -183,6 +183,8 @@ export class Controller {
       return;
     }
     if (ev.type === "modified" && ev.old && onlyOurWrites(ev.old, ev.obj)) return;
+    // An allocation's write: the reconcile that made it went on with the object written.
+    if (this.deps.pools?.ownAllocation(ev)) return;
     this.enqueue(ev.key);
     if (ev.old && eipOf(ev.old) !== eipOf(ev.obj)) {
       for (const k of this.byEip.get(eipOf(ev.old) ?? "") ?? []) this.enqueue(k);

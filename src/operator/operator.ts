@@ -103,12 +103,22 @@ export async function startOperator(
       logger,
       name: "virtualmachines",
     });
-    agents.setNodes((address) =>
-      nodes
-        .list()
-        .filter((n) => nodeAddress(n) === address)
-        .map((n) => n.metadata.name ?? ""),
-    );
+    // Which nodes have an address: asked at every agent call, so kept by address and made
+    // again only after the nodes changed.
+    let byAddress: Map<string, string[]> | undefined;
+    nodes.onEvent(() => {
+      byAddress = undefined;
+    });
+    agents.setNodes((address) => {
+      if (!byAddress) {
+        byAddress = new Map();
+        for (const n of nodes.list()) {
+          const a = nodeAddress(n);
+          if (a !== undefined) byAddress.set(a, [...(byAddress.get(a) ?? []), n.metadata.name]);
+        }
+      }
+      return byAddress.get(address) ?? [];
+    });
     informers = [
       { name: "eipbindings", informer: bindings },
       { name: "virtualmachineinstances", informer: vmis },

@@ -235,3 +235,36 @@ test("two bindings for one EIP created in the same second: namespace/name decide
     }
   }
 });
+
+test("an allocated address: one pass binds it and writes the status, the finalizer came with the address", async () => {
+  w.setVmi("vm", "Running", "node1", "10.244.1.10");
+  w.addBinding("b", "", "vm", "t1");
+  const cached = w.bindings.get("default/b");
+  assert.ok(cached);
+  delete cached.spec.eipAddr;
+  // The object the allocation's patch returned; the cache has not seen it yet.
+  const written = {
+    ...cached,
+    metadata: { ...cached.metadata, finalizers: [FINALIZER] },
+    spec: { ...cached.spec, eipAddr: "192.168.18.7" },
+  };
+  let finalizerWrites = 0;
+  const setFinalizers = w.setFinalizers.bind(w);
+  w.setFinalizers = async (b, f) => {
+    finalizerWrites++;
+    return setFinalizers(b, f);
+  };
+  r = reconcilerOn(w, {
+    pools: {
+      check: async () => ({ kind: "allocated", binding: written }),
+      ownAllocation: () => false,
+    },
+  });
+  await r.reconcile("default/b");
+  assert.deepEqual(w.calls, [
+    "bind 172.16.0.11 192.168.18.7 10.244.1.10",
+    "status default/b Bound",
+  ]);
+  assert.equal(finalizerWrites, 0);
+  assert.equal(w.bindings.get("default/b")?.status?.eipAddr, "192.168.18.7");
+});

@@ -131,17 +131,18 @@ export class Reconciler {
   constructor(private readonly deps: ReconcilerDeps) {}
 
   async reconcile(key: string): Promise<void> {
-    const binding = this.deps.caches.binding(key);
-    if (!binding) return; // gone: its finalizer made sure it was unbound first
-    if (binding.metadata.deletionTimestamp) return this.finalize(binding);
+    const cached = this.deps.caches.binding(key);
+    if (!cached) return; // gone: its finalizer made sure it was unbound first
+    if (cached.metadata.deletionTimestamp) return this.finalize(cached);
+    const pooled = await this.deps.pools?.check(cached);
+    // Allocated: the address and our finalizer are written; go on with that object.
+    const binding = pooled?.kind === "allocated" ? pooled.binding : cached;
     const finalizers = binding.metadata.finalizers ?? [];
     if (!finalizers.includes(FINALIZER)) {
       // Before anything is bound: a deletion must always find the finalizer.
       await this.deps.writer.setFinalizers(binding, [...finalizers, FINALIZER]);
     }
     const applied = appliedOf(binding);
-    const pooled = await this.deps.pools?.check(binding);
-    if (pooled?.kind === "allocated") return; // the update of its spec.eipAddr brings it back
     if (pooled?.kind === "refuse") {
       return this.settle(binding, applied, { reason: pooled.reason, message: pooled.message });
     }

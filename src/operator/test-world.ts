@@ -1,6 +1,7 @@
 // A fake world for the reconciler's unit tests: caches, agents (by node address: EIP -> VMI
 // address) and API writes, each call recorded in order.
 import { pino } from "pino";
+import type { PoolChecks } from "./pools/gate.js";
 import { type AgentResult, type BindingWriter, type Caches, Reconciler } from "./reconciler.js";
 import type { DataplaneState, EipBinding, EipBindingStatus, KubeNode, Vmi } from "./types.js";
 import { keyOf } from "./types.js";
@@ -136,6 +137,7 @@ export function reconcilerOn(
     now?: () => Date;
     nodeNotReadyGraceMs?: number;
     sleep?: (ms: number) => Promise<void>;
+    pools?: PoolChecks;
   } = {},
 ): Reconciler {
   return new Reconciler({
@@ -151,6 +153,7 @@ export function reconcilerOn(
     logger: pino({ level: "silent" }),
     now: opts.now ?? (() => new Date("2026-11-26T00:00:00Z")),
     ...(opts.sleep ? { sleep: opts.sleep } : {}),
+    ...(opts.pools ? { pools: opts.pools } : {}),
     ...(opts.nodeNotReadyGraceMs !== undefined
       ? { nodeNotReadyGraceMs: opts.nodeNotReadyGraceMs }
       : {}),

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parseIpv4 } from "../../common/ipv4.js";
 import type { EipBinding } from "../types.js";
-import { type PoolWorld, type Verdict, freeAddresses, inUse, judge, usage } from "./allocator.js";
+import { AddressIndex } from "./address-index.js";
+import { type PoolWorld, type Verdict, judge, usage } from "./allocator.js";
 import { poolSet } from "./parse.js";
 import type { EipPool, EipPoolSpec } from "./types.js";
 
@@ -42,12 +43,13 @@ function world(
     inFlight?: Record<string, string>;
   } = {},
 ): PoolWorld {
+  const index = AddressIndex.of(bindings);
+  for (const [key, address] of Object.entries(opts.inFlight ?? {})) index.reserve(key, ip(address));
   return {
     pools: poolSet(pools),
-    bindings,
+    index,
     namespaceLabels: (ns) => opts.labels?.[ns] ?? {},
     reserved: new Set((opts.reserved ?? []).map(ip)),
-    inFlight: new Map(Object.entries(opts.inFlight ?? {}).map(([k, v]) => [k, ip(v)])),
   };
 }
 
@@ -249,8 +251,8 @@ describe("usage and free addresses", () => {
         binding("a/3", { eipAddr: "10.0.0.1" }),
       ],
     );
-    const used = inUse(w);
-    assert.deepEqual(usage(p, used, new Set([ip("192.168.18.6")])), { allocated: 2, free: 3 });
-    assert.deepEqual([...freeAddresses(p, used, new Set([ip("192.168.18.6")]))].length, 3);
+    const reserved = new Set([ip("192.168.18.6")]);
+    assert.deepEqual(usage(p, w.index, reserved), { allocated: 2, free: 3 });
+    assert.deepEqual([...w.index.free(p, reserved)].length, 3);
   });
 });

@@ -18,19 +18,18 @@
 import { formatIpv4, parseIpv4 } from "../../common/ipv4.js";
 import { olderFirst } from "../placement.js";
 import { type EipBinding, keyOf } from "../types.js";
+import type { AddressIndex } from "./address-index.js";
 import { type ParsedPool, type PoolSet, admits, contains } from "./parse.js";
 import { PoolReason } from "./types.js";
 
 export interface PoolWorld {
   readonly pools: PoolSet;
-  /** Every EipBinding in the cache. */
-  readonly bindings: readonly EipBinding[];
+  /** What the bindings in the cache hold, and what was just allocated (address-index.ts). */
+  readonly index: AddressIndex;
   /** A namespace's labels; undefined when it is not (yet) known. */
   namespaceLabels(namespace: string): Readonly<Record<string, string>> | undefined;
   /** Never handed out: node addresses, the agents' gateways. */
   readonly reserved: ReadonlySet<number>;
-  /** Allocations written to the API but not yet seen in the cache, by binding key. */
-  readonly inFlight: ReadonlyMap<string, number>;
 }
 
 export type Verdict =
@@ -42,24 +41,6 @@ const PROCEED: Verdict = { kind: "proceed" };
 
 function refuse(reason: PoolReason, message: string): Verdict {
   return { kind: "refuse", reason, message };
-}
-
-/** The address a binding names or was just given, as a number. */
-function heldBy(b: EipBinding, inFlight: ReadonlyMap<string, number>): number | undefined {
-  const named = b.spec.eipAddr ? parseIpv4(b.spec.eipAddr) : undefined;
-  return named ?? inFlight.get(keyOf(b.metadata));
-}
-
-/** Every address some binding names, holds, or was just given. */
-export function inUse(world: PoolWorld): Set<number> {
-  const used = new Set<number>(world.inFlight.values());
-  for (const b of world.bindings) {
-    for (const text of [b.spec.eipAddr, b.status?.eipAddr]) {
-      const a = text ? parseIpv4(text) : undefined;
-      if (a !== undefined) used.add(a);
-    }
-  }
-  return used;
 }
 
 export function judge(binding: EipBinding, world: PoolWorld): Verdict {
@@ -114,51 +95,52 @@ function overQuota(pool: ParsedPool, ns: string): Verdict {
   );
 }
 
-/** A binding naming a pool's address is within the limit when few enough older ones are. */
-function withinLimit(binding: EipBinding, pool: ParsedPool, world: PoolWorld): boolean {
-  if (pool.limit === undefined) return true;
-  const ns = binding.metadata.namespace ?? "";
-  const key = keyOf(binding.metadata);
-  const holders = world.bindings
+/** The namespace's bindings holding an address of the pool, oldest first. */
+function holdersOf(pool: ParsedPool, ns: string, index: AddressIndex): EipBinding[] {
+  return index
+    .holdersIn(ns)
     .filter((b) => {
-      if ((b.metadata.namespace ?? "") !== ns) return false;
-      const a = heldBy(b, world.inFlight);
+      const a = index.heldBy(keyOf(b.metadata));
       return a !== undefined && contains(pool, a);
     })
     .sort(olderFirst);
+}
+
+/** A binding naming a pool's address is within the limit when few enough older ones are. */
+function withinLimit(binding: EipBinding, pool: ParsedPool, world: PoolWorld): boolean {
+  if (pool.limit === undefined) return true;
+  const key = keyOf(binding.metadata);
+  const holders = holdersOf(pool, binding.metadata.namespace ?? "", world.index);
   const rank = holders.findIndex((b) => keyOf(b.metadata) === key);
   return rank !== -1 && rank < pool.limit;
 }
 
-function poolOf(b: EipBinding, pools: PoolSet): ParsedPool | undefined {
+/** The pool a binding naming no address asks for: its poolName's, or the default. */
+export function poolOf(b: EipBinding, pools: PoolSet): ParsedPool | undefined {
   return b.spec.poolName ? pools.valid.find((p) => p.name === b.spec.poolName) : pools.defaultPool;
 }
 
-/** Serves the bindings waiting for `pool` oldest first, until it reaches `binding`. */
+/**
+ * Serves the bindings waiting for `pool` oldest first, until it reaches `binding`: each
+ * older one served takes the next free address, so the binding gets the one it would get
+ * whichever order the workers run in. Walks only the waiting bindings older than this one.
+ */
 function plan(binding: EipBinding, pool: ParsedPool, world: PoolWorld): Verdict {
+  const { index } = world;
   const key = keyOf(binding.metadata);
-  const used = inUse(world);
+  if (!index.isWaiting(key)) return PROCEED; // being deleted, or given one already
   const held = new Map<string, number>(); // per namespace, this pool's addresses held
-  const waiting: EipBinding[] = [];
-  for (const b of world.bindings) {
+  const heldIn = (ns: string) => {
+    let n = held.get(ns);
+    if (n === undefined) held.set(ns, (n = holdersOf(pool, ns, index).length));
+    return n;
+  };
+  const free = index.free(pool, world.reserved);
+  for (const b of index.waiting) {
     const ns = b.metadata.namespace ?? "";
-    const a = heldBy(b, world.inFlight);
-    if (a !== undefined) {
-      if (contains(pool, a)) held.set(ns, (held.get(ns) ?? 0) + 1);
-    } else if (
-      !b.metadata.deletionTimestamp &&
-      poolOf(b, world.pools) === pool &&
-      admits(pool, ns, world.namespaceLabels(ns))
-    ) {
-      waiting.push(b);
-    }
-  }
-  waiting.sort(olderFirst);
-  const free = freeAddresses(pool, used, world.reserved);
-  for (const b of waiting) {
-    const ns = b.metadata.namespace ?? "";
+    if (poolOf(b, world.pools) !== pool || !admits(pool, ns, world.namespaceLabels(ns))) continue;
     const mine = keyOf(b.metadata) === key;
-    if (pool.limit !== undefined && (held.get(ns) ?? 0) >= pool.limit) {
+    if (pool.limit !== undefined && heldIn(ns) >= pool.limit) {
       if (mine) return overQuota(pool, ns);
       continue;
     }
@@ -171,31 +153,20 @@ function plan(binding: EipBinding, pool: ParsedPool, world: PoolWorld): Verdict 
       );
     }
     if (mine) return { kind: "allocate", pool: pool.name, address: formatIpv4(next.value) };
-    held.set(ns, (held.get(ns) ?? 0) + 1);
+    if (pool.limit !== undefined) held.set(ns, heldIn(ns) + 1);
   }
-  return PROCEED; // not waiting (being deleted): nothing to allocate
-}
-
-/** The pool's free addresses, lowest first. */
-export function* freeAddresses(
-  pool: ParsedPool,
-  used: ReadonlySet<number>,
-  reserved: ReadonlySet<number>,
-): Generator<number, void> {
-  for (const b of pool.blocks) {
-    for (let a = b.start; a <= b.end; a++) if (!used.has(a) && !reserved.has(a)) yield a;
-  }
+  return PROCEED;
 }
 
 /** A pool's status numbers: addresses held by bindings, and those left to hand out. */
 export function usage(
   pool: ParsedPool,
-  used: ReadonlySet<number>,
+  index: AddressIndex,
   reserved: ReadonlySet<number>,
 ): { allocated: number; free: number } {
   let allocated = 0;
   let blocked = 0;
-  for (const a of used) if (contains(pool, a)) allocated++;
-  for (const a of reserved) if (!used.has(a) && contains(pool, a)) blocked++;
+  for (const a of index.used()) if (contains(pool, a)) allocated++;
+  for (const a of reserved) if (!index.isUsed(a) && contains(pool, a)) blocked++;
   return { allocated, free: pool.size - allocated - blocked };
 }

@@ -42,6 +42,9 @@ let nodes: FakeCache<KubeNode>;
 let enqueued: string[];
 let events: string[];
 let allocations: { key: string; pool: string; address: string }[];
+/** Set by a test to hold the allocation writes until it says so. */
+let hold: Promise<void> | undefined;
+let failNext: Error | undefined;
 let statuses: Map<string, EipPoolStatus>;
 let gate: PoolGate;
 
@@ -59,6 +62,8 @@ beforeEach(() => {
   enqueued = [];
   events = [];
   allocations = [];
+  hold = undefined;
+  failNext = undefined;
   statuses = new Map();
   gate = new PoolGate({
     pools,
@@ -68,7 +73,12 @@ beforeEach(() => {
     writer: {
       async allocate(b, pool, address) {
         await Promise.resolve(); // the API answers later; the cache later still
+        const err = failNext;
+        failNext = undefined;
+        if (err) throw err;
         allocations.push({ key: `${b.metadata.namespace}/${b.metadata.name}`, pool, address });
+        await hold;
+        return { ...b, spec: { ...b.spec, eipAddr: address } };
       },
       async patchPoolStatus(p, status) {
         statuses.set(p.metadata.name, status);
@@ -188,5 +198,81 @@ describe("PoolGate", () => {
     const late = statuses.get("late");
     assert.equal(late?.conditions?.[0]?.status, "False");
     assert.match(late?.conditions?.[0]?.message ?? "", /overlaps the older EipPool p/);
+  });
+
+  test("allocation writes run at once, not one after the other", async () => {
+    let release = () => {};
+    hold = new Promise((resolve) => (release = resolve));
+    const x = binding("x", "2026-01-01T00:00:01Z");
+    const y = binding("y", "2026-01-01T00:00:02Z");
+    bindings.set("a/x", x);
+    bindings.set("a/y", y);
+    const checks = Promise.all([gate.check(x), gate.check(y)]);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(allocations.length, 2, "both writes are in flight together");
+    release();
+    const [rx, ry] = await checks;
+    assert.equal(rx.kind === "allocated" && rx.binding.spec.eipAddr, "10.0.0.3");
+    assert.equal(ry.kind === "allocated" && ry.binding.spec.eipAddr, "10.0.0.4");
+  });
+
+  test("only a release wakes the waiting bindings: an allocation or a status write wakes none", async () => {
+    const x = binding("x", "2026-01-01T00:00:01Z");
+    bindings.set("a/x", x);
+    bindings.set("a/waiting", binding("waiting", "2026-01-01T00:00:02Z"));
+    const r = await gate.check(x);
+    assert.equal(r.kind, "allocated");
+    enqueued = [];
+    const allocated = { ...x, spec: { ...x.spec, eipAddr: "10.0.0.3" } };
+    bindings.set("a/x", allocated);
+    bindings.set("a/x", { ...allocated, status: { eipAddr: "10.0.0.3" } });
+    assert.deepEqual(enqueued, []);
+    // Moved to a named address: .3 is released once the status lets go of it too.
+    bindings.set("a/x", {
+      ...allocated,
+      spec: { ...x.spec, eipAddr: "10.0.0.5" },
+      status: { eipAddr: "10.0.0.3" },
+    });
+    assert.deepEqual(enqueued, []);
+    bindings.set("a/x", {
+      ...allocated,
+      spec: { ...x.spec, eipAddr: "10.0.0.5" },
+      status: { eipAddr: "10.0.0.5" },
+    });
+    assert.deepEqual(enqueued, ["a/waiting"]);
+  });
+
+  test("the cache event of an allocation written here is ours, once; the same change by another is not", async () => {
+    const x = binding("x", "2026-01-01T00:00:01Z");
+    bindings.set("a/x", x);
+    const r = await gate.check(x);
+    assert.ok(r.kind === "allocated");
+    const ev = { type: "modified" as const, key: "a/x", obj: r.binding, old: x };
+    assert.equal(gate.ownAllocation(ev), true);
+    assert.equal(gate.ownAllocation(ev), false, "told once");
+    const y = binding("y", "2026-01-01T00:00:02Z");
+    bindings.set("a/y", y);
+    const other = { ...y, spec: { ...y.spec, eipAddr: "10.0.0.6" } };
+    assert.equal(gate.ownAllocation({ type: "modified", key: "a/y", obj: other, old: y }), false);
+  });
+
+  test("while the cache lags, a check answers with the object written; a failed write frees its address", async () => {
+    const x = binding("x", "2026-01-01T00:00:01Z");
+    bindings.set("a/x", x);
+    const first = await gate.check(x);
+    const again = await gate.check(x);
+    assert.deepEqual(again, first, "no second allocation");
+    assert.equal(allocations.length, 1);
+    const y = binding("y", "2026-01-01T00:00:02Z");
+    bindings.set("a/y", y);
+    failNext = new Error("conflict");
+    await assert.rejects(gate.check(y), /conflict/);
+    const z = binding("z", "2026-01-01T00:00:03Z");
+    bindings.set("a/z", z);
+    const rz = await gate.check(z);
+    // y waits again, older than z: z gets the address after the one kept for y.
+    assert.equal(rz.kind === "allocated" && rz.binding.spec.eipAddr, "10.0.0.5");
+    const ry = await gate.check(y);
+    assert.equal(ry.kind === "allocated" && ry.binding.spec.eipAddr, "10.0.0.4");
   });
 });

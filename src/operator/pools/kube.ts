@@ -1,6 +1,6 @@
 // The pools' side of the API: the resources they read and their writes.
 import { EIPBINDINGS, type KubeClient, type ResourceRef, isConflict } from "../../kube/client.js";
-import type { EipBinding } from "../types.js";
+import { type EipBinding, FINALIZER } from "../types.js";
 import type { PoolWriter } from "./gate.js";
 import { ALLOCATED_FROM } from "./types.js";
 
@@ -18,8 +18,9 @@ export const NAMESPACES: ResourceRef = {
 };
 
 export function poolWriter(client: KubeClient): PoolWriter {
-  const patch = (b: EipBinding, pool: string, address: string) =>
-    client.patch(
+  const patch = (b: EipBinding, pool: string, address: string) => {
+    const finalizers = b.metadata.finalizers ?? [];
+    return client.patch<EipBinding>(
       EIPBINDINGS,
       b.metadata.namespace,
       b.metadata.name,
@@ -27,19 +28,22 @@ export function poolWriter(client: KubeClient): PoolWriter {
         metadata: {
           resourceVersion: b.metadata.resourceVersion,
           annotations: { [ALLOCATED_FROM]: pool },
+          // Our finalizer in the same write, when the reconciler has not written it yet.
+          ...(finalizers.includes(FINALIZER) ? {} : { finalizers: [...finalizers, FINALIZER] }),
         },
         spec: { eipAddr: address },
       },
       { type: "merge" },
     );
+  };
   return {
     async allocate(binding, pool, address) {
       try {
-        await patch(binding, pool, address);
+        return await patch(binding, pool, address);
       } catch (err) {
         if (!isConflict(err)) throw err;
-        // Often only our own finalizer write, not yet in the cache: allocate on the fresh
-        // object if what the allocation was decided on is unchanged, else decide again.
+        // The object changed since the cache saw it: allocate on the fresh object if what
+        // the allocation was decided on is unchanged, else decide again.
         const fresh = await client.get<EipBinding>(
           EIPBINDINGS,
           binding.metadata.namespace,
@@ -53,7 +57,7 @@ export function poolWriter(client: KubeClient): PoolWriter {
         ) {
           throw err;
         }
-        await patch(fresh, pool, address);
+        return await patch(fresh, pool, address);
       }
     },
     async patchPoolStatus(pool, status) {
