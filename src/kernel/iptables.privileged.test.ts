@@ -40,7 +40,8 @@ COMMIT
 COMMIT
 `;
 
-const OURS = new Set([CHAIN_PREROUTING, CHAIN_POSTROUTING, CHAIN_FORWARD]);
+/** Our chains: the three per-binding ones and the hairpin chain. */
+const OURS = new Set(plan(CONFIG, []).chains.map((chain) => chain.name));
 
 for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[]) {
   describe(
@@ -55,7 +56,7 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
       let foreignBefore: string[];
 
       /** All rule lines of a table as iptables-save prints them. */
-      async function save(table: "nat" | "filter"): Promise<string[]> {
+      async function save(table: "nat" | "filter" | "mangle"): Promise<string[]> {
         const { stdout } = await ns.run(`iptables-${mode}-save`, ["-t", table]);
         return stdout.split("\n").filter((line) => line.startsWith("-A ") || line.startsWith(":"));
       }
@@ -63,7 +64,11 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
       /** The lines that are not ours: other chains' rules, minus our jumps. */
       async function foreign(): Promise<string[]> {
         const jumps = plan(CONFIG, []).jumps.map((j) => `-A ${j.chain} ${j.rule}`);
-        const lines = [...(await save("nat")), ...(await save("filter"))];
+        const lines = [
+          ...(await save("nat")),
+          ...(await save("filter")),
+          ...(await save("mangle")),
+        ];
         return lines.filter((line) => {
           const chain = line.split(" ")[line.startsWith(":") ? 0 : 1]?.replace(/^:/, "") ?? "";
           return !OURS.has(chain) && !jumps.includes(line);
@@ -73,7 +78,11 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
       /** Asserts the kernel holds exactly `bindings`' rules in our chains and one of each jump. */
       async function assertExactly(bindings: readonly Binding[]): Promise<void> {
         const desired = plan(CONFIG, bindings);
-        const lines = [...(await save("nat")), ...(await save("filter"))];
+        const lines = [
+          ...(await save("nat")),
+          ...(await save("filter")),
+          ...(await save("mangle")),
+        ];
         for (const spec of desired.chains) {
           const held = lines.filter((line) => line.startsWith(`-A ${spec.name} `)).sort();
           assert.deepEqual(
@@ -113,10 +122,12 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
       }
 
       it("builds our chains and jumps, leaving foreign rules alone", async () => {
-        assert.equal(await apply(PAIR), 14);
+        // 5 chains (3 per-binding, hairpin, the empty mangle TX one), 8 rules, 5 jumps.
+        assert.equal(await apply(PAIR), 18);
         assert.deepEqual(runner.lines(), [
           `iptables-${mode}-save -t nat`,
           `iptables-${mode}-save -t filter`,
+          `iptables-${mode}-save -t mangle`,
           `iptables-${mode}-restore --noflush -w 5`,
         ]);
         await assertExactly(PAIR);
