@@ -17,11 +17,12 @@ node dist/src/bin/lab.js cleanup --prefix keip- --stale >/dev/null
 node --test --test-concurrency=1 --test-reporter=spec "dist/**/*.test.js"
 # The e2e files that start the lab's agents once more, on the nftables dataplane, so both
 # dataplanes run the whole suite (docs/tests.md, "Both dataplanes"). The dataplane,
-# traffic, survive and conditions suites run every dataplane by themselves; deploy, helm and images start none of the lab's agents.
+# traffic, survive, survive-migration and conditions suites run every dataplane by
+# themselves; deploy, helm and images start none of the lab's agents.
 nftables_e2e=()
 for f in dist/e2e/*.privileged.test.js; do
   case "$(basename "$f")" in
-  dataplane.* | dataplane-switch.* | traffic.* | survive.* | conditions.* | deploy.* | helm.* | images.*) ;;
+  dataplane.* | dataplane-switch.* | traffic.* | survive.* | survive-migration.* | conditions.* | deploy.* | helm.* | images.*) ;;
   *) nftables_e2e+=("$f") ;;
   esac
 done
