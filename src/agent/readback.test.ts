@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { pino } from "pino";
+import { freePort } from "../common/free-port.js";
 import { AgentClient, type BindingInfo } from "../common/agent-api.js";
 import { SimKernel } from "../kernel/sim-kernel.js";
 import { TEST_BINDINGS } from "../model/test-plan-config.js";
@@ -17,15 +17,6 @@ import { type RunningAgent, startAgent } from "./agent.js";
 import { parseAgentArgs } from "./config.js";
 
 const [A, B] = TEST_BINDINGS as [{ eip: string; vmi: string }, { eip: string; vmi: string }];
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const address = server.address();
-  await new Promise<void>((r) => server.close(() => r()));
-  assert.ok(address && typeof address === "object");
-  return address.port;
-}
 
 async function start(sim: SimKernel, dir: string, arp: boolean) {
   const port = String(await freePort());

@@ -15,10 +15,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { freePort } from "../common/free-port.js";
 import { AgentClient, type EipOpRsp } from "../common/agent-api.js";
 import { SimKernel } from "../kernel/sim-kernel.js";
 import { type RunningAgent, startAgent } from "./agent.js";
@@ -160,15 +160,6 @@ function expected(m: Model, held: ReadonlySet<string>, action: string, eip: stri
   const atEip = m.byEip.get(eip);
   const atVmi = m.byVmi.get(vmi);
   return atEip === vmi || (atEip === undefined && atVmi === undefined);
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const address = server.address();
-  await new Promise<void>((r) => server.close(() => r()));
-  assert.ok(address && typeof address === "object");
-  return address.port;
 }
 
 async function stateFiles(dir: string): Promise<string> {
