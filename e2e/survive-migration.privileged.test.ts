@@ -23,14 +23,7 @@ const MOVE_APART_MS = 3500;
 for (const { mode, dataplane } of RUNS) {
   describe(
     `a migration keeping the VMI's address: dataplane ${dataplane} on iptables-${mode}`,
-    {
-      skip: NEEDS_ROOT,
-      // Known failure (ECONNRESET): on bind, the iptables dataplane adds the VMI to
-      // kube-eip-vmi (FORWARD accepts its packets) before its SNAT rule exists; a packet of
-      // the migrated VMI in that window leaves unNATed and its conntrack entry sticks.
-      // nftables writes all in one transaction and passes. Fix not done yet.
-      todo: dataplane === "iptables" ? "bind leaks un-SNATed conntrack entries" : undefined,
-    },
+    { skip: NEEDS_ROOT },
     () => {
       let lab: Lab;
       let cluster: LabCluster;

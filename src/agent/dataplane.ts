@@ -6,8 +6,8 @@
 // cost one state-file write and one batch per subsystem. One apply: save the staged
 // changes and only then commit them to the table (a failed save drops them all and fails
 // every waiting request with NotSavedError: nothing changed), plan the desired kernel
-// state, then let each subsystem write its difference, in order ipset -> iptables -> ip
-// rules/routes/addresses/proxy entries -> sysctls (sets exist before rules use them). A
+// state, then let each subsystem write its difference, in order NAT (sets and rules, or
+// our nftables table) -> ip rules/routes/addresses/proxy entries -> sysctls. A
 // kernel failure rejects the waiting requests with the failing phase; their changes are
 // saved and stay wanted, and the loop retries by itself with exponential backoff and
 // jitter until the kernel matches again (the table shows them pending until then). Every
@@ -350,7 +350,7 @@ export class Dataplane {
       }
     }
     if (ordered) {
-      // In order: sets must exist before the rules that name them.
+      // In order: a new dataplane is written before the old one goes (kernel-subsystems.ts).
       for (const subsystem of kernel) changes += await subsystem.sync(desired, { reread });
       this.primed = true;
     } else {

@@ -18,6 +18,8 @@
 // -exist` line for each missing set, then `del NAME M -exist` for members that must go (so a
 // full set makes room first), then `add NAME M -exist` for members that are missing. Every
 // line carries -exist, so a stale belief can only cause extra no-op lines, never an error.
+// An apply may leave the adds out (iptables-dataplane.ts: a set's members open the way for
+// packets, so new ones go in only once the rules that NAT them are written).
 //
 // Belief: after a successful write the manager believes the sets hold exactly the desired
 // members and does not read again unless asked (reread) or a set name it never read shows up.
@@ -141,7 +143,11 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
     this.desired = desired;
   }
 
-  async apply(options: { reread: boolean }): Promise<number> {
+  /**
+   * With `additions: false` only the sets that are missing are created and the members that
+   * must go deleted; the members to add wait for the next apply (iptables-dataplane.ts).
+   */
+  async apply(options: { reread: boolean; additions?: boolean }): Promise<number> {
     const desired = this.desired;
     try {
       let belief = this.belief;
@@ -153,7 +159,7 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
         belief = beliefOf(await this.readSets(desired), desired);
         this.belief = belief;
       }
-      const { script, count, changes } = this.diff(desired, belief);
+      const { script, count, changes } = this.diff(desired, belief, options.additions ?? true);
       if (count === 0) return 0;
       // Forget the belief before writing: a failed or partial write leaves it unknown.
       this.belief = undefined;
@@ -195,6 +201,7 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
   private diff(
     desired: readonly IpsetSpec[],
     belief: Belief,
+    additions: boolean,
   ): { script: string; count: number; changes: SetChange[] } {
     const creates: string[] = [];
     const dels: string[] = [];
@@ -206,7 +213,7 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
       const current = belief.sets.get(spec.name);
       // Each spec is compared with the belief as it was, like the others.
       const members = current?.members ?? new DeltaTracker<Member>();
-      const delta = members.diff(spec.members, {
+      const found = members.diff(spec.members, {
         canonical: (member) => {
           // Not a key we hold (those are normalised tokens, or unwantable): check, normalise.
           if (!TOKEN.test(member)) invalidSpec(spec);
@@ -214,6 +221,7 @@ export class IpsetManager implements KernelManager<readonly IpsetSpec[], IpsetSn
         },
         usable: (entry) => entry.wantable,
       });
+      const delta = additions ? found : { ...found, adds: [], addPos: [] };
       if (current === undefined) {
         const counters = spec.counters === true ? " counters" : "";
         creates.push(`create ${spec.name} ${spec.type} ${NEW_SET_OPTIONS}${counters} -exist`);

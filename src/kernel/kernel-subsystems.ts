@@ -7,8 +7,9 @@
 // switches a live node. The new dataplane is written first and the old one removed after,
 // in the same apply: every packet meets one of them, or both (a connection keeps the NAT
 // its first packet got), never neither.
-// - iptables: ipsets first (the rules name them), our chains and jumps, routes, settings,
-//   then our nftables table is deleted if there is one.
+// - iptables: our sets and chains (iptables-dataplane.ts: a set's new members only once
+//   the rules that NAT them are written), routes, settings, then the nftables dataplane's
+//   FORWARD rule and table are deleted if they are there.
 // - nftables: our table first, then the iptables side: only the one FORWARD rule that
 //   accepts what our table marked (plan.ts NFT_FORWARD_JUMP), every jump of the iptables
 //   dataplane deleted, then its chains and ipsets; routes and settings as with iptables.
@@ -22,6 +23,7 @@ import type { ArpArrivals } from "./arp-arrivals.js";
 import { RouteManager, routeDesired } from "./iproute.js";
 import { IpsetManager } from "./ipset.js";
 import { IptablesManager, type IptablesDesired, type IptablesMode } from "./iptables.js";
+import { IptablesDataplane, iptablesDataplaneMissing } from "./iptables-dataplane.js";
 import { IptablesLeftovers, leftoversSubsystem } from "./iptables-leftovers.js";
 import { NftablesManager } from "./nftables.js";
 import { NFT_FORWARD_JUMP } from "../model/plan.js";
@@ -30,7 +32,6 @@ import { type Subsystem, managed } from "./subsystem.js";
 import { SysctlManager, SysctlWriter } from "./sysctl.js";
 import {
   iptablesMissing,
-  ipsetMissing,
   nftablesMissing,
   routeMissing,
   sysctlMissing,
@@ -98,24 +99,27 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
         ]
       : [
           managed(
-            "ipset",
-            "the members of our sets",
-            new IpsetManager(runner),
-            (d) => d.ipsets,
-            ipsetMissing,
-          ),
-          managed(
             "iptables",
-            "our chains and the jumps into them",
-            iptables,
-            iptablesDesired,
-            iptablesMissing,
+            "the members of our sets, our chains and the jumps into them",
+            new IptablesDataplane(new IpsetManager(runner), iptables),
+            (d) => ({ ipsets: d.ipsets, iptables: iptablesDesired(d) }),
+            iptablesDataplaneMissing,
           ),
         ];
+  // The nftables dataplane's state goes once the iptables one (our sets' members included)
+  // accepts and NATs: its FORWARD accept of what our table marked, then the table.
   const last =
     options.dataplane === "nftables"
       ? []
-      : [managed("nftables", `nothing: deletes ${nftOwns}`, nftables, () => NO_NAT)];
+      : [
+          managed(
+            "iptables",
+            "nothing: deletes the FORWARD rule of --dataplane nftables",
+            new IptablesManager(runner, { mode: options.iptablesMode }),
+            () => NFT_LEFTOVER,
+          ),
+          managed("nftables", `nothing: deletes ${nftOwns}`, nftables, () => NO_NAT),
+        ];
   return [
     ...nat,
     managed(
@@ -137,11 +141,8 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
 }
 
 const NO_NAT = { bindings: [], internalNets: [] };
+const NFT_LEFTOVER: IptablesDesired = { chains: [], jumps: [], retiredJumps: [NFT_FORWARD_JUMP] };
 
 function iptablesDesired(d: DesiredState): IptablesDesired {
-  return {
-    chains: d.chains,
-    jumps: d.jumps,
-    retiredJumps: [...d.retiredJumps, NFT_FORWARD_JUMP],
-  };
+  return { chains: d.chains, jumps: d.jumps, retiredJumps: d.retiredJumps };
 }

@@ -2,7 +2,7 @@
 // drives: the kernel managers, the announcers (BGP, ARP), the conntrack cleaner. A subsystem says
 // what it owns, its stage, and, by its place in the list, its order within the stage:
 // - "kernel": written after the announcers withdrew; in list order until the loop knows our
-//   sets and chains exist (sets before the rules that name them), at once afterwards; a
+//   sets and chains exist (the new dataplane before the old one goes), at once afterwards; a
 //   failure fails the apply with its phase;
 // - "announce": withdraw() before the kernel stage, sync() after it, so that a route never
 //   points at an EIP the node no longer serves, nor at one it does not serve yet;
