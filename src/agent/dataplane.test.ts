@@ -20,7 +20,7 @@ class Recorder implements Subsystem {
   /** Changes the next sync reports (drift found). */
   drift = 0;
   /** While set, read() waits for it. */
-  gate: Promise<void> | undefined;
+  readBlocked: Promise<void> | undefined;
   async sync(_d: DesiredState, o: { reread: boolean }): Promise<number> {
     this.events.push(o.reread ? "sync+reread" : "sync");
     const n = this.drift;
@@ -29,7 +29,7 @@ class Recorder implements Subsystem {
   }
   async read(): Promise<unknown> {
     this.reads++;
-    await this.gate;
+    await this.readBlocked;
     return `snapshot-${this.reads}`;
   }
   adopt(snapshot: unknown): void {
@@ -72,12 +72,12 @@ test("a re-read spoiled by a concurrent apply is dropped, and the next round rea
   await dataplane.resync();
   recorder.events.length = 0;
   let open!: () => void;
-  recorder.gate = new Promise((r) => (open = r));
+  recorder.readBlocked = new Promise((r) => (open = r));
   const resync = dataplane.backgroundResync();
   await new Promise((r) => setImmediate(r));
   table.propose({ action: "bind", binding: { eip: "192.168.18.5", vmi: "10.0.0.5" } }, "T");
   await dataplane.sync(); // an apply while the first read is under way
-  recorder.gate = undefined;
+  recorder.readBlocked = undefined;
   open();
   await resync;
   assert.equal(recorder.reads, 1);
@@ -153,5 +153,48 @@ test("an announcer withdraws before the kernel is written and announces after it
     (err: unknown) => err instanceof KernelError && err.phase === Phase.Bgp,
   );
   assert.deepEqual(events, ["withdraw", "kernel", "announce"], "the kernel is written anyway");
+  await dataplane.stop();
+});
+
+test("an EIP is answered once its NAT is written, and no longer before its NAT goes", async () => {
+  const log: string[] = [];
+  // The NAT subsystem logs the bindings it is asked to hold, the gate the EIPs it answers.
+  const subsystem = (name: string, gate: boolean): Subsystem => ({
+    name,
+    owns: "nothing",
+    stage: "kernel",
+    ...(gate ? { gate: true as const } : {}),
+    sync: async (d) => {
+      const eips = gate ? (d.arpProxy?.eips ?? d.gatewayAddresses) : d.bound.map((b) => b.eip);
+      log.push(`${name} [${eips.join(" ")}]`);
+      return 0;
+    },
+    read: async () => undefined,
+    adopt: () => {},
+  });
+  const table = new BindingTable();
+  const dataplane = new Dataplane({
+    table,
+    store: { save: async () => {}, record: async () => {} },
+    config: TEST_PLAN_CONFIG,
+    subsystems: [subsystem("answers", true), subsystem("nat", false)],
+    logger: pino({ level: "silent" }),
+    metrics: new AgentMetrics(),
+  });
+  const change = (action: "bind" | "unbind", eip: string, vmi: string) => {
+    table.propose({ action, binding: { eip, vmi } }, "T");
+    return dataplane.sync();
+  };
+  // The first apply knows nothing held: it writes everything at once.
+  await change("bind", "192.168.18.5", "10.0.0.5");
+  assert.deepEqual(log.splice(0), ["nat [192.168.18.5]", "answers [192.168.18.5]"]);
+  await change("bind", "192.168.18.6", "10.0.0.6");
+  assert.deepEqual(log.splice(0), [
+    "nat [192.168.18.5 192.168.18.6]",
+    "answers [192.168.18.5]",
+    "answers [192.168.18.5 192.168.18.6]",
+  ]);
+  await change("unbind", "192.168.18.5", "10.0.0.5");
+  assert.deepEqual(log.splice(0), ["answers [192.168.18.6]", "nat [192.168.18.6]"]);
   await dataplane.stop();
 });

@@ -30,9 +30,10 @@ import { backoffDelay } from "../common/backoff.js";
 import { type Clock, type Timer, realClock } from "../common/clock.js";
 import { KernelError, Phase } from "../kernel/manager.js";
 import type { Subsystem } from "../kernel/subsystem.js";
+import type { DesiredState } from "../model/desired.js";
 import type { BindingTable } from "./binding-table.js";
 import type { AgentMetrics } from "./metrics.js";
-import { type PlanConfig, plan } from "../model/plan.js";
+import { type PlanConfig, answeringOnly, plan } from "../model/plan.js";
 import type { BindingStore } from "./store.js";
 import type { ReadBackSink } from "./readback.js";
 
@@ -74,6 +75,8 @@ export class Dataplane {
   private idle: Promise<void> = Promise.resolve();
   /** Set after an in-order apply succeeded: our sets and chains exist. */
   private primed = false;
+  /** The EIPs the last apply that succeeded wrote; undefined when unknown. */
+  private held: ReadonlySet<string> | undefined;
   /** Counts applies started: a background read is valid only if it did not move. */
   private applies = 0;
   private readingInBackground = false;
@@ -304,6 +307,35 @@ export class Dataplane {
     }, delay);
   }
 
+  /**
+   * Lets `subsystems` write their difference from `desired`: in list order, or, once our
+   * sets and chains exist, at once (their writes are independent), reporting the lowest
+   * failing phase.
+   */
+  private async syncKernel(
+    subsystems: readonly Subsystem[],
+    desired: DesiredState,
+    options: { reread: boolean },
+    ordered: boolean,
+    gatesDesired = desired,
+  ): Promise<number> {
+    const want = (s: Subsystem) => (s.gate === true ? gatesDesired : desired);
+    let changes = 0;
+    if (ordered) {
+      // In order: a new dataplane is written before the old one goes (kernel-subsystems.ts).
+      for (const subsystem of subsystems) changes += await subsystem.sync(want(subsystem), options);
+      return changes;
+    }
+    const results = await Promise.allSettled(subsystems.map((s) => s.sync(want(s), options)));
+    const failures = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+    if (failures.length > 0) {
+      this.primed = false;
+      throw failures.sort((a, b) => phaseOf(a) - phaseOf(b))[0];
+    }
+    for (const r of results) if (r.status === "fulfilled") changes += r.value;
+    return changes;
+  }
+
   private async applyOnce({
     reread,
     ordered,
@@ -349,23 +381,27 @@ export class Dataplane {
         announceError ??= err;
       }
     }
-    if (ordered) {
-      // In order: a new dataplane is written before the old one goes (kernel-subsystems.ts).
-      for (const subsystem of kernel) changes += await subsystem.sync(desired, { reread });
-      this.primed = true;
+    // The gates (subsystem.ts): an EIP that goes stops being answered before its NAT goes,
+    // one that comes is answered once its NAT is written; the rest of the gates' state
+    // (routes, rules) is written with the NAT.
+    const gates = kernel.filter((s) => s.gate === true);
+    const nat = kernel.filter((s) => s.gate !== true);
+    const held = this.held;
+    this.held = undefined; // unknown until this apply succeeds
+    const closed = held === undefined ? desired : answeringOnly(desired, held);
+    const going =
+      held !== undefined && desired.announced.filter((eip) => held.has(eip)).length < held.size;
+    if (going) {
+      changes += await this.syncKernel(gates, closed, { reread }, ordered);
+      changes += await this.syncKernel(nat, desired, { reread }, ordered);
     } else {
-      // Our sets and chains exist: the subsystems' writes are independent, so they run at
-      // once. The lowest failing phase is the one reported.
-      const results = await Promise.allSettled(kernel.map((s) => s.sync(desired, { reread })));
-      const failures = results.flatMap((r) =>
-        r.status === "rejected" ? [r.reason as unknown] : [],
-      );
-      if (failures.length > 0) {
-        this.primed = false;
-        throw failures.sort((a, b) => phaseOf(a) - phaseOf(b))[0];
-      }
-      for (const r of results) if (r.status === "fulfilled") changes += r.value;
+      changes += await this.syncKernel([...nat, ...gates], desired, { reread }, ordered, closed);
     }
+    if (closed !== desired) {
+      changes += await this.syncKernel(gates, desired, { reread: false }, ordered);
+    }
+    if (ordered) this.primed = true;
+    this.held = new Set(desired.announced);
     for (const a of after) {
       try {
         // withdraw() read the speaker already, unless it failed (then this reads again).

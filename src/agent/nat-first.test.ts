@@ -1,8 +1,9 @@
 // No packet of a binding passes un-NATed: on the iptables dataplane a VMI's packets are let
 // through (FORWARD, our SNAT chain) by its member of kube-eip-vmi, packets to an EIP by its
-// member of kube-eip-eip, so after every command the agent runs, each member must have its
-// NAT rule (src/kernel/iptables-dataplane.ts). The whole agent, with its apply loop's
-// batches at once, over SimKernel; binds, unbinds, an EIP given to another VMI.
+// member of kube-eip-eip and by its address on the gateway device, so after every command
+// the agent runs, each of those must have its NAT rule (src/kernel/iptables-dataplane.ts,
+// the gates of src/agent/dataplane.ts). The whole agent, with its apply loop's batches at
+// once, over SimKernel; binds, unbinds, an EIP given to another VMI.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -27,6 +28,11 @@ class GateCheckingKernel extends SimKernel {
     args: readonly string[],
     options?: { input?: string },
   ): Promise<RunResult> {
+    // The NAT writes take their time, as iptables-restore does with a big ruleset, so a
+    // write that runs beside them (the ipsets, the addresses) lands first.
+    if (command.endsWith("-restore") || command === "nft") {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     try {
       return await super.run(command, args, options);
     } finally {
@@ -42,6 +48,13 @@ class GateCheckingKernel extends SimKernel {
       for (const eip of this.sets.get(SET_EIP)?.members ?? []) {
         if (!dnat.some((r) => r.startsWith(`-d ${eip}/32 -j DNAT`)))
           this.unNated.push(`after ${after}: ${eip} is in ${SET_EIP} without its DNAT rule`);
+      }
+      // An EIP's address on the gateway device: the node answers ARP for it, and delivers a
+      // packet that is not DNATed to itself (a reset for a connection picked up mid-stream).
+      for (const { dev, address } of this.ip.addresses) {
+        if (dev !== "eth1" || !/^192\.168\.18\.1\d\d$/.test(address)) continue;
+        if (!dnat.some((r) => r.startsWith(`-d ${address}/32 -j DNAT`)))
+          this.unNated.push(`after ${after}: ${address} is on ${dev} without its DNAT rule`);
       }
     }
   }

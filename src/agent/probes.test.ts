@@ -11,15 +11,15 @@ import type { Subsystem } from "../kernel/subsystem.js";
 import { AgentMetrics } from "./metrics.js";
 import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 
-/** A subsystem that fails while `failure` is set and waits while `gate` is set. */
+/** A subsystem that fails while `failure` is set and waits while `blocked` is set. */
 class Controlled implements Subsystem {
   readonly name = "controlled";
   readonly owns = "nothing";
   readonly stage = "kernel";
   failure: KernelError | undefined;
-  gate: Promise<void> | undefined;
+  blocked: Promise<void> | undefined;
   async sync(): Promise<number> {
-    await this.gate;
+    await this.blocked;
     if (this.failure) throw this.failure;
     return 0;
   }
@@ -78,14 +78,14 @@ test("not alive once one apply runs past the stall limit; alive again when it en
   const { subsystem, dataplane } = setup(() => now);
   await dataplane.resync();
   let release!: () => void;
-  subsystem.gate = new Promise((r) => (release = r));
+  subsystem.blocked = new Promise((r) => (release = r));
   const synced = dataplane.sync();
   await new Promise((r) => setImmediate(r));
   now += 60_000;
   assert.equal(dataplane.stalled(60_000), undefined, "exactly at the limit: still alive");
   now += 1;
   assert.equal(dataplane.stalled(60_000), "an apply has been running for 60 s");
-  subsystem.gate = undefined;
+  subsystem.blocked = undefined;
   release();
   await synced;
   assert.equal(dataplane.stalled(60_000), undefined);

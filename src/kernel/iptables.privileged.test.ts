@@ -122,8 +122,8 @@ for (const mode of ["legacy", "nft"] as const satisfies readonly IptablesMode[])
       }
 
       it("builds our chains and jumps, leaving foreign rules alone", async () => {
-        // 5 chains (3 per-binding, hairpin, the empty mangle TX one), 8 rules, 5 jumps.
-        assert.equal(await apply(PAIR), 18);
+        // 5 chains (3 per-binding, hairpin, the empty mangle TX one), 8 rules, 6 jumps.
+        assert.equal(await apply(PAIR), 19);
         assert.deepEqual(runner.lines(), [
           `iptables-${mode}-save -t nat`,
           `iptables-${mode}-save -t filter`,

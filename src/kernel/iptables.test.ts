@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type Binding, CHAIN_HAIRPIN } from "../model/desired.js";
-import { HAIRPIN_JUMP, plan, type PlanConfig } from "../model/plan.js";
+import { HAIRPIN_JUMP, INVALID_JUMP, plan, type PlanConfig } from "../model/plan.js";
 import { TEST_PLAN_CONFIG } from "../model/test-plan-config.js";
 import { FakeRunner, failure } from "./fake-runner.js";
 import { IptablesManager, parseIptablesSave, type IptablesDesired } from "./iptables.js";
@@ -95,13 +95,17 @@ const CLEAN_FILTER = SAVE_FILTER.replace(
 const CONFIG: PlanConfig = { ...TEST_PLAN_CONFIG, internalNets: ["10.244.0.0/16", "10.96.0.0/12"] };
 
 /**
- * The plan's seed-era chains and jumps (the hairpin chain and the counting rules aside: the
- * manager treats them like any other, iptables.privileged.test.ts writes them for real).
+ * The plan's seed-era chains and jumps (the hairpin chain, the INVALID drop and the counting
+ * rules aside: the manager treats them like any other, iptables.privileged.test.ts writes
+ * them for real).
  */
 function desired(bindings: Binding[]): IptablesDesired {
   const state = plan(CONFIG, bindings);
   const seedEra = (x: { table: string; name?: string; rule?: string }) =>
-    x.table !== "mangle" && x.name !== CHAIN_HAIRPIN && x.rule !== HAIRPIN_JUMP.rule;
+    x.table !== "mangle" &&
+    x.name !== CHAIN_HAIRPIN &&
+    x.rule !== HAIRPIN_JUMP.rule &&
+    x.rule !== INVALID_JUMP.rule;
   return {
     chains: state.chains.filter(seedEra),
     jumps: state.jumps.filter(seedEra),

@@ -122,13 +122,16 @@ export function kernelSubsystems(options: KernelSubsystemsOptions): Subsystem[] 
         ];
   return [
     ...nat,
-    managed(
-      "iproute",
-      "table 1001, our rules, EIP addresses, proxy ARP entries",
-      route,
-      routeDesired,
-      (snapshot, desired) => routeMissing(snapshot, desired, options.gatewayDev),
-    ),
+    {
+      ...managed(
+        "iproute",
+        "table 1001, our rules, EIP addresses, proxy ARP entries",
+        route,
+        routeDesired,
+        (snapshot, desired) => routeMissing(snapshot, desired, options.gatewayDev),
+      ),
+      gate: true,
+    },
     managed(
       "sysctl",
       "the gateway device's ARP settings",

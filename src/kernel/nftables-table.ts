@@ -11,6 +11,7 @@
 //                       address, as with the iptables dataplane)
 //   chain forward       accepts, and marks with FORWARD_MARK, exactly the traffic the
 //                       iptables dataplane's FORWARD rules accept (plan.ts JUMPS).
+//   chain input         drops INVALID packets to a bound EIP (plan.ts JUMPS).
 //   postrouting also masquerades hairpin callers: a caller inside the internal nets whose
 //   connection was DNATed from a bound EIP (docs/traffic.md).
 // With traffic counters (docs/traffic.md), two sets with a counter on each element:
@@ -86,7 +87,7 @@ function sets(counters: boolean): readonly SetLayout[] {
 interface ChainLayout {
   readonly name: string;
   readonly type: "nat" | "filter";
-  readonly hook: "prerouting" | "output" | "postrouting" | "forward";
+  readonly hook: "prerouting" | "input" | "output" | "postrouting" | "forward";
   readonly prio: number;
   /** Rule text without the comment, by comment. */
   readonly rules: readonly { readonly comment: string; readonly text: string }[];
@@ -133,6 +134,16 @@ function chains(f: Family, counters: boolean): ChainLayout[] {
           comment: "kube-eip outside to eip",
           text: `${f.l3} daddr @vmis ${f.l3} saddr != @internal_nets ct status dnat ct original ${f.l3} daddr @eips ${mark}`,
         },
+      ],
+    },
+    // INVALID packets to an EIP: dropped, not delivered to the node (plan.ts JUMPS).
+    {
+      name: "input",
+      type: "filter",
+      hook: "input",
+      prio: -10,
+      rules: [
+        { comment: "kube-eip invalid to eip", text: `ct state invalid ${f.l3} daddr @eips drop` },
       ],
     },
   ];

@@ -107,6 +107,7 @@ test("the layout read back from its own rendering is whole; an unknown element i
       "kube-eip replies to vmi",
       "kube-eip outside to eip",
     ]),
+    ...chain("input", "filter", "input", -10, ["kube-eip invalid to eip"]),
   ];
   const json = (elems: unknown[]) =>
     JSON.stringify({ nftables: [{ table: { name: "kube_eip" } }, ...sets(elems), ...chains] });

@@ -25,6 +25,13 @@ export interface Subsystem {
   /** What it owns, in a few words (see the header of its file). */
   readonly owns: string;
   readonly stage: Stage;
+  /**
+   * A "kernel" subsystem whose state lets a binding's traffic reach the node (an EIP's
+   * address, which the node answers ARP for and delivers to itself): the loop writes it
+   * after the others, and first, when bindings went, with the bindings that stay, so that no
+   * packet finds an EIP here without its NAT (dataplane.ts).
+   */
+  readonly gate?: true;
   /** The "announce" stage only: withdraws what `desired` no longer holds. */
   withdraw?(desired: DesiredState, options: { reread: boolean }): Promise<number>;
   /** Writes what differs from `desired`; resolves to the number of changes written. */

@@ -74,6 +74,19 @@ export function forwardRule(b: Binding): string {
   return `-d ${b.vmi}/32 -m conntrack --ctstate DNAT --ctorigdst ${b.eip} -j ACCEPT`;
 }
 
+/**
+ * A packet conntrack finds INVALID is not NATed: one for an EIP would be delivered to the
+ * node itself, which holds the EIP's address, and the node would reset the connection.
+ * That happens on a move, while the new node sends a flow's packets and the old one still
+ * receives its ACKs, which acknowledge data it never saw (kube-proxy drops INVALID packets
+ * for the same reason, kubernetes#74839). Dropped, the sender sends again.
+ */
+export const INVALID_JUMP: JumpSpec = {
+  table: "filter",
+  chain: "INPUT",
+  rule: `-m set --match-set ${SET_EIP} dst -m conntrack --ctstate INVALID -m comment --comment "kube-eip: INVALID packets to an EIP" -j DROP`,
+};
+
 export const JUMPS: readonly JumpSpec[] = [
   {
     table: "nat",
@@ -95,6 +108,7 @@ export const JUMPS: readonly JumpSpec[] = [
     chain: "FORWARD",
     rule: `-m set --match-set ${SET_VMI} dst -m set ! --match-set ${SET_INTERNAL} src -j ${CHAIN_FORWARD}`,
   },
+  INVALID_JUMP,
 ];
 
 /**
@@ -274,5 +288,21 @@ export function plan(config: PlanConfig, bindings: Iterable<Binding>): DesiredSt
     arpProxy: config.arpPoisoning ? { eips, routeDev: config.cniDev } : undefined,
     sysctls: gatewaySysctls(config),
     trafficCounters: counting,
+  };
+}
+
+/**
+ * `desired` with the node answering ARP only for the EIPs of `held` (its addresses on the
+ * gateway device, its proxy entries): the gates an apply writes before the NAT of what
+ * comes (src/agent/dataplane.ts). Returns `desired` itself when that changes nothing.
+ */
+export function answeringOnly(desired: DesiredState, held: ReadonlySet<string>): DesiredState {
+  const answered = desired.arpProxy?.eips ?? desired.gatewayAddresses;
+  if (answered.every((eip) => held.has(eip))) return desired;
+  const only = (eips: readonly string[]) => eips.filter((eip) => held.has(eip));
+  return {
+    ...desired,
+    gatewayAddresses: only(desired.gatewayAddresses),
+    arpProxy: desired.arpProxy && { ...desired.arpProxy, eips: only(desired.arpProxy.eips) },
   };
 }
